@@ -1,0 +1,391 @@
+//! The configuration files' shape: serde structs for `supervisor.toml` and `engine.toml`, with the
+//! defaults of SPEC section 4. Loading, validation and reload live in sibling modules.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+// === supervisor.toml ===
+
+/// The whole supervisor file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorConfig {
+    /// Batching on (long-lived streams) or off (one unary call per task on a new connection).
+    #[serde(default = "defaults::turbo_monitoring")]
+    pub turbo_monitoring: bool,
+    /// Tasks per submission batch.
+    #[serde(default = "defaults::batch_size")]
+    pub task_submit_batch_size: usize,
+    /// Task ids per status-check batch; a warning is logged at 100 and above.
+    #[serde(default = "defaults::batch_size")]
+    pub task_info_batch_size: usize,
+    /// How often the monitor loop queries unfinished tasks.
+    #[serde(default = "defaults::status_check_interval", with = "humantime_serde")]
+    pub status_check_interval: Duration,
+    /// How often statistics are printed and reset.
+    #[serde(default = "defaults::stats_interval", with = "humantime_serde")]
+    pub stats_interval: Duration,
+    /// Batches in flight on one engine's stream at once.
+    #[serde(default = "defaults::max_inflight_batches")]
+    pub max_inflight_batches: usize,
+    /// Turbo off: connections open to one engine at once.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Largest gRPC message either side sends or accepts, in bytes.
+    #[serde(default = "defaults::max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Engines the supervisor sends tasks to.
+    #[serde(default)]
+    pub engines: Vec<EngineEntry>,
+    /// Monitoring groups: named node lists.
+    #[serde(default)]
+    pub groups: Vec<GroupConfig>,
+    /// Rules: what a task checks.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    /// Relators: rules × group on a schedule, with alert actions.
+    #[serde(default)]
+    pub relators: Vec<RelatorConfig>,
+    /// Alert actions fired when a rule is broken.
+    #[serde(default)]
+    pub alerts: Vec<AlertConfig>,
+}
+
+/// One engine the supervisor talks to, with optional per-engine overrides of the turbo keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineEntry {
+    /// Name used by groups and in statistics.
+    pub name: String,
+    /// `host:port` of the engine's gRPC server.
+    pub address: String,
+    /// Name of a simulated link profile to put between supervisor and engine (SPEC section 6).
+    #[serde(default)]
+    pub link: Option<String>,
+    /// Override of the top-level key of the same name.
+    #[serde(default)]
+    pub turbo_monitoring: Option<bool>,
+    /// Override of the top-level key of the same name.
+    #[serde(default)]
+    pub task_submit_batch_size: Option<usize>,
+    /// Override of the top-level key of the same name.
+    #[serde(default)]
+    pub task_info_batch_size: Option<usize>,
+    /// Override of the top-level key of the same name.
+    #[serde(default, with = "humantime_serde")]
+    pub status_check_interval: Option<Duration>,
+    /// Override of the top-level key of the same name.
+    #[serde(default, with = "humantime_serde")]
+    pub stats_interval: Option<Duration>,
+    /// Override of the top-level key of the same name.
+    #[serde(default)]
+    pub max_inflight_batches: Option<usize>,
+    /// Override of the top-level key of the same name.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+}
+
+/// A named list of nodes, all served by one engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Group name, referenced by relators.
+    pub name: String,
+    /// Engine that runs this group's tasks.
+    pub engine: String,
+    /// Node names (host names or addresses); `{node}` in a rule is replaced by each.
+    pub nodes: Vec<String>,
+}
+
+/// Which kind of check a rule runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// Connect to host:port within the timeout.
+    Tcp,
+    /// Run a program; exit 0 is ok.
+    Exec,
+    /// HTTP GET; the expected status is ok.
+    Http,
+    /// Simulated: wait `duration`, report `outcome`.
+    Sim,
+}
+
+/// Outcome a `sim` rule reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SimOutcome {
+    /// The rule holds.
+    #[default]
+    Ok,
+    /// The rule is broken (alerts fire).
+    Broken,
+    /// The check itself failed.
+    Failed,
+}
+
+/// A rule: one check with its parameters. Which keys apply depends on `kind`; `{node}` in `host`,
+/// `url` and `args` is replaced by the node's name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Rule name, referenced by relators.
+    pub name: String,
+    /// The check to run.
+    pub kind: CheckKind,
+    /// Per-task timeout.
+    #[serde(default = "defaults::rule_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// tcp: host to connect to (default `{node}`).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// tcp: port to connect to.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// exec: program to run.
+    #[serde(default)]
+    pub program: Option<String>,
+    /// exec: its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// http: URL to GET.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// http: expected status code (default 200).
+    #[serde(default)]
+    pub expect_status: Option<u16>,
+    /// sim: how long the check takes.
+    #[serde(default, with = "humantime_serde")]
+    pub duration: Option<Duration>,
+    /// sim: what it reports.
+    #[serde(default)]
+    pub outcome: Option<SimOutcome>,
+    /// sim: the value it reports.
+    #[serde(default)]
+    pub value: Option<f64>,
+}
+
+/// Ties rules to a group, a schedule and alert actions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelatorConfig {
+    /// Relator name; part of every task id.
+    pub name: String,
+    /// Monitoring group whose nodes are checked.
+    pub group: String,
+    /// Rules checked on every node.
+    pub rules: Vec<String>,
+    /// How often the relator fires.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Alert actions fired when a rule is broken.
+    #[serde(default)]
+    pub alerts: Vec<String>,
+}
+
+/// What an alert action does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertKind {
+    /// A warning log line (target `turbomon::alert`).
+    Log,
+    /// An HTTP POST of a JSON body to `url`.
+    Webhook,
+    /// Run `program` with `args`; the alert is passed in environment variables.
+    Command,
+}
+
+/// A named alert action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertConfig {
+    /// Name, referenced by relators.
+    pub name: String,
+    /// What it does.
+    pub kind: AlertKind,
+    /// webhook: where to POST.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// command: program to run.
+    #[serde(default)]
+    pub program: Option<String>,
+    /// command: its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// webhook and command: give up after this long.
+    #[serde(default = "defaults::alert_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// The turbo keys in force for one engine: top-level values with that engine's overrides applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunables {
+    /// Batching on or off.
+    pub turbo_monitoring: bool,
+    /// Tasks per submission batch.
+    pub task_submit_batch_size: usize,
+    /// Task ids per status batch.
+    pub task_info_batch_size: usize,
+    /// Monitor loop period.
+    pub status_check_interval: Duration,
+    /// Statistics window.
+    pub stats_interval: Duration,
+    /// Batches in flight per stream.
+    pub max_inflight_batches: usize,
+    /// Turbo off: connections at once.
+    pub max_connections: usize,
+}
+
+impl SupervisorConfig {
+    /// The tunables in force for `engine`: its overrides over the top-level values.
+    pub fn tunables(&self, engine: &EngineEntry) -> Tunables {
+        Tunables {
+            turbo_monitoring: engine.turbo_monitoring.unwrap_or(self.turbo_monitoring),
+            task_submit_batch_size: engine
+                .task_submit_batch_size
+                .unwrap_or(self.task_submit_batch_size),
+            task_info_batch_size: engine
+                .task_info_batch_size
+                .unwrap_or(self.task_info_batch_size),
+            status_check_interval: engine
+                .status_check_interval
+                .unwrap_or(self.status_check_interval),
+            stats_interval: engine.stats_interval.unwrap_or(self.stats_interval),
+            max_inflight_batches: engine
+                .max_inflight_batches
+                .unwrap_or(self.max_inflight_batches),
+            max_connections: engine.max_connections.unwrap_or(self.max_connections),
+        }
+    }
+}
+
+// === engine.toml ===
+
+/// The whole engine file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Address the gRPC server binds (`127.0.0.1:0` picks a free port).
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+    /// Checks running at once; the rest wait as pending.
+    #[serde(default = "defaults::max_concurrent_checks")]
+    pub max_concurrent_checks: usize,
+    /// Largest batch accepted; a larger one is refused with INVALID_ARGUMENT.
+    #[serde(default = "defaults::max_batch_tasks")]
+    pub max_batch_tasks: usize,
+    /// Tasks held (pending, running or finished but not yet collected); beyond it new tasks are
+    /// refused with RESOURCE_EXHAUSTED.
+    #[serde(default = "defaults::max_held_tasks")]
+    pub max_held_tasks: usize,
+    /// Finished results nobody collected are dropped (and counted) after this long.
+    #[serde(default = "defaults::result_retention", with = "humantime_serde")]
+    pub result_retention: Duration,
+    /// Largest gRPC message sent or accepted, in bytes.
+    #[serde(default = "defaults::max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// exec: bytes of output kept.
+    #[serde(default = "defaults::output_limit_bytes")]
+    pub output_limit_bytes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            listen: defaults::listen(),
+            max_concurrent_checks: defaults::max_concurrent_checks(),
+            max_batch_tasks: defaults::max_batch_tasks(),
+            max_held_tasks: defaults::max_held_tasks(),
+            result_retention: defaults::result_retention(),
+            max_message_bytes: defaults::max_message_bytes(),
+            output_limit_bytes: defaults::output_limit_bytes(),
+        }
+    }
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        Self {
+            turbo_monitoring: defaults::turbo_monitoring(),
+            task_submit_batch_size: defaults::batch_size(),
+            task_info_batch_size: defaults::batch_size(),
+            status_check_interval: defaults::status_check_interval(),
+            stats_interval: defaults::stats_interval(),
+            max_inflight_batches: defaults::max_inflight_batches(),
+            max_connections: defaults::max_connections(),
+            max_message_bytes: defaults::max_message_bytes(),
+            engines: Vec::new(),
+            groups: Vec::new(),
+            rules: Vec::new(),
+            relators: Vec::new(),
+            alerts: Vec::new(),
+        }
+    }
+}
+
+/// Default values, one function per key (serde wants functions).
+pub mod defaults {
+    use std::time::Duration;
+
+    /// `turbo_monitoring`
+    pub fn turbo_monitoring() -> bool {
+        true
+    }
+    /// `task_submit_batch_size`, `task_info_batch_size`
+    pub fn batch_size() -> usize {
+        30
+    }
+    /// `status_check_interval`
+    pub fn status_check_interval() -> Duration {
+        Duration::from_secs(10)
+    }
+    /// `stats_interval`
+    pub fn stats_interval() -> Duration {
+        Duration::from_secs(300)
+    }
+    /// `max_inflight_batches`: high enough that a normal loop is never serialised.
+    pub fn max_inflight_batches() -> usize {
+        64
+    }
+    /// `max_connections`
+    pub fn max_connections() -> usize {
+        10
+    }
+    /// `max_message_bytes`: 4 MiB, gRPC's usual cap.
+    pub fn max_message_bytes() -> usize {
+        4 * 1024 * 1024
+    }
+    /// A rule's `timeout`.
+    pub fn rule_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    /// An alert's `timeout`.
+    pub fn alert_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    /// Engine `listen`.
+    pub fn listen() -> String {
+        "127.0.0.1:7300".to_string()
+    }
+    /// Engine `max_concurrent_checks`.
+    pub fn max_concurrent_checks() -> usize {
+        256
+    }
+    /// Engine `max_batch_tasks`.
+    pub fn max_batch_tasks() -> usize {
+        1000
+    }
+    /// Engine `max_held_tasks`.
+    pub fn max_held_tasks() -> usize {
+        100_000
+    }
+    /// Engine `result_retention`.
+    pub fn result_retention() -> Duration {
+        Duration::from_secs(3600)
+    }
+    /// Engine `output_limit_bytes`.
+    pub fn output_limit_bytes() -> usize {
+        1024
+    }
+}

@@ -1,0 +1,33 @@
+//! turbomon: a batched monitoring-engine RPC service.
+//!
+//! A supervisor schedules monitoring tasks (one rule checked on one node), pools them into batches
+//! and sends them over long-lived gRPC streams to engines, which run the checks and keep results
+//! until collected. Per-loop time and packet-size statistics are printed every stats interval.
+//!
+//! Layout:
+//! - [`proto`]: the generated gRPC API (`proto/turbomon/v1`).
+//! - [`config`]: configuration files, validation and reload.
+//! - [`stats`]: loop-time and packet-size histograms and the statistics report.
+//! - [`check`]: the checks an engine runs (tcp, exec, http, sim).
+//! - [`engine`]: the monitoring engine's gRPC server and task store.
+//! - [`transport`]: how the supervisor dials an engine (plain TCP or a simulated link).
+//! - [`link`]: the simulated link (latency, bandwidth, loss, faults).
+//! - [`supervisor`]: scheduling, submission and monitor loops, alerts.
+//! - [`demo`]: supervisor and engines on loopback for a first look.
+
+#![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
+
+/// The generated gRPC API, package `turbomon.v1`.
+#[allow(missing_docs, unreachable_pub)]
+pub mod proto {
+    tonic::include_proto!("turbomon.v1");
+}
+
+pub mod check;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod link;
+pub mod stats;
+pub mod supervisor;
+pub mod transport;

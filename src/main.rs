@@ -1,0 +1,3 @@
+//! The `turbomon` command line.
+
+fn main() {}
