@@ -1,1 +1,211 @@
-//! (to be written)
+//! `turbomon demo`: two engines and a supervisor in one process on loopback, a few hundred tasks
+//! on short intervals, statistics printed at a short interval. The remote engine sits behind a
+//! simulated `wan` link, so the two statistics blocks show what a slow link does to loop time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{
+    AlertConfig, AlertKind, CheckKind, EngineConfig, EngineEntry, GroupConfig, RelatorConfig,
+    RuleConfig, SimOutcome, SupervisorConfig,
+};
+use crate::engine::Engine;
+use crate::supervisor::{CountersSnapshot, Supervisor, SupervisorError, SupervisorOptions};
+
+/// What the demo runs with.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Statistics window.
+    pub stats_interval: Duration,
+    /// Monitor loop period.
+    pub status_check_interval: Duration,
+    /// Batching on or off.
+    pub turbo_monitoring: bool,
+    /// Link profile for the remote engine (`none` for plain loopback).
+    pub remote_link: String,
+    /// Append statistics windows as JSON here.
+    pub stats_json: Option<std::path::PathBuf>,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            stats_interval: Duration::from_secs(5),
+            status_check_interval: Duration::from_secs(1),
+            turbo_monitoring: true,
+            remote_link: "wan".to_string(),
+            stats_json: None,
+        }
+    }
+}
+
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// An engine could not bind or serve.
+    #[error("engine: {0}")]
+    Engine(String),
+    /// The supervisor could not start.
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+}
+
+/// Counters per engine at the end of the demo.
+pub type DemoSummary = Vec<(String, CountersSnapshot)>;
+
+/// The demo's supervisor configuration for engines listening at `local` and `remote`.
+pub fn demo_config(local: &str, remote: &str, options: &DemoOptions) -> SupervisorConfig {
+    let nodes = |prefix: &str, n: usize| (1..=n).map(|i| format!("{prefix}-{i:03}")).collect();
+    let sim = |name: &str, ms: u64, outcome: SimOutcome, value: f64| RuleConfig {
+        name: name.to_string(),
+        kind: CheckKind::Sim,
+        timeout: Duration::from_secs(5),
+        host: None,
+        port: None,
+        program: None,
+        args: Vec::new(),
+        url: None,
+        expect_status: None,
+        duration: Some(Duration::from_millis(ms)),
+        outcome: Some(outcome),
+        value: Some(value),
+    };
+    let port = local.rsplit(':').next().and_then(|p| p.parse().ok());
+    let relator =
+        |name: &str, group: &str, rules: &[&str], secs: u64, alerts: &[&str]| RelatorConfig {
+            name: name.to_string(),
+            group: group.to_string(),
+            rules: rules.iter().map(|r| r.to_string()).collect(),
+            interval: Duration::from_secs(secs),
+            alerts: alerts.iter().map(|a| a.to_string()).collect(),
+        };
+    let engine = |name: &str, address: &str, link: Option<String>| EngineEntry {
+        name: name.to_string(),
+        address: address.to_string(),
+        link,
+        turbo_monitoring: None,
+        task_submit_batch_size: None,
+        task_info_batch_size: None,
+        status_check_interval: None,
+        stats_interval: None,
+        max_inflight_batches: None,
+        max_connections: None,
+    };
+    let remote_link = Some(options.remote_link.clone()).filter(|l| l != "none");
+    SupervisorConfig {
+        turbo_monitoring: options.turbo_monitoring,
+        status_check_interval: options.status_check_interval,
+        stats_interval: options.stats_interval,
+        engines: vec![
+            engine("local", local, None),
+            engine("remote", remote, remote_link),
+        ],
+        groups: vec![
+            GroupConfig {
+                name: "datacenter".to_string(),
+                engine: "local".to_string(),
+                nodes: nodes("dc", 120),
+            },
+            GroupConfig {
+                name: "branch-office".to_string(),
+                engine: "remote".to_string(),
+                nodes: nodes("branch", 80),
+            },
+            GroupConfig {
+                name: "canaries".to_string(),
+                engine: "remote".to_string(),
+                nodes: nodes("canary", 2),
+            },
+        ],
+        rules: vec![
+            sim("cpu-load", 20, SimOutcome::Ok, 42.0),
+            sim("disk-free", 5, SimOutcome::Ok, 73.0),
+            sim("always-broken", 10, SimOutcome::Broken, 99.0),
+            RuleConfig {
+                name: "engine-port".to_string(),
+                kind: CheckKind::Tcp,
+                timeout: Duration::from_secs(2),
+                host: Some("127.0.0.1".to_string()),
+                port,
+                ..sim("engine-port", 0, SimOutcome::Ok, 0.0)
+            },
+        ],
+        relators: vec![
+            relator(
+                "dc-health",
+                "datacenter",
+                &["cpu-load", "disk-free"],
+                2,
+                &[],
+            ),
+            relator("dc-port", "datacenter", &["engine-port"], 5, &[]),
+            relator("branch-health", "branch-office", &["cpu-load"], 3, &[]),
+            relator("canary", "canaries", &["always-broken"], 5, &["log"]),
+        ],
+        alerts: vec![AlertConfig {
+            name: "log".to_string(),
+            kind: AlertKind::Log,
+            url: None,
+            program: None,
+            args: Vec::new(),
+            timeout: Duration::from_secs(5),
+        }],
+        ..SupervisorConfig::default()
+    }
+}
+
+/// Run the demo until `shutdown` resolves; returns the counters per engine.
+pub async fn run(
+    options: DemoOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<DemoSummary, DemoError> {
+    let (stop_engines, engines_stopped) = watch::channel(false);
+    let mut addresses = Vec::new();
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| DemoError::Engine(e.to_string()))?;
+        addresses.push(
+            listener
+                .local_addr()
+                .map_err(|e| DemoError::Engine(e.to_string()))?
+                .to_string(),
+        );
+        let engine = Engine::new(EngineConfig::default());
+        let mut stopped = engines_stopped.clone();
+        servers.push(tokio::spawn(engine.serve(listener, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })));
+    }
+    let config = demo_config(&addresses[0], &addresses[1], &options);
+    tracing::info!(
+        target: "turbomon::demo",
+        local = %addresses[0],
+        remote = %addresses[1],
+        remote_link = %options.remote_link,
+        "demo: engines `local` and `remote` listening; 440 tasks per 6 s, statistics every {}",
+        humantime::format_duration(options.stats_interval)
+    );
+    let (_config_tx, config_rx) = watch::channel(Arc::new(config));
+    let supervisor = Supervisor::start(
+        config_rx,
+        SupervisorOptions {
+            stats_json: options.stats_json.clone(),
+            observer: None,
+        },
+    )?;
+    shutdown.await;
+    let summary = supervisor.shutdown().await;
+    stop_engines.send_replace(true);
+    for server in servers {
+        server
+            .await
+            .map_err(|e| DemoError::Engine(e.to_string()))?
+            .map_err(|e| DemoError::Engine(e.to_string()))?;
+    }
+    Ok(summary)
+}

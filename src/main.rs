@@ -1,3 +1,183 @@
-//! The `turbomon` command line.
+//! The `turbomon` command line: engine, supervisor, demo, configuration check and link proxy.
 
-fn main() {}
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use turbomon::config;
+use turbomon::demo::{self, DemoOptions};
+use turbomon::engine::Engine;
+use turbomon::supervisor::{Supervisor, SupervisorOptions};
+
+/// turbomon: a supervisor that batches monitoring tasks to engines over gRPC, and the engines that
+/// run them, with loop-time and packet-size statistics.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Log filter (tracing-subscriber syntax), e.g. `info`, `turbomon=debug`.
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a monitoring engine: a gRPC server that runs the checks it is sent.
+    Engine {
+        /// Engine configuration file.
+        #[arg(long, default_value = "config/engine.toml")]
+        config: PathBuf,
+        /// Listen here instead of the file's `listen` (e.g. 127.0.0.1:0).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Run the supervisor: schedule relators, submit and monitor tasks, print statistics.
+    Supervisor {
+        /// Supervisor configuration file (re-read when it changes, or on SIGHUP).
+        #[arg(long, default_value = "config/supervisor.toml")]
+        config: PathBuf,
+        /// Append every statistics window as one JSON object per line to this file.
+        #[arg(long)]
+        stats_json: Option<PathBuf>,
+    },
+    /// Run a supervisor and two engines on loopback with a few hundred tasks (one engine behind a
+    /// simulated WAN link), printing statistics at a short interval.
+    Demo {
+        /// Stop after this long (e.g. 20s); without it, run until Ctrl-C.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Statistics window.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        stats_interval: Duration,
+        /// Monitor loop period.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        status_check_interval: Duration,
+        /// Turbo mode (batching) on or off.
+        #[arg(long, default_value = "on", value_parser = parse_on_off)]
+        turbo: bool,
+        /// Link profile between the supervisor and the remote engine (`none` for plain loopback).
+        #[arg(long, default_value = "wan")]
+        remote_link: String,
+        /// Append every statistics window as JSON to this file.
+        #[arg(long)]
+        stats_json: Option<PathBuf>,
+    },
+    /// Validate a supervisor or engine configuration file; exit non-zero naming the bad key.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("expected `on` or `off`, got `{s}`")),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .with_context(|| format!("bad --log filter `{}`", cli.log))?,
+        )
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Engine { config, listen } => {
+            let mut settings = config::load_engine(&config)?;
+            if let Some(listen) = listen {
+                settings.listen = listen;
+            }
+            let listener = tokio::net::TcpListener::bind(&settings.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", settings.listen))?;
+            tracing::info!(target: "turbomon::engine", address = %listener.local_addr()?, "engine listening");
+            Engine::new(settings).serve(listener, stop_signal()).await?;
+        }
+        Command::Supervisor { config, stats_json } => {
+            let initial = config::load_supervisor(&config)?;
+            let updates = config::watch_supervisor(config.clone(), initial);
+            let supervisor = Supervisor::start(
+                updates,
+                SupervisorOptions {
+                    stats_json,
+                    observer: None,
+                },
+            )?;
+            tracing::info!(target: "turbomon::supervisor", config = %config.display(), engines = ?supervisor.engine_names(), "supervisor running");
+            supervisor.run_until(stop_signal()).await;
+        }
+        Command::Demo {
+            duration,
+            stats_interval,
+            status_check_interval,
+            turbo,
+            remote_link,
+            stats_json,
+        } => {
+            let options = DemoOptions {
+                stats_interval,
+                status_check_interval,
+                turbo_monitoring: turbo,
+                remote_link,
+                stats_json,
+            };
+            let until = async move {
+                match duration {
+                    Some(d) => {
+                        tokio::select! {
+                            () = tokio::time::sleep(d) => {}
+                            () = stop_signal() => {}
+                        }
+                    }
+                    None => stop_signal().await,
+                }
+            };
+            for (engine, counters) in demo::run(options, until).await? {
+                tracing::info!(target: "turbomon::demo", %engine, ?counters, "demo finished");
+            }
+        }
+        Command::CheckConfig { file } => match config::check_file(&file) {
+            Ok(summary) => println!("{}: ok\n{summary}", file.display()),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        },
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("stopping");
+}

@@ -1,1 +1,216 @@
-//! (to be written)
+//! How the supervisor reaches an engine: a [`Dialer`] opens gRPC connections over plain loopback
+//! TCP or through a simulated [`Link`](crate::link::Link).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::proto::engine_client::EngineClient;
+
+/// Errors while reaching an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The engine address is not `host:port`.
+    #[error("engine address `{address}` is not host:port: {reason}")]
+    BadAddress {
+        /// The address as configured.
+        address: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The connection could not be established.
+    #[error("cannot connect to engine at {address}: {source}")]
+    Connect {
+        /// The address dialled.
+        address: String,
+        /// The underlying error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// Opens connections to one engine, each call a new connection.
+#[derive(Clone)]
+pub struct Dialer {
+    address: SocketAddr,
+    link: Option<crate::link::Link>,
+    max_message_bytes: usize,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer")
+            .field("address", &self.address)
+            .field("link", &self.link.as_ref().map(|l| l.profile().clone()))
+            .finish()
+    }
+}
+
+impl Dialer {
+    /// A dialer for the engine at `address` (`host:port`, resolved now), optionally through `link`.
+    pub fn new(
+        address: &str,
+        link: Option<crate::link::Link>,
+        max_message_bytes: usize,
+    ) -> Result<Self, TransportError> {
+        let address = resolve(address)?;
+        Ok(Self {
+            address,
+            link,
+            max_message_bytes,
+            connect_timeout: Duration::from_secs(5),
+        })
+    }
+
+    /// The engine's socket address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The simulated link in between, if any.
+    pub fn link(&self) -> Option<&crate::link::Link> {
+        self.link.as_ref()
+    }
+
+    /// Open a new long-lived connection and wrap it in an engine client with the message caps
+    /// set. The channel re-dials by itself when the connection breaks.
+    pub async fn connect(&self) -> Result<EngineClient<Channel>, TransportError> {
+        Ok(self.connect_tracked().await?.0)
+    }
+
+    /// Open a new connection and also return a [`ConnectionClosed`] signal that resolves once the
+    /// connection's socket has been dropped, so that callers can bound how many are open at once.
+    pub async fn connect_tracked(
+        &self,
+    ) -> Result<(EngineClient<Channel>, ConnectionClosed), TransportError> {
+        let endpoint = Endpoint::from_shared(format!("http://{}", self.address))
+            .map_err(|source| self.connect_error(source))?
+            .connect_timeout(self.connect_timeout)
+            .http2_adaptive_window(true);
+        let (closed_tx, closed_rx) = tokio::sync::watch::channel(false);
+        let closed_tx = std::sync::Arc::new(closed_tx);
+        let address = self.address;
+        let link = self.link.clone();
+        let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
+            let link = link.clone();
+            let closed_tx = std::sync::Arc::clone(&closed_tx);
+            async move {
+                let io: Box<dyn EngineIo> = match link {
+                    None => {
+                        let stream = tokio::net::TcpStream::connect(address).await?;
+                        stream.set_nodelay(true)?;
+                        Box::new(stream)
+                    }
+                    Some(link) => Box::new(link.connect(address).await?),
+                };
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(Tracked {
+                    io,
+                    closed: closed_tx,
+                }))
+            }
+        });
+        let channel = endpoint
+            .connect_with_connector(connector)
+            .await
+            .map_err(|source| self.connect_error(source))?;
+        let client = EngineClient::new(channel)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes);
+        Ok((client, ConnectionClosed(closed_rx)))
+    }
+
+    fn connect_error(&self, source: tonic::transport::Error) -> TransportError {
+        TransportError::Connect {
+            address: self.address.to_string(),
+            source,
+        }
+    }
+}
+
+/// Resolves once the tracked connection's socket is gone.
+#[derive(Debug)]
+pub struct ConnectionClosed(tokio::sync::watch::Receiver<bool>);
+
+impl ConnectionClosed {
+    /// Wait until the socket has been dropped (or the dialer is gone).
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|closed| *closed).await;
+    }
+}
+
+/// Any byte stream a connection can run over.
+trait EngineIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> EngineIo for T {}
+
+/// A socket that reports when it is dropped.
+struct Tracked {
+    io: Box<dyn EngineIo>,
+    closed: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.closed.send_replace(true);
+    }
+}
+
+impl tokio::io::AsyncRead for Tracked {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+fn resolve(address: &str) -> Result<SocketAddr, TransportError> {
+    use std::net::ToSocketAddrs;
+    let bad = |reason: String| TransportError::BadAddress {
+        address: address.to_string(),
+        reason,
+    };
+    address
+        .to_socket_addrs()
+        .map_err(|e| bad(e.to_string()))?
+        .next()
+        .ok_or_else(|| bad("it resolves to no address".to_string()))
+}

@@ -1,1 +1,294 @@
-//! (to be written)
+//! The supervising engine: expands relators into tasks on their schedules, submits them to each
+//! engine in batches, checks their status, fires alerts for broken rules and keeps the loop and
+//! packet statistics.
+//!
+//! - [`plan`]: relators expanded into task templates; task ids.
+//! - [`batch`]: splitting into batches and measuring packets.
+//! - [`stream`]: batches in flight on one bidirectional stream.
+//! - [`submit`], [`monitor`]: the submission and monitor loops, turbo and off.
+//! - [`alert`]: alert actions.
+
+pub mod alert;
+pub mod batch;
+pub mod monitor;
+pub mod plan;
+pub mod stream;
+pub mod submit;
+mod unary;
+mod worker;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub use unary::UnaryError;
+
+use crate::config::SupervisorConfig;
+use crate::proto::{Task, TaskState};
+use crate::stats::EngineStats;
+use crate::transport::Dialer;
+use plan::RelatorPlan;
+
+/// Why the supervisor cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// A relator cannot be expanded.
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    /// An engine's address or link is unusable.
+    #[error("engine `{engine}`: {reason}")]
+    Engine {
+        /// The engine.
+        engine: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The final outcome of a task as the supervisor learnt it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// Engine that ran it.
+    pub engine: String,
+    /// The task.
+    pub task_id: String,
+    /// Final state (ok, broken, failed, timed out); failed also for a task the engine rejected.
+    pub state: TaskState,
+    /// Measured value.
+    pub value: f64,
+    /// Engine's message.
+    pub message: String,
+    /// When the check finished on the engine (ms since the epoch; 0 if it never ran).
+    pub finished_unix_ms: i64,
+    /// When the supervisor learnt it.
+    pub known_at: SystemTime,
+}
+
+/// Live counters of one engine.
+#[derive(Debug, Default)]
+pub struct EngineCounters {
+    submitted: AtomicU64,
+    accepted: AtomicU64,
+    duplicates: AtomicU64,
+    rejected: AtomicU64,
+    retried: AtomicU64,
+    completed: AtomicU64,
+    broken: AtomicU64,
+    alerts: AtomicU64,
+    resubmitted: AtomicU64,
+    dropped: AtomicU64,
+    unsent_at_shutdown: AtomicU64,
+}
+
+/// A copy of one engine's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CountersSnapshot {
+    /// Tasks sent in submission loops (a resend counts again).
+    pub submitted: u64,
+    /// Tasks the engine acknowledged.
+    pub accepted: u64,
+    /// Acknowledgements saying the engine already held the task.
+    pub duplicates: u64,
+    /// Tasks the engine refused for good.
+    pub rejected: u64,
+    /// Tasks sent again after a missing acknowledgement.
+    pub retried: u64,
+    /// Tasks whose final outcome is known.
+    pub completed: u64,
+    /// Of those, broken.
+    pub broken: u64,
+    /// Alert firings.
+    pub alerts: u64,
+    /// Acknowledged tasks the engine later forgot, submitted again.
+    pub resubmitted: u64,
+    /// Tasks dropped because the engine was down too long (logged).
+    pub dropped: u64,
+    /// Tasks still waiting for an acknowledgement when the supervisor stopped (logged).
+    pub unsent_at_shutdown: u64,
+}
+
+/// Options that are not part of the configuration file.
+#[derive(Debug, Default)]
+pub struct SupervisorOptions {
+    /// Append every statistics window as JSON to this file.
+    pub stats_json: Option<PathBuf>,
+    /// Receive every final outcome (tests, benchmarks).
+    pub observer: Option<mpsc::UnboundedSender<Completion>>,
+}
+
+/// A running supervisor.
+pub struct Supervisor {
+    engines: HashMap<String, Arc<worker::EngineState>>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Supervisor {
+    /// Start scheduling and the per-engine loops. The configuration receiver is watched for
+    /// reloads: turbo mode, batch sizes and intervals apply from each engine's next loop.
+    pub fn start(
+        config: watch::Receiver<Arc<SupervisorConfig>>,
+        options: SupervisorOptions,
+    ) -> Result<Self, SupervisorError> {
+        let initial = Arc::clone(&config.borrow());
+        let plans = plan::plan_relators(&initial)?;
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let alert_actions = alert::AlertActions::new(&initial.alerts);
+        let alerts_of: HashMap<String, Arc<[String]>> = initial
+            .relators
+            .iter()
+            .map(|r| (r.name.clone(), Arc::from(r.alerts.clone())))
+            .collect();
+        let mut engines = HashMap::new();
+        let mut due_senders = HashMap::new();
+        for entry in &initial.engines {
+            let engine_error = |reason: String| SupervisorError::Engine {
+                engine: entry.name.clone(),
+                reason,
+            };
+            let link = match entry.link.as_deref() {
+                None | Some("none") => None,
+                Some(name) => Some(crate::link::Link::new(
+                    crate::link::profile(name).map_err(|e| engine_error(e.to_string()))?,
+                )),
+            };
+            let dialer = Dialer::new(&entry.address, link, initial.max_message_bytes)
+                .map_err(|e| engine_error(e.to_string()))?;
+            let (state, due) = worker::start(
+                worker::WorkerSetup {
+                    name: entry.name.clone(),
+                    dialer,
+                    alerts_of: alerts_of.clone(),
+                    alert_actions: alert_actions.clone(),
+                    observer: options.observer.clone(),
+                    stats_json: options.stats_json.clone(),
+                    config: config.clone(),
+                    stop: stop_rx.clone(),
+                },
+                &mut tasks,
+            );
+            engines.insert(entry.name.clone(), state);
+            due_senders.insert(entry.name.clone(), due);
+        }
+        for plan in &plans {
+            if !due_senders.contains_key(&plan.engine) {
+                return Err(SupervisorError::Engine {
+                    engine: plan.engine.clone(),
+                    reason: format!("relator `{}` needs it but it is not defined", plan.name),
+                });
+            }
+        }
+        tasks.spawn(schedule(plans, due_senders, stop_rx));
+        Ok(Self {
+            engines,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Names of the engines.
+    pub fn engine_names(&self) -> Vec<String> {
+        let mut names: Vec<_> = self.engines.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Counters of one engine.
+    pub fn counters(&self, engine: &str) -> Option<CountersSnapshot> {
+        self.engines.get(engine).map(|e| e.counters.snapshot())
+    }
+
+    /// Tasks submitted to `engine` whose outcome is not known yet.
+    pub fn unfinished(&self, engine: &str) -> Option<usize> {
+        self.engines.get(engine).map(|e| e.unfinished_count())
+    }
+
+    /// Read the current statistics window of one engine.
+    pub fn with_stats<R>(&self, engine: &str, f: impl FnOnce(&EngineStats) -> R) -> Option<R> {
+        self.engines.get(engine).map(|e| e.with_stats(f))
+    }
+
+    /// Stop scheduling, let the loops finish what they are doing, print a final statistics
+    /// window per engine, and wait for everything to end. Returns each engine's final counters.
+    pub async fn shutdown(mut self) -> Vec<(String, CountersSnapshot)> {
+        self.stop.send_replace(true);
+        while let Some(result) = self.tasks.join_next().await {
+            if let Err(e) = result
+                && e.is_panic()
+            {
+                tracing::error!(target: "turbomon::supervisor", error = %e, "a supervisor loop panicked");
+            }
+        }
+        let mut counters: Vec<_> = self
+            .engines
+            .iter()
+            .map(|(name, e)| (name.clone(), e.counters.snapshot()))
+            .collect();
+        counters.sort_by(|a, b| a.0.cmp(&b.0));
+        counters
+    }
+
+    /// Run until `shutdown` resolves, then shut down gracefully.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Vec<(String, CountersSnapshot)> {
+        shutdown.await;
+        self.shutdown().await
+    }
+}
+
+/// Fire relators on their intervals (the first firing at start) and hand each engine the tasks
+/// due at the same instant together, so they travel as one submission loop.
+async fn schedule(
+    plans: Vec<RelatorPlan>,
+    engines: HashMap<String, mpsc::UnboundedSender<Vec<Task>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    if plans.is_empty() {
+        return;
+    }
+    let start = Instant::now();
+    let start_wall = SystemTime::now();
+    let mut next: Vec<Instant> = vec![start; plans.len()];
+    loop {
+        let Some(&earliest) = next.iter().min() else {
+            return;
+        };
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep_until(earliest) => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let now = Instant::now();
+        let mut due: HashMap<&str, Vec<Task>> = HashMap::new();
+        for (plan, at) in plans.iter().zip(next.iter_mut()) {
+            if *at > now {
+                continue;
+            }
+            let scheduled = start_wall + (*at - start);
+            due.entry(plan.engine.as_str())
+                .or_default()
+                .extend(plan.tasks_at(scheduled));
+            // Missed firings (a stalled process) are skipped, not replayed in a burst.
+            while *at <= now {
+                *at += plan.interval;
+            }
+        }
+        for (engine, tasks) in due {
+            if let Some(sender) = engines.get(engine) {
+                let _ = sender.send(tasks);
+            }
+        }
+    }
+}

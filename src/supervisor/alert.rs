@@ -1,0 +1,196 @@
+//! Alert actions fired when a rule is broken: a log line, a webhook POST with a JSON body, or a
+//! command with the alert in its environment.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::{AlertConfig, AlertKind};
+
+/// What an alert says.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AlertEvent {
+    /// Engine that ran the task.
+    pub engine: String,
+    /// Relator that scheduled it.
+    pub relator: String,
+    /// The broken rule.
+    pub rule: String,
+    /// The node it was checked on.
+    pub node: String,
+    /// The task id.
+    pub task_id: String,
+    /// `broken`.
+    pub state: String,
+    /// The measured value.
+    pub value: f64,
+    /// The engine's message.
+    pub message: String,
+    /// When the check finished, ms since the Unix epoch.
+    pub finished_unix_ms: i64,
+}
+
+/// Why an alert action did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    /// The webhook could not be reached or answered with an error status.
+    #[error("webhook {url}: {reason}")]
+    Webhook {
+        /// Where it posted.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The command could not run or exited non-zero.
+    #[error("command {program}: {reason}")]
+    Command {
+        /// What it ran.
+        program: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// The configured alert actions, by name.
+#[derive(Debug, Clone, Default)]
+pub struct AlertActions {
+    actions: HashMap<String, AlertConfig>,
+}
+
+impl AlertActions {
+    /// Index the configured actions by name.
+    pub fn new(actions: &[AlertConfig]) -> Self {
+        Self {
+            actions: actions
+                .iter()
+                .map(|a| (a.name.clone(), a.clone()))
+                .collect(),
+        }
+    }
+
+    /// Fire the named actions for `event` in the background; failures are logged.
+    pub fn fire(&self, names: &[String], event: AlertEvent) {
+        for name in names {
+            let Some(action) = self.actions.get(name).cloned() else {
+                tracing::error!(target: "turbomon::alert", alert = %name, "alert action is not defined");
+                continue;
+            };
+            let event = event.clone();
+            tokio::spawn(async move {
+                if let Err(e) = fire_one(&action, &event).await {
+                    tracing::error!(target: "turbomon::alert", alert = %action.name, error = %e, "alert action failed");
+                }
+            });
+        }
+    }
+}
+
+/// Run one action to completion.
+pub async fn fire_one(action: &AlertConfig, event: &AlertEvent) -> Result<(), AlertError> {
+    match action.kind {
+        AlertKind::Log => {
+            tracing::warn!(
+                target: "turbomon::alert",
+                alert = %action.name,
+                engine = %event.engine,
+                relator = %event.relator,
+                rule = %event.rule,
+                node = %event.node,
+                task = %event.task_id,
+                value = event.value,
+                "rule broken: {}",
+                event.message
+            );
+            Ok(())
+        }
+        AlertKind::Webhook => {
+            let url = action.url.clone().unwrap_or_default();
+            let body = serde_json::to_vec(event).unwrap_or_default();
+            tokio::time::timeout(action.timeout, post_json(&url, body))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {}", fmt(action.timeout))))
+                .map_err(|reason| AlertError::Webhook { url, reason })
+        }
+        AlertKind::Command => {
+            let program = action.program.clone().unwrap_or_default();
+            run_command(action, event)
+                .await
+                .map_err(|reason| AlertError::Command { program, reason })
+        }
+    }
+}
+
+fn fmt(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(d)
+}
+
+/// POST `body` as JSON to a plain `http://` URL; any 2xx answer is success.
+async fn post_json(url: &str, body: Vec<u8>) -> Result<(), String> {
+    use http_body_util::{BodyExt, Full};
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad url: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("only http:// webhooks are supported".to_string());
+    }
+    let host = uri.host().ok_or("url has no host")?.to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let authority = uri.authority().map(|a| a.to_string()).unwrap_or(host);
+    let request = hyper::Request::post(uri)
+        .header(hyper::header::HOST, authority)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let _ = response.into_body().collect().await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("answered {status}"))
+    }
+}
+
+/// Run the command with the alert in `TURBOMON_*` variables and as JSON on standard input.
+async fn run_command(action: &AlertConfig, event: &AlertEvent) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(action.program.as_deref().unwrap_or_default())
+        .args(&action.args)
+        .env("TURBOMON_ENGINE", &event.engine)
+        .env("TURBOMON_RELATOR", &event.relator)
+        .env("TURBOMON_RULE", &event.rule)
+        .env("TURBOMON_NODE", &event.node)
+        .env("TURBOMON_TASK", &event.task_id)
+        .env("TURBOMON_STATE", &event.state)
+        .env("TURBOMON_VALUE", event.value.to_string())
+        .env("TURBOMON_MESSAGE", &event.message)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let body = serde_json::to_vec(event).unwrap_or_default();
+        // A command that ignores its input may close it early; that is fine.
+        let _ = stdin.write_all(&body).await;
+    }
+    match tokio::time::timeout(action.timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(format!("exited with {status}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => {
+            let _ = child.kill().await;
+            Err(format!("killed after {}", fmt(action.timeout)))
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The submission loop: all the batches that carry the tasks due at one instant to one engine.
+//! Turbo: batches of `task_submit_batch_size`, many in flight on one long-lived stream. Off: one
+//! unary call per task, each on its own new connection, at most `max_connections` at once.
+//! Loop time runs from the first send to the last acknowledgement.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::time::Instant;
+
+use super::batch::{BatchIds, framed_bytes, packet_bytes, split_into_batches};
+use super::stream::SubmitStream;
+use super::unary::{UnaryError, call_on_new_connection};
+use crate::proto::{SubmitAck, SubmitBatch, SubmitOneRequest, Task};
+use crate::transport::Dialer;
+
+/// What became of one task in a submission loop.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// The engine holds the task (`duplicate`: it already did, and will not run it again).
+    Accepted {
+        /// The engine had it already.
+        duplicate: bool,
+    },
+    /// The engine refused the task for good (invalid check, invalid batch).
+    Rejected {
+        /// The engine's reason.
+        reason: String,
+    },
+    /// No acknowledgement (stream broken, timeout, engine full): send it again later.
+    Retry {
+        /// Why it must be sent again.
+        reason: String,
+    },
+}
+
+/// The result of one submission loop.
+#[derive(Debug)]
+pub struct SubmissionOutcome {
+    /// First send to last acknowledgement.
+    pub elapsed: Duration,
+    /// Size of every packet (batch exchange) that completed, in bytes.
+    pub packets_bytes: Vec<u64>,
+    /// Every task with what became of it.
+    pub deliveries: Vec<(Task, Delivery)>,
+}
+
+impl SubmissionOutcome {
+    /// Whether every task got an answer (accepted or rejected); otherwise the loop failed.
+    pub fn completed(&self) -> bool {
+        !self
+            .deliveries
+            .iter()
+            .any(|(_, d)| matches!(d, Delivery::Retry { .. }))
+    }
+}
+
+/// Settings of one turbo loop.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopLimits {
+    /// Items per batch.
+    pub batch_size: usize,
+    /// Batches (turbo) or connections (off) in flight at once.
+    pub in_flight: usize,
+    /// How long one batch or call may wait for its reply.
+    pub reply_timeout: Duration,
+}
+
+/// Prefix of an engine's per-task reason meaning "full, try later".
+const RESOURCE_EXHAUSTED: &str = "RESOURCE_EXHAUSTED";
+/// google.rpc.Code RESOURCE_EXHAUSTED.
+const CODE_RESOURCE_EXHAUSTED: i32 = 8;
+
+/// Run one turbo submission loop on an open stream.
+pub async fn submit_turbo(
+    stream: &SubmitStream,
+    tasks: Vec<Task>,
+    limits: LoopLimits,
+    batch_ids: &BatchIds,
+) -> SubmissionOutcome {
+    let start = Instant::now();
+    let mut batches = split_into_batches(tasks, limits.batch_size).into_iter();
+    let mut in_flight = FuturesUnordered::new();
+    let mut outcome = SubmissionOutcome {
+        elapsed: Duration::ZERO,
+        packets_bytes: Vec::new(),
+        deliveries: Vec::new(),
+    };
+    loop {
+        while in_flight.len() < limits.in_flight.max(1) {
+            let Some(tasks) = batches.next() else { break };
+            let batch = SubmitBatch {
+                batch_id: batch_ids.next(),
+                tasks,
+            };
+            in_flight.push(send_batch(stream, batch, limits.reply_timeout));
+        }
+        let Some((batch, reply)) = in_flight.next().await else {
+            break;
+        };
+        match reply {
+            Ok(ack) => {
+                outcome.packets_bytes.push(packet_bytes(&batch, &ack));
+                outcome.deliveries.extend(deliveries_from_ack(batch, ack));
+            }
+            Err(reason) => outcome.deliveries.extend(batch.tasks.into_iter().map(|t| {
+                (
+                    t,
+                    Delivery::Retry {
+                        reason: reason.clone(),
+                    },
+                )
+            })),
+        }
+    }
+    outcome.elapsed = start.elapsed();
+    outcome
+}
+
+async fn send_batch(
+    stream: &SubmitStream,
+    batch: SubmitBatch,
+    timeout: Duration,
+) -> (SubmitBatch, Result<SubmitAck, String>) {
+    let batch_id = batch.batch_id;
+    let reply = tokio::time::timeout(timeout, stream.call(batch.clone())).await;
+    let reply = match reply {
+        Ok(Ok(ack)) => Ok(ack),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => {
+            stream.abandon(batch_id);
+            Err(format!(
+                "batch {batch_id} not acknowledged within {}",
+                humantime::format_duration(timeout)
+            ))
+        }
+    };
+    (batch, reply)
+}
+
+/// Match an acknowledgement to its batch's tasks.
+fn deliveries_from_ack(batch: SubmitBatch, ack: SubmitAck) -> Vec<(Task, Delivery)> {
+    if let Some(error) = ack.error {
+        let reason = format!("batch {} refused: {}", batch.batch_id, error.message);
+        let delivery = if error.code == CODE_RESOURCE_EXHAUSTED {
+            Delivery::Retry { reason }
+        } else {
+            Delivery::Rejected { reason }
+        };
+        return batch
+            .tasks
+            .into_iter()
+            .map(|t| (t, delivery.clone()))
+            .collect();
+    }
+    let mut acks: std::collections::HashMap<String, crate::proto::TaskAck> = ack
+        .acks
+        .into_iter()
+        .map(|a| (a.task_id.clone(), a))
+        .collect();
+    batch
+        .tasks
+        .into_iter()
+        .map(|task| {
+            let delivery = match acks.remove(&task.id) {
+                Some(a) => delivery_from_task_ack(a),
+                None => Delivery::Retry {
+                    reason: format!("batch {} ack did not mention the task", batch.batch_id),
+                },
+            };
+            (task, delivery)
+        })
+        .collect()
+}
+
+fn delivery_from_task_ack(ack: crate::proto::TaskAck) -> Delivery {
+    if ack.accepted {
+        Delivery::Accepted {
+            duplicate: ack.duplicate,
+        }
+    } else if ack.reason.starts_with(RESOURCE_EXHAUSTED) {
+        Delivery::Retry { reason: ack.reason }
+    } else {
+        Delivery::Rejected { reason: ack.reason }
+    }
+}
+
+/// Run one turbo-off submission loop: one unary call per task on its own new connection, at most
+/// `limits.in_flight` connections open at once (a slot is freed only once its socket is closed).
+pub async fn submit_unary(
+    dialer: &Dialer,
+    tasks: Vec<Task>,
+    limits: LoopLimits,
+) -> SubmissionOutcome {
+    let start = Instant::now();
+    let mut tasks = tasks.into_iter();
+    let mut in_flight = FuturesUnordered::new();
+    let mut outcome = SubmissionOutcome {
+        elapsed: Duration::ZERO,
+        packets_bytes: Vec::new(),
+        deliveries: Vec::new(),
+    };
+    loop {
+        while in_flight.len() < limits.in_flight.max(1) {
+            let Some(task) = tasks.next() else { break };
+            in_flight.push(submit_one(dialer, task, limits.reply_timeout));
+        }
+        let Some((task, packet, delivery)) = in_flight.next().await else {
+            break;
+        };
+        outcome.packets_bytes.extend(packet);
+        outcome.deliveries.push((task, delivery));
+    }
+    outcome.elapsed = start.elapsed();
+    outcome
+}
+
+async fn submit_one(
+    dialer: &Dialer,
+    task: Task,
+    timeout: Duration,
+) -> (Task, Option<u64>, Delivery) {
+    let request = SubmitOneRequest {
+        task: Some(task.clone()),
+    };
+    let request_bytes = framed_bytes(&request);
+    let reply = call_on_new_connection(dialer, timeout, |mut client| async move {
+        client.submit_one(request).await
+    })
+    .await;
+    match reply {
+        Ok(reply) => {
+            let packet = request_bytes + framed_bytes(&reply);
+            let delivery = match reply.ack {
+                Some(ack) => delivery_from_task_ack(ack),
+                None => Delivery::Retry {
+                    reason: "the engine sent an empty reply".to_string(),
+                },
+            };
+            (task, Some(packet), delivery)
+        }
+        Err(UnaryError::Refused(status)) if status.code() == tonic::Code::InvalidArgument => (
+            task,
+            None,
+            Delivery::Rejected {
+                reason: status.message().to_string(),
+            },
+        ),
+        Err(e) => (
+            task,
+            None,
+            Delivery::Retry {
+                reason: e.to_string(),
+            },
+        ),
+    }
+}
