@@ -12,6 +12,7 @@ pub mod alert;
 pub mod batch;
 pub mod monitor;
 pub mod plan;
+pub mod schedule;
 pub mod stream;
 pub mod submit;
 mod unary;
