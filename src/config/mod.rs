@@ -1,5 +1,17 @@
 //! Configuration: the TOML files' shape, loading with file/line/key errors, validation and reload.
 
+mod error;
+mod load;
+mod locate;
 mod model;
+mod reload;
+mod summary;
+mod validate;
 
+pub use error::ConfigError;
+pub use load::{check_file, load_engine, load_supervisor, parse_engine, parse_supervisor};
 pub use model::*;
+pub use reload::{RELOAD_POLL_INTERVAL, watch_supervisor, watch_supervisor_every};
+pub use validate::{
+    INFO_BATCH_WARN_AT, LINK_PROFILE_NAMES, MAX_BATCH_SIZE, validate_engine, validate_supervisor,
+};
