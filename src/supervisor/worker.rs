@@ -593,15 +593,11 @@ fn print_window(
     stats_json: Option<&std::path::Path>,
 ) {
     let tunables = tunables.current();
-    let (submission, monitor) = if tunables.turbo_monitoring {
-        (
-            Mode::Turbo(tunables.task_submit_batch_size),
-            Mode::Turbo(tunables.task_info_batch_size),
-        )
-    } else {
-        (Mode::Off, Mode::Off)
-    };
-    let report = lock(&state.stats).take_window(submission, monitor, SystemTime::now());
+    let report = lock(&state.stats).take_window(
+        Mode::for_submission(&tunables),
+        Mode::for_monitor(&tunables),
+        SystemTime::now(),
+    );
     report.log();
     if let Some(path) = stats_json
         && let Err(e) = crate::stats::append_json(path, &report)
