@@ -24,7 +24,12 @@ pub fn stable_hash(parts: &[&str]) -> u64 {
 
 /// How far after its relator's firing the task for `node` starts: a stable fraction of
 /// `randomize_percent` % of the start window.
-pub fn splay_offset(relator: &str, node: &str, window: Duration, randomize_percent: u8) -> Duration {
+pub fn splay_offset(
+    relator: &str,
+    node: &str,
+    window: Duration,
+    randomize_percent: u8,
+) -> Duration {
     let spread = window.mul_f64(f64::from(randomize_percent.min(100)) / 100.0);
     if spread.is_zero() {
         return Duration::ZERO;
@@ -111,7 +116,10 @@ mod tests {
         assert_ne!(a, splay_offset("r", "web-2", Duration::from_secs(60), 25));
         // Pinned, so that a change of hash (which would move every task) is noticed.
         assert_eq!(stable_hash(&["r", "web-1"]), 0x8715_41e4_7cf7_137f);
-        assert_eq!(splay_offset("r", "x", Duration::from_secs(60), 0), Duration::ZERO);
+        assert_eq!(
+            splay_offset("r", "x", Duration::from_secs(60), 0),
+            Duration::ZERO
+        );
     }
 
     #[test]
@@ -125,7 +133,10 @@ mod tests {
             timeline.take_due(start, Duration::from_millis(100)),
             vec![0, 40, 99]
         );
-        assert_eq!(timeline.next_due(), Some(start + Duration::from_millis(100)));
+        assert_eq!(
+            timeline.next_due(),
+            Some(start + Duration::from_millis(100))
+        );
         assert_eq!(timeline.len(), 2);
     }
 }
