@@ -72,6 +72,14 @@ where
 impl proto::engine_server::Engine for EngineService {
     type SubmitStream = ReceiverStream<Result<proto::SubmitAck, Status>>;
     type StatusStream = ReceiverStream<Result<proto::StatusBatch, Status>>;
+    type CompletionsStream = ReceiverStream<Result<proto::CompletionBatch, Status>>;
+
+    async fn completions(
+        &self,
+        _request: Request<proto::CompletionsRequest>,
+    ) -> Result<Response<Self::CompletionsStream>, Status> {
+        Err(Status::unimplemented("push completions are not served yet"))
+    }
 
     async fn submit(
         &self,

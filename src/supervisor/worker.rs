@@ -302,7 +302,11 @@ impl EngineState {
             for status in statuses {
                 let state = TaskState::try_from(status.state).unwrap_or(TaskState::Unspecified);
                 match state {
-                    TaskState::Ok | TaskState::Broken | TaskState::Failed | TaskState::TimedOut => {
+                    TaskState::Ok
+                    | TaskState::Broken
+                    | TaskState::Failed
+                    | TaskState::TimedOut
+                    | TaskState::LostInRestart => {
                         let current = unfinished.get(&status.task_id).is_some_and(|u| {
                             u.task.attempt == status.attempt || status.attempt == 0
                         });
@@ -329,8 +333,16 @@ impl EngineState {
         let mut release = Vec::with_capacity(finished.len());
         for (entry, state, status) in finished {
             let plan = entry.relator.and_then(|r| self.plans.get(r));
-            if matches!(state, TaskState::Failed | TaskState::TimedOut)
-                && let Some(plan) = plan
+            if state == TaskState::LostInRestart {
+                self.counters
+                    .lost_in_restart
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target: "turbomon::supervisor", engine = %self.name, task = %entry.task.id, "task was running when the engine restarted");
+            }
+            if matches!(
+                state,
+                TaskState::Failed | TaskState::TimedOut | TaskState::LostInRestart
+            ) && let Some(plan) = plan
                 && self.schedule_retry(plan, &entry.task)
             {
                 // Not final: the next attempt replaces this one on the engine.
@@ -757,6 +769,7 @@ impl EngineCounters {
             shed: get(&self.shed),
             unsent_at_shutdown: get(&self.unsent_at_shutdown),
             retries: get(&self.retries),
+            lost_in_restart: get(&self.lost_in_restart),
             chained: get(&self.chained),
             missed_firings: get(&self.missed_firings),
             skipped_firings: get(&self.skipped_firings),
