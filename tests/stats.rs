@@ -44,8 +44,41 @@ fn block_for_known_recordings_matches_the_spec_layout_exactly() {
         "Task Monitor Loop Time      ===> No loops in this window",
         "Task Monitor Packet (KB)    ===> No packets in this window",
         "==================== TCP Statistics ========================",
+        "Lateness Scheduled->Sent    ===> No tasks in this window",
+        "Lateness Sent->Started      ===> No tasks in this window",
+        "Lateness Started->Finished  ===> No tasks in this window",
+        "Lateness Finished->Known    ===> No tasks in this window",
+        "Lateness Broken->Alert      ===> No tasks in this window",
     ];
     assert_eq!(known_report().lines(), expected);
+}
+
+#[test]
+fn lateness_lines_follow_the_block_and_reach_the_json() {
+    use turbomon::stats::Stage;
+    let mut stats = EngineStats::new("local", window_start());
+    stats.lateness.record(Stage::ScheduledToSent, ms(10));
+    stats.lateness.record(Stage::ScheduledToSent, ms(30));
+    stats.lateness.record(Stage::BrokenToAlert, ms(1250));
+    let report = stats.take_window(Mode::Turbo(30), Mode::Turbo(30), window_end());
+    let lines = report.lines();
+    assert_eq!(
+        lines[9],
+        "Lateness Scheduled->Sent    ===> Average: 0.02, Maximum: 0.03, Minimum: 0.01, p50: 0.01, p90: 0.03, p99: 0.03, Tasks: 2"
+    );
+    assert_eq!(
+        lines[13],
+        "Lateness Broken->Alert      ===> Average: 1.25, Maximum: 1.25, Minimum: 1.25, p50: 1.25, p90: 1.25, p99: 1.25, Tasks: 1"
+    );
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("json");
+    let lateness = &json["lateness_s"];
+    assert_eq!(lateness["scheduled_to_sent"]["count"], 2);
+    assert!((lateness["scheduled_to_sent"]["max"].as_f64().unwrap() - 0.03).abs() < 1e-9);
+    assert!(lateness["sent_to_started"].is_null());
+    assert_eq!(lateness["broken_to_alert"]["count"], 1);
+    // The window resets lateness too.
+    let next = stats.take_window(Mode::Turbo(30), Mode::Turbo(30), window_end());
+    assert!(next.lateness.stages.iter().all(|(_, f)| f.is_none()));
 }
 
 #[test]

@@ -11,7 +11,9 @@ use hdrhistogram::Histogram;
 
 use crate::config::Tunables;
 
-pub use report::{KindReport, LoopTimeFigures, PacketFigures, WindowReport, append_json};
+pub use report::{
+    KindReport, LatenessReport, LoopTimeFigures, PacketFigures, WindowReport, append_json,
+};
 
 /// Batching mode of one kind of loop, as printed in the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,7 +233,87 @@ impl LoopStats {
     }
 }
 
-/// One engine's statistics: both kinds of loop over the current window.
+/// A stage of a task's life whose lateness is measured (issue: where does time go?).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Due instant to its batch leaving the supervisor.
+    ScheduledToSent,
+    /// Sent to the check starting on the engine.
+    SentToStarted,
+    /// The check running.
+    StartedToFinished,
+    /// Finished on the engine to the supervisor knowing it.
+    FinishedToKnown,
+    /// A broken rule finishing on the engine to its alert firing.
+    BrokenToAlert,
+}
+
+impl Stage {
+    /// Every stage, in the order they happen.
+    pub const ALL: [Stage; 5] = [
+        Stage::ScheduledToSent,
+        Stage::SentToStarted,
+        Stage::StartedToFinished,
+        Stage::FinishedToKnown,
+        Stage::BrokenToAlert,
+    ];
+
+    /// The label in the text report.
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::ScheduledToSent => "Lateness Scheduled->Sent",
+            Stage::SentToStarted => "Lateness Sent->Started",
+            Stage::StartedToFinished => "Lateness Started->Finished",
+            Stage::FinishedToKnown => "Lateness Finished->Known",
+            Stage::BrokenToAlert => "Lateness Broken->Alert",
+        }
+    }
+
+    /// The key in the JSON report's `lateness_s` object.
+    pub fn key(self) -> &'static str {
+        match self {
+            Stage::ScheduledToSent => "scheduled_to_sent",
+            Stage::SentToStarted => "sent_to_started",
+            Stage::StartedToFinished => "started_to_finished",
+            Stage::FinishedToKnown => "finished_to_known",
+            Stage::BrokenToAlert => "broken_to_alert",
+        }
+    }
+}
+
+/// Lateness of tasks by stage over the current window (a histogram of durations per stage).
+#[derive(Debug, Clone, Default)]
+pub struct LatenessStats {
+    stages: [LoopStats; 5],
+}
+
+impl LatenessStats {
+    /// One task spent `duration` in `stage`.
+    pub fn record(&mut self, stage: Stage, duration: Duration) {
+        self.stages[stage as usize].record_loop(duration);
+    }
+
+    /// Tasks recorded in `stage` so far.
+    pub fn count(&self, stage: Stage) -> u64 {
+        self.stages[stage as usize].loops()
+    }
+
+    /// This window's figures.
+    pub fn report(&self) -> LatenessReport {
+        LatenessReport {
+            stages: Stage::ALL.map(|stage| (stage, self.stages[stage as usize].loop_time())),
+        }
+    }
+
+    /// Forget everything recorded.
+    pub fn reset(&mut self) {
+        for stage in &mut self.stages {
+            stage.reset();
+        }
+    }
+}
+
+/// One engine's statistics: both kinds of loop, and task lateness, over the current window.
 #[derive(Debug, Clone)]
 pub struct EngineStats {
     engine: String,
@@ -240,6 +322,8 @@ pub struct EngineStats {
     pub submission: LoopStats,
     /// Monitor (status-check) loops and packets.
     pub monitor: LoopStats,
+    /// Task lateness by stage.
+    pub lateness: LatenessStats,
 }
 
 impl EngineStats {
@@ -250,6 +334,7 @@ impl EngineStats {
             window_start: now,
             submission: LoopStats::new(),
             monitor: LoopStats::new(),
+            lateness: LatenessStats::default(),
         }
     }
 
@@ -277,9 +362,11 @@ impl EngineStats {
             window_end: now,
             submission: self.submission.report(submission_mode),
             monitor: self.monitor.report(monitor_mode),
+            lateness: self.lateness.report(),
         };
         self.submission.reset();
         self.monitor.reset();
+        self.lateness.reset();
         self.window_start = now;
         report
     }

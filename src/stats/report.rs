@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
-use super::Mode;
+use super::{Mode, Stage};
 
 /// Banner line opening and closing the block.
 const BANNER: &str = "==================== TCP Statistics ========================";
@@ -101,11 +101,41 @@ pub struct WindowReport {
     pub submission: KindReport,
     /// Monitor loops.
     pub monitor: KindReport,
+    /// Task lateness by stage (`lateness_s` in JSON).
+    #[serde(rename = "lateness_s")]
+    pub lateness: LatenessReport,
+}
+
+/// Task lateness by stage over a window: figures per stage, `None` when no task passed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatenessReport {
+    /// Each stage with its figures (`loops` counts tasks).
+    pub stages: [(Stage, Option<LoopTimeFigures>); 5],
+}
+
+impl Serialize for LatenessReport {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct StageJson {
+            #[serde(flatten)]
+            figures: JsonFigures,
+            count: u64,
+        }
+        let mut s = serializer.serialize_struct("LatenessReport", 5)?;
+        for (stage, figures) in &self.stages {
+            let json = figures.map(|f| StageJson {
+                figures: JsonFigures::seconds(&f),
+                count: f.loops,
+            });
+            s.serialize_field(stage.key(), &json)?;
+        }
+        s.end()
+    }
 }
 
 impl WindowReport {
-    /// The report as text: a line naming the engine and the window, then the seven lines of
-    /// the block of SPEC section 5.
+    /// The report as text: a line naming the engine and the window, the nine lines of the
+    /// block of SPEC section 5, then one line of task lateness per stage.
     pub fn lines(&self) -> Vec<String> {
         vec![
             format!(
@@ -129,6 +159,14 @@ impl WindowReport {
             labelled("Task Monitor Packet (KB)", &packet_text(&self.monitor)),
             BANNER.to_string(),
         ]
+        .into_iter()
+        .chain(
+            self.lateness
+                .stages
+                .iter()
+                .map(|(stage, figures)| labelled(stage.label(), &lateness_text(figures.as_ref()))),
+        )
+        .collect()
     }
 
     /// Logs each line with `tracing::info!` on target `turbomon::stats`.
@@ -227,6 +265,22 @@ fn packet_text(kind: &KindReport) -> String {
     }
 }
 
+fn lateness_text(figures: Option<&LoopTimeFigures>) -> String {
+    match figures {
+        Some(f) => format!(
+            "Average: {}, Maximum: {}, Minimum: {}, p50: {}, p90: {}, p99: {}, Tasks: {}",
+            two_decimals(f.total.as_nanos(), NANOS_PER_SECOND * u128::from(f.loops)),
+            seconds(f.max),
+            seconds(f.min),
+            seconds(f.p50),
+            seconds(f.p90),
+            seconds(f.p99),
+            f.loops,
+        ),
+        None => "No tasks in this window".to_string(),
+    }
+}
+
 /// The six figures of one quantity, in the report's unit (seconds or KB).
 #[derive(Serialize)]
 struct JsonFigures {
@@ -238,16 +292,22 @@ struct JsonFigures {
     p99: f64,
 }
 
-impl Serialize for KindReport {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let loop_time_s = self.loop_time.map(|f| JsonFigures {
+impl JsonFigures {
+    fn seconds(f: &LoopTimeFigures) -> Self {
+        Self {
             avg: f.avg().as_secs_f64(),
             max: f.max.as_secs_f64(),
             min: f.min.as_secs_f64(),
             p50: f.p50.as_secs_f64(),
             p90: f.p90.as_secs_f64(),
             p99: f.p99.as_secs_f64(),
-        });
+        }
+    }
+}
+
+impl Serialize for KindReport {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let loop_time_s = self.loop_time.as_ref().map(JsonFigures::seconds);
         let kb = |bytes: u64| bytes as f64 / BYTES_PER_KB as f64;
         let packet_kb = self.packet_size.map(|f| JsonFigures {
             avg: f.avg_bytes() / BYTES_PER_KB as f64,

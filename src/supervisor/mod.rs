@@ -92,6 +92,7 @@ pub struct EngineCounters {
     shed: AtomicU64,
     unsent_at_shutdown: AtomicU64,
     retries: AtomicU64,
+    pushed: AtomicU64,
     lost_in_restart: AtomicU64,
     chained: AtomicU64,
     missed_firings: AtomicU64,
@@ -126,6 +127,8 @@ pub struct CountersSnapshot {
     pub unsent_at_shutdown: u64,
     /// Failed or timed-out tasks scheduled for another attempt.
     pub retries: u64,
+    /// Completion notices pushed by the engine.
+    pub pushed: u64,
     /// Tasks the engine reported lost in a restart (retried under the retry policy).
     pub lost_in_restart: u64,
     /// Chained relator runs started.

@@ -38,6 +38,8 @@ pub enum Delivery {
 /// The result of one submission loop.
 #[derive(Debug)]
 pub struct SubmissionOutcome {
+    /// When the first batch left (wall clock).
+    pub started_at: std::time::SystemTime,
     /// First send to last acknowledgement.
     pub elapsed: Duration,
     /// Size of every packet (batch exchange) that completed, in bytes.
@@ -83,6 +85,7 @@ pub async fn submit_turbo(
     let mut batches = split_into_batches(tasks, limits.batch_size).into_iter();
     let mut in_flight = FuturesUnordered::new();
     let mut outcome = SubmissionOutcome {
+        started_at: std::time::SystemTime::now(),
         elapsed: Duration::ZERO,
         packets_bytes: Vec::new(),
         deliveries: Vec::new(),
@@ -197,6 +200,7 @@ pub async fn submit_unary(
     let mut tasks = tasks.into_iter();
     let mut in_flight = FuturesUnordered::new();
     let mut outcome = SubmissionOutcome {
+        started_at: std::time::SystemTime::now(),
         elapsed: Duration::ZERO,
         packets_bytes: Vec::new(),
         deliveries: Vec::new(),

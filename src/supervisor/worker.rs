@@ -20,15 +20,17 @@ use super::scheduler::ScheduleEvent;
 use super::stream::{StatusStream, SubmitStream};
 use super::submit::{Delivery, LoopLimits, SubmissionOutcome, submit_turbo, submit_unary};
 use super::{Completion, EngineCounters};
-use crate::config::{SupervisorConfig, Tunables};
+use crate::config::{StatusMode, SupervisorConfig, Tunables};
 use crate::proto::engine_client::EngineClient;
 use crate::proto::{Task, TaskState, TaskStatus};
-use crate::stats::{EngineStats, Mode};
+use crate::stats::{EngineStats, Mode, Stage};
 use crate::transport::Dialer;
 
 /// Tasks waiting for an engine that is down; beyond this, low priority first, then the oldest,
 /// are shed (counted and logged).
 pub(super) const MAX_OUTBOX_TASKS: usize = 200_000;
+/// Completion notices kept while their task's acknowledgement is on its way.
+const MAX_EARLY_COMPLETIONS: usize = 100_000;
 
 /// A submitted task the supervisor waits to hear the end of.
 #[derive(Debug)]
@@ -36,6 +38,8 @@ struct Unfinished {
     task: Task,
     /// Index of its relator's plan.
     relator: Option<usize>,
+    /// When its batch left the supervisor.
+    sent_at: SystemTime,
 }
 
 /// Everything the loops of one engine share.
@@ -57,6 +61,7 @@ pub(super) struct EngineState {
     events: mpsc::UnboundedSender<ScheduleEvent>,
     reachable: std::sync::atomic::AtomicBool,
     max_outbox_tasks: usize,
+    early_completions: Mutex<HashMap<String, TaskStatus>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -104,6 +109,7 @@ pub(super) fn start(
         events: setup.events,
         reachable: std::sync::atomic::AtomicBool::new(true),
         max_outbox_tasks: setup.max_outbox_tasks,
+        early_completions: Mutex::new(HashMap::new()),
     });
     let tunables = TunablesSource {
         engine: state.name.clone(),
@@ -112,7 +118,7 @@ pub(super) fn start(
     };
     let engine = Arc::clone(&state);
     tasks.spawn(async move {
-        let loops = futures::future::join(
+        let loops = futures::future::join3(
             submission_worker(
                 Arc::clone(&engine),
                 due_rx,
@@ -120,6 +126,7 @@ pub(super) fn start(
                 setup.stop.clone(),
             ),
             monitor_worker(Arc::clone(&engine), tunables.clone(), setup.stop.clone()),
+            push_worker(Arc::clone(&engine), tunables.clone(), setup.stop.clone()),
         );
         tokio::pin!(loops);
         let mut tunables = tunables;
@@ -269,6 +276,9 @@ impl EngineState {
     /// reported. Returns the tasks to send again.
     fn absorb_deliveries(&self, outcome: SubmissionOutcome) -> Vec<Task> {
         let mut retry = Vec::new();
+        let sent_at = outcome.started_at;
+        let mut lateness = Vec::new();
+        let mut accepted_ids = Vec::new();
         let mut unfinished = lock(&self.unfinished);
         for (task, delivery) in outcome.deliveries {
             match delivery {
@@ -278,7 +288,16 @@ impl EngineState {
                         self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                     }
                     let relator = self.plan_index.get(&task.relator).copied();
-                    unfinished.insert(task.id.clone(), Unfinished { task, relator });
+                    lateness.push(since_unix_ms(task.scheduled_unix_ms, sent_at));
+                    accepted_ids.push(task.id.clone());
+                    unfinished.insert(
+                        task.id.clone(),
+                        Unfinished {
+                            task,
+                            relator,
+                            sent_at,
+                        },
+                    );
                 }
                 Delivery::Rejected { reason } => {
                     self.counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -288,18 +307,49 @@ impl EngineState {
                 Delivery::Retry { .. } => retry.push(task),
             }
         }
+        drop(unfinished);
+        {
+            let mut stats = lock(&self.stats);
+            for late in lateness {
+                stats.lateness.record(Stage::ScheduledToSent, late);
+            }
+        }
+        let early: Vec<TaskStatus> = {
+            let mut early = lock(&self.early_completions);
+            if early.is_empty() {
+                Vec::new()
+            } else {
+                accepted_ids
+                    .iter()
+                    .filter_map(|id| early.remove(id))
+                    .collect()
+            }
+        };
+        if !early.is_empty() {
+            self.absorb_statuses(early, false);
+        }
         retry
     }
 
     /// Sort the statuses of a monitor loop (or a pushed completion batch): finished tasks leave
     /// the unfinished set; failed ones are retried while the relator allows; final ones are
     /// released on the engine next loop, fire alerts when broken and start chained relators.
-    pub(super) fn absorb_statuses(&self, statuses: Vec<TaskStatus>) {
+    /// `pushed`: the statuses are completion notices, which may overtake the acknowledgement of
+    /// their own task; such early notices are kept until the acknowledgement is absorbed.
+    pub(super) fn absorb_statuses(&self, statuses: Vec<TaskStatus>, pushed: bool) {
         let mut resubmit = Vec::new();
         let mut finished = Vec::new();
         {
             let mut unfinished = lock(&self.unfinished);
             for status in statuses {
+                if pushed && !unfinished.contains_key(&status.task_id) {
+                    let mut early = lock(&self.early_completions);
+                    if early.len() >= MAX_EARLY_COMPLETIONS {
+                        early.clear();
+                    }
+                    early.insert(status.task_id.clone(), status);
+                    continue;
+                }
                 let state = TaskState::try_from(status.state).unwrap_or(TaskState::Unspecified);
                 match state {
                     TaskState::Ok
@@ -329,6 +379,18 @@ impl EngineState {
         }
         if !resubmit.is_empty() {
             let _ = self.resubmit.send(resubmit);
+        }
+        let known_at = SystemTime::now();
+        {
+            let mut stats = lock(&self.stats);
+            for (entry, _, status) in &finished {
+                let started = unix_ms_time(status.started_unix_ms);
+                let done = unix_ms_time(status.finished_unix_ms);
+                let lateness = &mut stats.lateness;
+                lateness.record(Stage::SentToStarted, elapsed(entry.sent_at, started));
+                lateness.record(Stage::StartedToFinished, elapsed(started, done));
+                lateness.record(Stage::FinishedToKnown, elapsed(done, known_at));
+            }
         }
         let mut release = Vec::with_capacity(finished.len());
         for (entry, state, status) in finished {
@@ -362,6 +424,10 @@ impl EngineState {
                     && !plan.alerts.is_empty()
                 {
                     self.counters.alerts.fetch_add(1, Ordering::Relaxed);
+                    let late = elapsed(unix_ms_time(status.finished_unix_ms), SystemTime::now());
+                    lock(&self.stats)
+                        .lateness
+                        .record(Stage::BrokenToAlert, late);
                     self.alert_actions.fire(
                         &plan.alerts,
                         AlertEvent {
@@ -404,9 +470,7 @@ impl EngineState {
         if task.attempt > plan.max_retries {
             return false;
         }
-        let window_end = std::time::UNIX_EPOCH
-            + Duration::from_millis(u64::try_from(task.scheduled_unix_ms).unwrap_or(0))
-            + plan.start_window;
+        let window_end = unix_ms_time(task.scheduled_unix_ms) + plan.start_window;
         if SystemTime::now() + plan.retry_period > window_end {
             return false;
         }
@@ -438,6 +502,20 @@ impl EngineState {
             });
         }
     }
+}
+
+/// A wall-clock instant from milliseconds since the Unix epoch (clamped at the epoch).
+fn unix_ms_time(ms: i64) -> SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// Time from `from` to `to`, zero when `to` is earlier (clocks of two machines, early sends).
+fn elapsed(from: SystemTime, to: SystemTime) -> Duration {
+    to.duration_since(from).unwrap_or_default()
+}
+
+fn since_unix_ms(ms: i64, to: SystemTime) -> Duration {
+    elapsed(unix_ms_time(ms), to)
 }
 
 fn limits(batch_size: usize, tunables: &Tunables, config: &SupervisorConfig) -> LoopLimits {
@@ -678,37 +756,123 @@ async fn monitor_worker(
         if *stop.borrow() {
             break;
         }
-        let ids: Vec<String> = lock(&state.unfinished).keys().cloned().collect();
-        let release = std::mem::take(&mut *lock(&state.release));
-        if ids.is_empty() && release.is_empty() {
-            continue;
+        monitor_once(&state, &mut source, &mut stream).await;
+    }
+    // Stopping: one last pass collects what finished since the previous loop.
+    monitor_once(&state, &mut source, &mut stream).await;
+    let left = state.unfinished_count();
+    if left > 0 {
+        tracing::warn!(target: "turbomon::supervisor", engine = %state.name, tasks = left, "stopping with submitted tasks whose outcome is not known yet; the engine keeps their results until a supervisor collects them");
+    }
+}
+
+/// One monitor loop over every unfinished task (nothing when there is nothing to ask or release).
+async fn monitor_once(
+    state: &EngineState,
+    source: &mut TunablesSource,
+    stream: &mut Option<StatusStream>,
+) {
+    let ids: Vec<String> = lock(&state.unfinished).keys().cloned().collect();
+    let release = std::mem::take(&mut *lock(&state.release));
+    if ids.is_empty() && release.is_empty() {
+        return;
+    }
+    let tunables = source.current();
+    let limits = limits(tunables.task_info_batch_size, &tunables, &source.config());
+    let outcome = if tunables.turbo_monitoring {
+        match open_status_stream(state, stream).await {
+            Ok(open) => monitor_turbo(open, ids, release, limits, &state.batch_ids).await,
+            Err(reason) => {
+                lock(&state.release).extend(release);
+                lock(&state.stats).monitor.record_failed_loop();
+                tracing::warn!(target: "turbomon::supervisor", engine = %state.name, %reason, "status check skipped: engine unreachable");
+                return;
+            }
+        }
+    } else {
+        *stream = None;
+        monitor_unary(&state.dialer, ids, release, limits).await
+    };
+    state.record_monitor(&outcome);
+    if let Some(reason) = &outcome.failure {
+        tracing::warn!(target: "turbomon::supervisor", engine = %state.name, %reason, unanswered = outcome.unanswered.len(), "monitor loop incomplete; unanswered tasks are asked again next loop");
+        if stream.as_ref().is_some_and(StatusStream::is_closed) {
+            *stream = None;
+        }
+    }
+    lock(&state.release).extend(outcome.unreleased);
+    state.absorb_statuses(outcome.statuses, false);
+}
+
+/// Push mode: hold a Completions stream open and absorb every notice as it arrives; the monitor
+/// loop keeps running as reconciliation. Idle while the engine is in poll mode.
+async fn push_worker(
+    state: Arc<EngineState>,
+    mut source: TunablesSource,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::default();
+    let mut batch_ids = 0u64;
+    loop {
+        if *stop.borrow() {
+            return;
         }
         let tunables = source.current();
-        let limits = limits(tunables.task_info_batch_size, &tunables, &source.config());
-        let outcome = if tunables.turbo_monitoring {
-            match open_status_stream(&state, &mut stream).await {
-                Ok(open) => monitor_turbo(open, ids, release, limits, &state.batch_ids).await,
-                Err(reason) => {
-                    lock(&state.release).extend(release);
-                    lock(&state.stats).monitor.record_failed_loop();
-                    tracing::warn!(target: "turbomon::supervisor", engine = %state.name, %reason, "status check skipped: engine unreachable");
-                    continue;
-                }
-            }
+        let pause = if tunables.status_mode != StatusMode::Push {
+            Some(Duration::from_secs(1))
         } else {
-            stream = None;
-            monitor_unary(&state.dialer, ids, release, limits).await
+            match subscribe(&state, &source.config()).await {
+                Ok(mut completions) => {
+                    backoff.succeeded();
+                    loop {
+                        tokio::select! {
+                            _ = stop.changed() => return,
+                            next = completions.message() => match next {
+                                Ok(Some(batch)) => {
+                                    if batch.batch_id <= batch_ids {
+                                        tracing::debug!(target: "turbomon::supervisor", engine = %state.name, batch = batch.batch_id, "completion batch out of order");
+                                    }
+                                    batch_ids = batch.batch_id;
+                                    state.counters.pushed.fetch_add(batch.statuses.len() as u64, Ordering::Relaxed);
+                                    state.absorb_statuses(batch.statuses, true);
+                                }
+                                Ok(None) | Err(_) => break,
+                            },
+                        }
+                        if source.current().status_mode != StatusMode::Push {
+                            break;
+                        }
+                    }
+                    None
+                }
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                    tracing::warn!(target: "turbomon::supervisor", engine = %state.name, "engine does not push completions; relying on the monitor loop");
+                    Some(Duration::from_secs(60))
+                }
+                Err(_) => Some(backoff.failed()),
+            }
         };
-        state.record_monitor(&outcome);
-        if let Some(reason) = &outcome.failure {
-            tracing::warn!(target: "turbomon::supervisor", engine = %state.name, %reason, unanswered = outcome.unanswered.len(), "monitor loop incomplete; unanswered tasks are asked again next loop");
-            if stream.as_ref().is_some_and(StatusStream::is_closed) {
-                stream = None;
+        if let Some(pause) = pause {
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = tokio::time::sleep(pause) => {}
             }
         }
-        lock(&state.release).extend(outcome.unreleased);
-        state.absorb_statuses(outcome.statuses);
     }
+}
+
+async fn subscribe(
+    state: &EngineState,
+    config: &SupervisorConfig,
+) -> Result<tonic::Streaming<crate::proto::CompletionBatch>, tonic::Status> {
+    let mut client = state.client().await.map_err(tonic::Status::unavailable)?;
+    let request = crate::proto::CompletionsRequest {
+        flush_window_ms: u64::try_from(config.push_flush_window.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1),
+        max_batch: 0,
+    };
+    Ok(client.completions(request).await?.into_inner())
 }
 
 /// Print and reset the statistics window every stats interval, until stopping.
@@ -769,6 +933,7 @@ impl EngineCounters {
             shed: get(&self.shed),
             unsent_at_shutdown: get(&self.unsent_at_shutdown),
             retries: get(&self.retries),
+            pushed: get(&self.pushed),
             lost_in_restart: get(&self.lost_in_restart),
             chained: get(&self.chained),
             missed_firings: get(&self.missed_firings),
