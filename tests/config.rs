@@ -660,3 +660,87 @@ fn info_batch_size_of_100_or_more_logs_a_warning_with_its_line() {
     assert!(parsed.is_ok());
     assert!(captured.0.lock().map(|b| b.is_empty()).unwrap_or(false));
 }
+
+// === scheduling keys (issue 4) ===
+
+fn relator(extra: &str) -> String {
+    with(&format!(
+        "\n[[relators]]\nname = \"r\"\ngroup = \"web\"\nrules = [\"load\"]\ninterval = \"1m\"\n{extra}\n"
+    ))
+}
+
+#[test]
+fn randomize_over_fifty_percent_is_refused() {
+    assert_refused_at(
+        &relator("randomize = 60"),
+        "relators[0].randomize",
+        "randomize",
+    );
+}
+
+#[test]
+fn a_retry_period_longer_than_the_interval_is_refused() {
+    assert_refused_at(
+        &relator("retry_period = \"2m\""),
+        "relators[0].retry_period",
+        "retry_period",
+    );
+}
+
+#[test]
+fn an_unknown_priority_is_refused_naming_the_key() {
+    let error = refused_supervisor(&relator("priority = \"urgent\""));
+    let message = error.to_string();
+    assert!(message.contains("priority"), "{message}");
+    assert!(message.contains("urgent"), "{message}");
+}
+
+#[test]
+fn a_chain_that_loops_back_on_itself_is_refused() {
+    let text = with(
+        r#"
+[[relators]]
+name = "a"
+group = "web"
+rules = ["load"]
+interval = "1m"
+on_ok = ["b"]
+
+[[relators]]
+name = "b"
+group = "web"
+rules = ["load"]
+on_broken = ["a"]
+"#,
+    );
+    let error = refused_supervisor(&text);
+    let message = error.to_string();
+    assert!(message.contains("loops back"), "{message}");
+    assert!(message.contains("a -> b -> a"), "{message}");
+}
+
+#[test]
+fn a_relator_without_interval_must_be_chained_to() {
+    let text = with("\n[[relators]]\nname = \"lonely\"\ngroup = \"web\"\nrules = [\"load\"]\n");
+    let error = refused_supervisor(&text);
+    assert_eq!(
+        error.key.as_deref(),
+        Some("relators[0].interval"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_chain_naming_a_missing_relator_is_refused() {
+    assert_refused_at(
+        &relator("on_ok = [\"ghost\"]"),
+        "relators[0].on_ok[0]",
+        "ghost",
+    );
+}
+
+#[test]
+fn default_retry_period_fits_short_intervals() {
+    let text = relator("").replace("interval = \"1m\"", "interval = \"2s\"");
+    parse_supervisor(&text, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
+}

@@ -44,9 +44,10 @@ pub struct SupervisorConfig {
     /// Default for relators: how often a failed or timed-out task is tried again.
     #[serde(default = "defaults::max_retries")]
     pub max_retries: u32,
-    /// Default for relators: wait this long before a retry.
-    #[serde(default = "defaults::retry_period", with = "humantime_serde")]
-    pub retry_period: Duration,
+    /// Default for relators: wait this long before a retry. Unset: the relator's start window
+    /// divided by (max_retries + 1), at most 30 s, so every retry fits in the window.
+    #[serde(default, with = "humantime_serde")]
+    pub retry_period: Option<Duration>,
     /// How the supervisor learns that tasks finished: `poll` (status batches every
     /// `status_check_interval`) or `push` (the engine streams completions as they happen; the
     /// monitor loop still runs to reconcile).
@@ -437,7 +438,7 @@ impl Default for SupervisorConfig {
             batch_timeout: defaults::batch_timeout(),
             batch_window: defaults::batch_window(),
             max_retries: defaults::max_retries(),
-            retry_period: defaults::retry_period(),
+            retry_period: None,
             status_mode: StatusMode::default(),
             push_flush_window: defaults::push_flush_window(),
             max_sessions: defaults::max_sessions(),
@@ -495,7 +496,7 @@ pub mod defaults {
     pub fn max_retries() -> u32 {
         2
     }
-    /// `retry_period`
+    /// Longest `retry_period` derived when none is set.
     pub fn retry_period() -> Duration {
         Duration::from_secs(30)
     }

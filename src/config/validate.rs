@@ -201,7 +201,9 @@ pub(crate) fn check_supervisor(config: &SupervisorConfig) -> Findings {
     findings.count(root.key("max_connections"), config.max_connections);
     findings.count(root.key("max_message_bytes"), config.max_message_bytes);
     findings.interval(root.key("batch_timeout"), config.batch_timeout);
-    findings.interval(root.key("retry_period"), config.retry_period);
+    if let Some(period) = config.retry_period {
+        findings.interval(root.key("retry_period"), period);
+    }
     findings.retries(root.key("max_retries"), config.max_retries);
     if config.batch_window > MAX_BATCH_WINDOW {
         findings.error(
@@ -599,11 +601,11 @@ fn check_relator(
     if let Some(retries) = relator.max_retries {
         findings.retries(path.key("max_retries"), retries);
     }
-    let retry_period = relator.retry_period.unwrap_or(config.retry_period);
     if let Some(period) = relator.retry_period {
         findings.interval(path.key("retry_period"), period);
     }
     if let Some(interval) = relator.interval
+        && let Some(retry_period) = relator.retry_period.or(config.retry_period)
         && relator.max_retries.unwrap_or(config.max_retries) > 0
         && retry_period > interval
     {

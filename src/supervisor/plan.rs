@@ -208,17 +208,25 @@ pub fn plan_relators(config: &SupervisorConfig) -> Result<Vec<RelatorPlan>, Plan
                     })
                     .collect::<Result<Vec<_>, _>>()
             };
+            let start_window = relator
+                .start_window
+                .or(relator.interval)
+                .unwrap_or(CHAINED_START_WINDOW);
+            let max_retries = relator.max_retries.unwrap_or(config.max_retries);
+            let retry_period = relator
+                .retry_period
+                .or(config.retry_period)
+                .unwrap_or_else(|| {
+                    (start_window / (max_retries + 1)).min(crate::config::defaults::retry_period())
+                });
             Ok(RelatorPlan {
                 name: relator.name.clone(),
                 engine: group.engine.clone(),
                 interval: relator.interval,
-                start_window: relator
-                    .start_window
-                    .or(relator.interval)
-                    .unwrap_or(CHAINED_START_WINDOW),
+                start_window,
                 randomize: relator.randomize,
-                max_retries: relator.max_retries.unwrap_or(config.max_retries),
-                retry_period: relator.retry_period.unwrap_or(config.retry_period),
+                max_retries,
+                retry_period,
                 on_ok: targets(&relator.on_ok)?,
                 on_broken: targets(&relator.on_broken)?,
                 catch_up: relator.catch_up,

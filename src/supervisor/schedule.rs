@@ -67,9 +67,13 @@ impl<T> Timeline<T> {
         self.entries.keys().next().map(|(due, _)| *due)
     }
 
-    /// Take every item due before `now + batch_window`: items that are nearly due travel with
-    /// the ones that are due, so batches still fill when starts are spread.
+    /// When something is due at `now`, take it together with every item due before
+    /// `now + batch_window`: items that are nearly due travel with the ones that are due, so
+    /// batches still fill when starts are spread. Nothing is taken early on its own.
     pub fn take_due(&mut self, now: Instant, batch_window: Duration) -> Vec<T> {
+        if self.next_due().is_none_or(|due| due > now) {
+            return Vec::new();
+        }
         let horizon = now + batch_window;
         let later = self.entries.split_off(&(horizon, 0));
         std::mem::replace(&mut self.entries, later)

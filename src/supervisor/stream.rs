@@ -57,6 +57,7 @@ pub struct BatchStream<Req, Resp> {
     outbound: mpsc::Sender<Req>,
     shared: Arc<Mutex<Shared<Resp>>>,
     sessions: Option<Arc<tokio::sync::Semaphore>>,
+    ended: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The submission stream.
@@ -104,6 +105,7 @@ where
             closed: None,
         }));
         let reader = Arc::clone(&shared);
+        let (ended_tx, ended) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let reason = loop {
                 match inbound.message().await {
@@ -124,16 +126,35 @@ where
                     Err(status) => break status.to_string(),
                 }
             };
-            let mut shared = lock(&reader);
-            shared.closed = Some(reason);
-            // Dropping the senders wakes every waiter with an error.
-            shared.waiters.clear();
+            close(&reader, reason);
+            ended_tx.send_replace(true);
         });
         Self {
             outbound,
             shared,
             sessions: None,
+            ended,
         }
+    }
+
+    /// Once `stop` turns true, give batches in flight `grace` to be answered, then fail the
+    /// rest (their tasks are handed back to the caller as unacknowledged).
+    pub fn close_after_stop(
+        &self,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        grace: std::time::Duration,
+    ) {
+        let shared = Arc::clone(&self.shared);
+        let mut ended = self.ended.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = ended.wait_for(|e| *e) => {}
+                _ = async {
+                    let _ = stop.wait_for(|s| *s).await;
+                    tokio::time::sleep(grace).await;
+                } => close(&shared, "the supervisor is stopping".to_string()),
+            }
+        });
     }
 
     /// Take one of `sessions`' slots for every batch in flight.
@@ -186,6 +207,13 @@ where
             reason: lock(&self.shared).closed.clone(),
         }
     }
+}
+
+/// Mark the stream closed and wake every waiter with an error (by dropping its sender).
+fn close<Resp>(shared: &Mutex<Shared<Resp>>, reason: String) {
+    let mut shared = lock(shared);
+    shared.closed.get_or_insert(reason);
+    shared.waiters.clear();
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

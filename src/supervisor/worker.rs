@@ -29,6 +29,9 @@ use crate::transport::Dialer;
 /// Tasks waiting for an engine that is down; beyond this, low priority first, then the oldest,
 /// are shed (counted and logged).
 pub(super) const MAX_OUTBOX_TASKS: usize = 200_000;
+/// After the supervisor is told to stop, batches in flight get this long to be answered; the
+/// tasks of the rest are handed back (logged as never acknowledged).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Completion notices kept while their task's acknowledgement is on its way.
 const MAX_EARLY_COMPLETIONS: usize = 100_000;
 
@@ -62,6 +65,7 @@ pub(super) struct EngineState {
     reachable: std::sync::atomic::AtomicBool,
     max_outbox_tasks: usize,
     early_completions: Mutex<HashMap<String, TaskStatus>>,
+    stop: watch::Receiver<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -110,6 +114,7 @@ pub(super) fn start(
         reachable: std::sync::atomic::AtomicBool::new(true),
         max_outbox_tasks: setup.max_outbox_tasks,
         early_completions: Mutex::new(HashMap::new()),
+        stop: setup.stop.clone(),
     });
     let tunables = TunablesSource {
         engine: state.name.clone(),
@@ -714,7 +719,10 @@ async fn open_submit_stream<'a>(
     if stream.as_ref().is_none_or(SubmitStream::is_closed) {
         let mut client = state.client().await?;
         match SubmitStream::open(&mut client).await {
-            Ok(open) => *stream = Some(open.with_sessions(state.dialer.sessions().cloned())),
+            Ok(open) => {
+                open.close_after_stop(state.stop.clone(), SHUTDOWN_GRACE);
+                *stream = Some(open.with_sessions(state.dialer.sessions().cloned()));
+            }
             Err(e) => {
                 state.forget_client().await;
                 return Err(e.to_string());
@@ -731,7 +739,10 @@ async fn open_status_stream<'a>(
     if stream.as_ref().is_none_or(StatusStream::is_closed) {
         let mut client = state.client().await?;
         match StatusStream::open(&mut client).await {
-            Ok(open) => *stream = Some(open.with_sessions(state.dialer.sessions().cloned())),
+            Ok(open) => {
+                open.close_after_stop(state.stop.clone(), SHUTDOWN_GRACE);
+                *stream = Some(open.with_sessions(state.dialer.sessions().cloned()));
+            }
             Err(e) => {
                 state.forget_client().await;
                 return Err(e.to_string());

@@ -33,6 +33,10 @@ pub fn wire_bytes<M: Message>(m: &M) -> u64 {
 pub struct MockLog {
     /// Task ids of every submission batch, in arrival order.
     pub submit_batches: Vec<Vec<String>>,
+    /// Batch id of every submission batch, in the same order.
+    pub submit_batch_ids: Vec<u64>,
+    /// (task id, attempt) of every task submitted, in arrival order.
+    pub attempts: Vec<(String, u32)>,
     /// Request + reply bytes of every submission batch.
     pub submit_packets: Vec<u64>,
     /// Task ids and release ids of every status query.
@@ -45,7 +49,7 @@ pub struct MockLog {
     pub unary_status: Vec<String>,
 }
 
-type StateRule = dyn Fn(&str) -> TaskState + Send + Sync;
+type StateRule = dyn Fn(&str, u32) -> TaskState + Send + Sync;
 
 /// The mock engine service.
 #[derive(Clone)]
@@ -53,6 +57,7 @@ pub struct MockEngine {
     pub log: Arc<Mutex<MockLog>>,
     state_of: Arc<StateRule>,
     ack_delay: Duration,
+    held_attempt: Arc<Mutex<std::collections::HashMap<String, u32>>>,
 }
 
 impl MockEngine {
@@ -63,11 +68,31 @@ impl MockEngine {
 
     /// Status answers come from `state_of(task_id)`.
     pub fn with_states(state_of: impl Fn(&str) -> TaskState + Send + Sync + 'static) -> Self {
+        Self::with_attempt_states(move |id, _| state_of(id))
+    }
+
+    /// Status answers come from `state_of(task_id, attempt held)`.
+    pub fn with_attempt_states(
+        state_of: impl Fn(&str, u32) -> TaskState + Send + Sync + 'static,
+    ) -> Self {
         Self {
             log: Arc::new(Mutex::new(MockLog::default())),
             state_of: Arc::new(state_of),
             ack_delay: Duration::ZERO,
+            held_attempt: Arc::new(Mutex::new(std::collections::HashMap::new())),
         }
+    }
+
+    fn hold(&self, task: &turbomon::proto::Task) {
+        self.held_attempt
+            .lock()
+            .unwrap()
+            .insert(task.id.clone(), task.attempt);
+        self.log
+            .lock()
+            .unwrap()
+            .attempts
+            .push((task.id.clone(), task.attempt));
     }
 
     /// Every batch is answered after `delay`.
@@ -81,14 +106,26 @@ impl MockEngine {
     }
 
     fn status(&self, id: &str) -> TaskStatus {
+        let attempt = self.held_attempt.lock().unwrap().get(id).copied();
+        let Some(attempt) = attempt else {
+            return TaskStatus {
+                task_id: id.to_string(),
+                state: TaskState::Unknown as i32,
+                ..Default::default()
+            };
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
         TaskStatus {
             task_id: id.to_string(),
-            state: (self.state_of)(id) as i32,
+            state: (self.state_of)(id, attempt) as i32,
             value: 1.0,
             message: "mock".to_string(),
-            started_unix_ms: 1,
-            finished_unix_ms: 2,
-            attempt: 1,
+            started_unix_ms: now - 2,
+            finished_unix_ms: now - 1,
+            attempt,
         }
     }
 }
@@ -119,6 +156,9 @@ impl Engine for MockEngine {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(me.ack_delay).await;
+                    for task in &batch.tasks {
+                        me.hold(task);
+                    }
                     let ack = SubmitAck {
                         batch_id: batch.batch_id,
                         acks: batch
@@ -137,6 +177,7 @@ impl Engine for MockEngine {
                         let mut log = me.log.lock().unwrap();
                         log.submit_batches
                             .push(batch.tasks.iter().map(|t| t.id.clone()).collect());
+                        log.submit_batch_ids.push(batch.batch_id);
                         log.submit_packets
                             .push(wire_bytes(&batch) + wire_bytes(&ack));
                     }
@@ -185,6 +226,7 @@ impl Engine for MockEngine {
             .task
             .ok_or_else(|| Status::invalid_argument("no task"))?;
         tokio::time::sleep(self.ack_delay).await;
+        self.hold(&task);
         self.log.lock().unwrap().unary_submits.push(task.id.clone());
         Ok(Response::new(SubmitOneReply {
             ack: Some(TaskAck {

@@ -1,0 +1,441 @@
+//! Scheduling behaviour (issue 4): retries with the same identity, chains without waiting for a
+//! tick, a reserve of session slots no single engine can take, catch-up after an outage, and
+//! priorities within a loop.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{MockEngine, eventually, serve_mock, serve_mock_on};
+use tokio::sync::{mpsc, watch};
+use turbomon::config::SupervisorConfig;
+use turbomon::proto::TaskState;
+use turbomon::supervisor::{Completion, Supervisor, SupervisorOptions};
+
+fn start(text: &str) -> (Supervisor, mpsc::UnboundedReceiver<Completion>) {
+    let config: SupervisorConfig = turbomon::config::parse_supervisor(text, "test.toml".as_ref())
+        .unwrap_or_else(|e| panic!("test config is valid: {e}"));
+    let (_tx, rx) = watch::channel(Arc::new(config));
+    let (observer, completions) = mpsc::unbounded_channel();
+    let supervisor = Supervisor::start(
+        rx,
+        SupervisorOptions {
+            stats_json: None,
+            observer: Some(observer),
+        },
+    )
+    .expect("supervisor starts");
+    (supervisor, completions)
+}
+
+async fn next(
+    completions: &mut mpsc::UnboundedReceiver<Completion>,
+    limit: Duration,
+) -> Completion {
+    tokio::time::timeout(limit, completions.recv())
+        .await
+        .expect("a completion in time")
+        .expect("observer open")
+}
+
+fn engine_and_group(address: &str, nodes: &[&str]) -> String {
+    let nodes: Vec<String> = nodes.iter().map(|n| format!("\"{n}\"")).collect();
+    format!(
+        r#"
+[[engines]]
+name = "e1"
+address = "{address}"
+
+[[groups]]
+name = "g"
+engine = "e1"
+nodes = [{}]
+"#,
+        nodes.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn a_task_failing_twice_then_passing_reports_three_attempts() {
+    let mock = MockEngine::with_attempt_states(|_, attempt| {
+        if attempt < 3 {
+            TaskState::Failed
+        } else {
+            TaskState::Ok
+        }
+    });
+    let engine = serve_mock(mock.clone()).await;
+    let text = format!(
+        r#"
+status_check_interval = "20ms"
+{}
+[[rules]]
+name = "flaky"
+kind = "sim"
+
+[[relators]]
+name = "r"
+group = "g"
+rules = ["flaky"]
+interval = "1h"
+randomize = 0
+max_retries = 2
+retry_period = "50ms"
+"#,
+        engine_and_group(&engine.address.to_string(), &["n1"])
+    );
+    let (supervisor, mut done) = start(&text);
+    let completion = next(&mut done, Duration::from_secs(10)).await;
+    assert_eq!(completion.state, TaskState::Ok);
+    assert_eq!(completion.attempt, 3);
+    let attempts = mock.log().attempts;
+    let ids: std::collections::HashSet<_> = attempts.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(ids.len(), 1, "every attempt keeps the task's identity");
+    assert_eq!(
+        attempts.iter().map(|(_, a)| *a).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let counters = supervisor.shutdown().await;
+    assert_eq!(counters[0].1.retries, 2);
+    assert_eq!(
+        counters[0].1.completed, 1,
+        "only the final outcome counts as completed"
+    );
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_end_of_the_start_window() {
+    let mock = MockEngine::with_attempt_states(|_, _| TaskState::TimedOut);
+    let engine = serve_mock(mock.clone()).await;
+    let text = format!(
+        r#"
+status_check_interval = "20ms"
+{}
+[[rules]]
+name = "slow"
+kind = "sim"
+
+[[relators]]
+name = "r"
+group = "g"
+rules = ["slow"]
+interval = "1h"
+start_window = "300ms"
+randomize = 0
+max_retries = 50
+retry_period = "100ms"
+"#,
+        engine_and_group(&engine.address.to_string(), &["n1"])
+    );
+    let (supervisor, mut done) = start(&text);
+    let completion = next(&mut done, Duration::from_secs(10)).await;
+    assert_eq!(completion.state, TaskState::TimedOut);
+    assert!(
+        (2..=4).contains(&completion.attempt),
+        "a 300 ms window holds at most three 100 ms retry periods, got attempt {}",
+        completion.attempt
+    );
+    supervisor.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_chain_of_ten_short_tasks_runs_without_waiting_for_a_tick() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let engine = turbomon::engine::Engine::new(turbomon::config::EngineConfig::default());
+    let (stop_engine, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(engine.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let mut text = format!(
+        r#"
+status_mode = "push"
+status_check_interval = "10s"
+{}
+[[rules]]
+name = "step"
+kind = "sim"
+duration = "10ms"
+"#,
+        engine_and_group(&address.to_string(), &["n1"])
+    );
+    for i in 1..=10 {
+        text.push_str(&format!(
+            "\n[[relators]]\nname = \"c{i}\"\ngroup = \"g\"\nrules = [\"step\"]\nrandomize = 0\n"
+        ));
+        if i == 1 {
+            text.push_str("interval = \"1h\"\n");
+        }
+        if i < 10 {
+            text.push_str(&format!("on_ok = [\"c{}\"]\n", i + 1));
+        }
+    }
+    let (supervisor, mut done) = start(&text);
+    let first = next(&mut done, Duration::from_secs(10)).await;
+    assert_eq!(first.relator, "c1");
+    let started = Instant::now();
+    let mut last = first;
+    while last.relator != "c10" {
+        last = next(&mut done, Duration::from_secs(5)).await;
+        assert_eq!(last.state, TaskState::Ok);
+    }
+    let chain = started.elapsed();
+    assert!(
+        chain < Duration::from_secs(1),
+        "nine chained 10 ms steps took {chain:?} (the monitor loop runs every 10 s)"
+    );
+    let counters = supervisor.shutdown().await;
+    assert_eq!(counters[0].1.chained, 9);
+    let _ = stop_engine.send(());
+    let _ = server.await;
+}
+
+#[tokio::test]
+async fn a_dead_engine_cannot_take_the_reserved_slots() {
+    // "dead" accepts connections and batches but never answers.
+    let dead = serve_mock(MockEngine::new().with_ack_delay(Duration::from_secs(3600))).await;
+    let alive_mock = MockEngine::new();
+    let alive = serve_mock(alive_mock.clone()).await;
+    let nodes: Vec<String> = (0..10).map(|i| format!("\"n{i}\"")).collect();
+    let text = format!(
+        r#"
+task_submit_batch_size = 1
+status_check_interval = "20ms"
+max_sessions = 4
+reserved_percent = 50
+
+[[engines]]
+name = "dead"
+address = "{dead}"
+
+[[engines]]
+name = "alive"
+address = "{alive}"
+
+[[groups]]
+name = "gd"
+engine = "dead"
+nodes = [{nodes}]
+
+[[groups]]
+name = "ga"
+engine = "alive"
+nodes = [{nodes}]
+
+[[rules]]
+name = "sim"
+kind = "sim"
+
+[[relators]]
+name = "rd"
+group = "gd"
+rules = ["sim"]
+interval = "1h"
+randomize = 0
+
+[[relators]]
+name = "ra"
+group = "ga"
+rules = ["sim"]
+interval = "1h"
+randomize = 0
+"#,
+        dead = dead.address,
+        alive = alive.address,
+        nodes = nodes.join(", ")
+    );
+    let (supervisor, mut done) = start(&text);
+    let mut finished = 0;
+    while finished < 10 {
+        let c = next(&mut done, Duration::from_secs(5)).await;
+        assert_eq!(c.engine, "alive");
+        finished += 1;
+    }
+    assert_eq!(alive_mock.log().submit_batches.len(), 10);
+    supervisor.shutdown().await;
+}
+
+async fn run_outage(policy: &str) -> (turbomon::supervisor::CountersSnapshot, Vec<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    let text = format!(
+        r#"
+status_check_interval = "50ms"
+batch_window = "10ms"
+{}
+[[rules]]
+name = "sim"
+kind = "sim"
+
+[[relators]]
+name = "r"
+group = "g"
+rules = ["sim"]
+interval = "100ms"
+randomize = 0
+catch_up = "{policy}"
+"#,
+        engine_and_group(&address.to_string(), &["n1"])
+    );
+    let (supervisor, _done) = start(&text);
+    eventually(
+        "missed firings while the engine is down",
+        Duration::from_secs(10),
+        || {
+            supervisor
+                .counters("e1")
+                .is_some_and(|c| c.missed_firings >= 4)
+        },
+    )
+    .await;
+    let mock = MockEngine::new();
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .expect("rebind");
+    let _engine = serve_mock_on(mock.clone(), listener).await;
+    eventually("catch-up applied", Duration::from_secs(10), || {
+        supervisor
+            .counters("e1")
+            .is_some_and(|c| c.skipped_firings + c.caught_up_firings >= 4)
+    })
+    .await;
+    // Let replayed firings (spaced 100 ms apart) go out.
+    let counters = supervisor.counters("e1").unwrap();
+    let replays = counters.caught_up_firings;
+    tokio::time::sleep(Duration::from_millis(150) * (replays as u32 + 1)).await;
+    let counters = supervisor.shutdown().await[0].1;
+    let ids = mock.log().submit_batches.concat();
+    (counters, ids)
+}
+
+#[tokio::test]
+async fn catch_up_skip_runs_no_missed_firing_and_counts_them() {
+    let (counters, _) = run_outage("skip").await;
+    assert!(counters.missed_firings >= 4);
+    assert_eq!(counters.caught_up_firings, 0);
+    assert!(counters.skipped_firings >= counters.missed_firings);
+}
+
+#[tokio::test]
+async fn catch_up_latest_runs_one_missed_firing() {
+    let (counters, _) = run_outage("latest").await;
+    assert!(counters.missed_firings >= 4);
+    assert_eq!(counters.caught_up_firings, 1);
+    assert_eq!(
+        counters.skipped_firings + counters.caught_up_firings,
+        counters.missed_firings
+    );
+}
+
+#[tokio::test]
+async fn catch_up_replay_runs_every_missed_firing_spaced_out() {
+    let (counters, ids) = run_outage("replay").await;
+    assert!(counters.missed_firings >= 4);
+    assert_eq!(counters.caught_up_firings, counters.missed_firings);
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert!(
+        distinct.len() as u64 >= counters.missed_firings,
+        "each replayed instant is its own task ({} ids for {} missed)",
+        distinct.len(),
+        counters.missed_firings
+    );
+}
+
+#[tokio::test]
+async fn high_priority_tasks_go_in_the_first_batches() {
+    let mock = MockEngine::new();
+    let engine = serve_mock(mock.clone()).await;
+    let nodes: Vec<String> = (0..10).map(|i| format!("n{i}")).collect();
+    let refs: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let text = format!(
+        r#"
+task_submit_batch_size = 5
+{}
+[[rules]]
+name = "sim"
+kind = "sim"
+
+[[relators]]
+name = "low"
+group = "g"
+rules = ["sim"]
+interval = "1h"
+randomize = 0
+priority = "low"
+
+[[relators]]
+name = "high"
+group = "g"
+rules = ["sim"]
+interval = "1h"
+randomize = 0
+priority = "high"
+"#,
+        engine_and_group(&engine.address.to_string(), &refs)
+    );
+    let (supervisor, _done) = start(&text);
+    eventually("20 tasks submitted", Duration::from_secs(10), || {
+        mock.log()
+            .submit_batches
+            .iter()
+            .map(Vec::len)
+            .sum::<usize>()
+            == 20
+    })
+    .await;
+    let log = mock.log();
+    let mut batches: Vec<(u64, Vec<String>)> = log
+        .submit_batch_ids
+        .iter()
+        .copied()
+        .zip(log.submit_batches.iter().cloned())
+        .collect();
+    batches.sort_by_key(|(id, _)| *id);
+    for (_, tasks) in &batches[..2] {
+        assert!(tasks.iter().all(|t| t.starts_with("high/")), "{tasks:?}");
+    }
+    for (_, tasks) in &batches[2..] {
+        assert!(tasks.iter().all(|t| t.starts_with("low/")), "{tasks:?}");
+    }
+    supervisor.shutdown().await;
+}
+
+#[tokio::test]
+async fn lateness_is_recorded_for_every_stage_a_task_passes() {
+    let mock = MockEngine::with_states(|_| TaskState::Broken);
+    let engine = serve_mock(mock).await;
+    let text = format!(
+        r#"
+status_check_interval = "20ms"
+{}
+[[rules]]
+name = "sim"
+kind = "sim"
+
+[[alerts]]
+name = "log"
+kind = "log"
+
+[[relators]]
+name = "r"
+group = "g"
+rules = ["sim"]
+interval = "1h"
+randomize = 0
+alerts = ["log"]
+"#,
+        engine_and_group(&engine.address.to_string(), &["a", "b", "c"])
+    );
+    let (supervisor, mut done) = start(&text);
+    for _ in 0..3 {
+        next(&mut done, Duration::from_secs(10)).await;
+    }
+    use turbomon::stats::Stage;
+    let counts = supervisor
+        .with_stats("e1", |s| Stage::ALL.map(|stage| s.lateness.count(stage)))
+        .unwrap();
+    assert_eq!(counts, [3, 3, 3, 3, 3]);
+    supervisor.shutdown().await;
+}
