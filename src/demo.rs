@@ -191,6 +191,7 @@ pub async fn run(
         SupervisorOptions {
             stats_json: options.stats_json.clone(),
             observer: None,
+            ..SupervisorOptions::default()
         },
     )?;
     shutdown.await;

@@ -43,6 +43,10 @@ enum Command {
         /// Append every statistics window as one JSON object per line to this file.
         #[arg(long)]
         stats_json: Option<PathBuf>,
+        /// Link profiles file (like config/links.toml) whose values replace the built-in
+        /// profiles of the same names for engines with `link = "..."`.
+        #[arg(long)]
+        links: Option<PathBuf>,
     },
     /// Run a supervisor and two engines on loopback with a few hundred tasks (one engine behind a
     /// simulated WAN link), printing statistics at a short interval.
@@ -123,14 +127,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!(target: "turbomon::engine", address = %listener.local_addr()?, "engine listening");
             Engine::new(settings).serve(listener, stop_signal()).await?;
         }
-        Command::Supervisor { config, stats_json } => {
+        Command::Supervisor {
+            config,
+            stats_json,
+            links,
+        } => {
             let initial = config::load_supervisor(&config)?;
             let updates = config::watch_supervisor(config.clone(), initial);
             let supervisor = Supervisor::start(
                 updates,
                 SupervisorOptions {
                     stats_json,
-                    observer: None,
+                    link_profiles: match links {
+                        Some(path) => link::load_profiles(&path)?,
+                        None => Default::default(),
+                    },
+                    ..SupervisorOptions::default()
                 },
             )?;
             tracing::info!(target: "turbomon::supervisor", config = %config.display(), engines = ?supervisor.engine_names(), "supervisor running");

@@ -23,6 +23,7 @@ fn start(text: &str) -> (Supervisor, mpsc::UnboundedReceiver<Completion>) {
         SupervisorOptions {
             stats_json: None,
             observer: Some(observer),
+            ..SupervisorOptions::default()
         },
     )
     .expect("supervisor starts");

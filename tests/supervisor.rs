@@ -69,6 +69,7 @@ fn start(
         SupervisorOptions {
             stats_json: None,
             observer: Some(observer),
+            ..SupervisorOptions::default()
         },
     )
     .expect("supervisor starts");
@@ -245,6 +246,7 @@ async fn loop_packet_sizes_match_the_bytes_that_crossed_and_batches_fly_together
         batch_size: 30,
         in_flight: 64,
         reply_timeout: Duration::from_secs(10),
+        max_message_bytes: 4 << 20,
     };
     let ids = BatchIds::default();
     let tasks = sim_tasks(300);

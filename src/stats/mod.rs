@@ -94,6 +94,7 @@ pub struct LoopStats {
     loop_time_min: Duration,
     loop_time_max: Duration,
     failed_loops: u64,
+    splits: u64,
     packets: u64,
     packet_total_bytes: u64,
     packet_min_bytes: u64,
@@ -117,6 +118,7 @@ impl LoopStats {
             loop_time_min: Duration::MAX,
             loop_time_max: Duration::ZERO,
             failed_loops: 0,
+            splits: 0,
             packets: 0,
             packet_total_bytes: 0,
             packet_min_bytes: u64::MAX,
@@ -146,6 +148,16 @@ impl LoopStats {
     /// One loop that did not complete (its time is not recorded).
     pub fn record_failed_loop(&mut self) {
         self.failed_loops += 1;
+    }
+
+    /// Batches split in half after they went unanswered (or were over the message size cap).
+    pub fn record_splits(&mut self, splits: u64) {
+        self.splits += splits;
+    }
+
+    /// Splits so far in this window.
+    pub fn splits(&self) -> u64 {
+        self.splits
     }
 
     /// Completed loops so far in this window.
@@ -212,6 +224,7 @@ impl LoopStats {
             mode,
             loops: self.loops,
             failed_loops: self.failed_loops,
+            splits: self.splits,
             loop_time: self.loop_time(),
             packet_size: self.packet_size(),
         }
@@ -226,6 +239,7 @@ impl LoopStats {
         self.loop_time_min = Duration::MAX;
         self.loop_time_max = Duration::ZERO;
         self.failed_loops = 0;
+        self.splits = 0;
         self.packets = 0;
         self.packet_total_bytes = 0;
         self.packet_min_bytes = u64::MAX;

@@ -80,6 +80,8 @@ pub struct KindReport {
     pub loops: u64,
     /// Loops that did not complete.
     pub failed_loops: u64,
+    /// Batches split in half (unanswered, or over the message size cap).
+    pub splits: u64,
     /// `None` when no loop completed.
     pub loop_time: Option<LoopTimeFigures>,
     /// `None` when no packet was exchanged.
@@ -223,6 +225,14 @@ fn kilobytes(bytes: u64) -> String {
 }
 
 fn loop_time_text(kind: &KindReport) -> String {
+    let mut text = loop_time_figures_text(kind);
+    if kind.splits > 0 {
+        text.push_str(&format!(", Splits: {}", kind.splits));
+    }
+    text
+}
+
+fn loop_time_figures_text(kind: &KindReport) -> String {
     match &kind.loop_time {
         Some(figures) => format!(
             "Average: {}, Maximum: {}, Minimum: {}, p50: {}, p90: {}, p99: {}, Loops: {}, Failed: {}",
@@ -317,7 +327,7 @@ impl Serialize for KindReport {
             p90: kb(f.p90_bytes),
             p99: kb(f.p99_bytes),
         });
-        let mut s = serializer.serialize_struct("KindReport", 7)?;
+        let mut s = serializer.serialize_struct("KindReport", 8)?;
         s.serialize_field(
             "mode",
             match self.mode {
@@ -328,6 +338,7 @@ impl Serialize for KindReport {
         s.serialize_field("batch_size", &self.mode.batch_size())?;
         s.serialize_field("loops", &self.loops)?;
         s.serialize_field("failed_loops", &self.failed_loops)?;
+        s.serialize_field("splits", &self.splits)?;
         s.serialize_field("packets", &self.packet_size.map_or(0, |f| f.packets))?;
         s.serialize_field("loop_time_s", &loop_time_s)?;
         s.serialize_field("packet_kb", &packet_kb)?;

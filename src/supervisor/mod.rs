@@ -92,6 +92,8 @@ pub struct EngineCounters {
     shed: AtomicU64,
     unsent_at_shutdown: AtomicU64,
     retries: AtomicU64,
+    splits: AtomicU64,
+    failed_unanswered: AtomicU64,
     pushed: AtomicU64,
     lost_in_restart: AtomicU64,
     chained: AtomicU64,
@@ -127,6 +129,10 @@ pub struct CountersSnapshot {
     pub unsent_at_shutdown: u64,
     /// Failed or timed-out tasks scheduled for another attempt.
     pub retries: u64,
+    /// Batches split in half after going unanswered within the batch timeout.
+    pub splits: u64,
+    /// Tasks failed because even alone they got no acknowledgement.
+    pub failed_unanswered: u64,
     /// Completion notices pushed by the engine.
     pub pushed: u64,
     /// Tasks the engine reported lost in a restart (retried under the retry policy).
@@ -148,6 +154,8 @@ pub struct SupervisorOptions {
     pub stats_json: Option<PathBuf>,
     /// Receive every final outcome (tests, benchmarks).
     pub observer: Option<mpsc::UnboundedSender<Completion>>,
+    /// Link profiles by name (e.g. from `config/links.toml`) over the built-in ones.
+    pub link_profiles: std::collections::BTreeMap<String, crate::link::LinkProfile>,
 }
 
 /// A running supervisor.
@@ -189,7 +197,11 @@ impl Supervisor {
             let link = match entry.link.as_deref() {
                 None | Some(crate::link::NO_LINK) => None,
                 Some(name) => Some(
-                    crate::link::profile(name)
+                    options
+                        .link_profiles
+                        .get(name)
+                        .cloned()
+                        .map_or_else(|| crate::link::profile(name), Ok)
                         .and_then(crate::link::Link::new)
                         .map_err(|e| engine_error(e.to_string()))?,
                 ),
@@ -260,6 +272,13 @@ impl Supervisor {
     /// Counters of one engine.
     pub fn counters(&self, engine: &str) -> Option<CountersSnapshot> {
         self.engines.get(engine).map(|e| e.counters.snapshot())
+    }
+
+    /// The simulated link in front of `engine`, if it has one (to cut, heal or read counters).
+    pub fn link(&self, engine: &str) -> Option<crate::link::Link> {
+        self.engines
+            .get(engine)
+            .and_then(|e| e.dialer.link().cloned())
     }
 
     /// Tasks submitted to `engine` whose outcome is not known yet.

@@ -31,6 +31,8 @@ pub struct MonitorOutcome {
     pub unreleased: Vec<String>,
     /// Why queries went unanswered, when some did.
     pub failure: Option<String>,
+    /// The largest query that got no answer within the batch timeout, in task ids.
+    pub timed_out_batch: Option<usize>,
 }
 
 impl MonitorOutcome {
@@ -92,16 +94,22 @@ pub async fn monitor_turbo(
             };
             in_flight.push(async move {
                 let batch_id = query.batch_id;
-                let reply = tokio::time::timeout(limits.reply_timeout, stream.call(query.clone()))
-                    .await
-                    .map_err(|_| {
-                        stream.abandon(batch_id);
-                        format!(
-                            "status batch {batch_id} not answered within {}",
-                            humantime::format_duration(limits.reply_timeout)
-                        )
-                    })
-                    .and_then(|r| r.map_err(|e| e.to_string()));
+                let reply =
+                    match tokio::time::timeout(limits.reply_timeout, stream.call(query.clone()))
+                        .await
+                    {
+                        Ok(reply) => reply.map_err(|e| (e.to_string(), false)),
+                        Err(_) => {
+                            stream.abandon(batch_id);
+                            Err((
+                                format!(
+                                    "status batch {batch_id} not answered within {}",
+                                    humantime::format_duration(limits.reply_timeout)
+                                ),
+                                true,
+                            ))
+                        }
+                    };
                 (query, reply)
             });
         }
@@ -119,7 +127,13 @@ pub async fn monitor_turbo(
                     outcome.statuses.extend(batch.statuses);
                 }
             }
-            Err(reason) => outcome.fail(query.task_ids, query.release_ids, reason),
+            Err((reason, timed_out)) => {
+                if timed_out {
+                    let size = query.task_ids.len().max(query.release_ids.len());
+                    outcome.timed_out_batch = outcome.timed_out_batch.max(Some(size));
+                }
+                outcome.fail(query.task_ids, query.release_ids, reason);
+            }
         }
     }
     outcome.elapsed = start.elapsed();

