@@ -19,6 +19,12 @@ pub enum TransportError {
         /// Why it was refused.
         reason: String,
     },
+    /// The engine's health service does not report it serving.
+    #[error("engine at {address} does not report serving")]
+    NotServing {
+        /// The address dialled.
+        address: String,
+    },
     /// The connection could not be established.
     #[error("cannot connect to engine at {address}: {source}")]
     Connect {
@@ -29,6 +35,9 @@ pub enum TransportError {
         source: tonic::transport::Error,
     },
 }
+
+/// The gRPC service name engines report in the health service.
+pub const ENGINE_SERVICE: &str = "turbomon.v1.Engine";
 
 /// Opens connections to one engine, each call a new connection.
 #[derive(Clone)]
@@ -99,6 +108,15 @@ impl Dialer {
     pub async fn connect_tracked(
         &self,
     ) -> Result<(EngineClient<Channel>, ConnectionClosed), TransportError> {
+        let (channel, closed) = self.channel_tracked().await?;
+        let client = EngineClient::new(channel)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes);
+        Ok((client, closed))
+    }
+
+    /// A new connection as a bare channel, with its closing signal.
+    async fn channel_tracked(&self) -> Result<(Channel, ConnectionClosed), TransportError> {
         let endpoint = Endpoint::from_shared(format!("http://{}", self.address))
             .map_err(|source| self.connect_error(source))?
             .connect_timeout(self.connect_timeout)
@@ -129,10 +147,32 @@ impl Dialer {
             .connect_with_connector(connector)
             .await
             .map_err(|source| self.connect_error(source))?;
-        let client = EngineClient::new(channel)
-            .max_decoding_message_size(self.max_message_bytes)
-            .max_encoding_message_size(self.max_message_bytes);
-        Ok((client, ConnectionClosed(closed_rx)))
+        Ok((channel, ConnectionClosed(closed_rx)))
+    }
+
+    /// Ask the engine's standard gRPC health service whether `turbomon.v1.Engine` is serving,
+    /// on a connection of its own.
+    pub async fn health_check(&self) -> Result<(), TransportError> {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        let (channel, closed) = self.channel_tracked().await?;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let request = tonic_health::pb::HealthCheckRequest {
+            service: ENGINE_SERVICE.to_string(),
+        };
+        let answer = tokio::time::timeout(self.connect_timeout, health.check(request)).await;
+        drop(health);
+        let serving = match answer {
+            Ok(Ok(reply)) => reply.into_inner().status == ServingStatus::Serving as i32,
+            _ => false,
+        };
+        closed.wait().await;
+        if serving {
+            Ok(())
+        } else {
+            Err(TransportError::NotServing {
+                address: self.address.to_string(),
+            })
+        }
     }
 
     fn connect_error(&self, source: tonic::transport::Error) -> TransportError {

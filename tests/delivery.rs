@@ -216,3 +216,82 @@ async fn a_task_that_cannot_pass_even_alone_is_reported_failed() {
         5
     );
 }
+
+#[tokio::test]
+async fn tasks_fail_over_to_the_backup_and_return_without_running_on_both() {
+    // The primary's port is reserved but closed until later.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let primary_address = listener.local_addr().unwrap();
+    drop(listener);
+    let backup_mock = MockEngine::new();
+    let backup = serve_mock(backup_mock.clone()).await;
+    let text = format!(
+        r#"
+status_check_interval = "50ms"
+batch_window = "10ms"
+[[engines]]
+name = "primary"
+address = "{primary_address}"
+backup = "standby"
+failover_after = "300ms"
+[[engines]]
+name = "standby"
+address = "{}"
+[[groups]]
+name = "g"
+engine = "primary"
+nodes = ["a", "b"]
+[[rules]]
+name = "sim"
+kind = "sim"
+[[relators]]
+name = "r"
+group = "g"
+rules = ["sim"]
+interval = "100ms"
+randomize = 0
+"#,
+        backup.address
+    );
+    let config = turbomon::config::parse_supervisor(&text, "t.toml".as_ref()).expect("valid");
+    let (_tx, rx) = watch::channel(Arc::new(config));
+    let supervisor = Supervisor::start(rx, SupervisorOptions::default()).expect("start");
+    common::eventually(
+        "the backup runs the primary's tasks",
+        Duration::from_secs(10),
+        || backup_mock.log().submit_batches.concat().len() >= 6,
+    )
+    .await;
+    assert_eq!(supervisor.counters("primary").unwrap().failovers, 1);
+    let primary_mock = MockEngine::new();
+    let listener = tokio::net::TcpListener::bind(primary_address)
+        .await
+        .expect("rebind");
+    let _primary = common::serve_mock_on(primary_mock.clone(), listener).await;
+    common::eventually(
+        "tasks return to the primary",
+        Duration::from_secs(10),
+        || primary_mock.log().submit_batches.concat().len() >= 6,
+    )
+    .await;
+    let counters = supervisor.shutdown().await;
+    let primary = counters.iter().find(|(n, _)| n == "primary").unwrap().1;
+    assert_eq!(primary.failbacks, 1);
+    let on_primary: std::collections::HashSet<String> = primary_mock
+        .log()
+        .submit_batches
+        .concat()
+        .into_iter()
+        .collect();
+    let on_backup: std::collections::HashSet<String> = backup_mock
+        .log()
+        .submit_batches
+        .concat()
+        .into_iter()
+        .collect();
+    assert!(
+        on_primary.is_disjoint(&on_backup),
+        "no task is sent to both: {:?}",
+        on_primary.intersection(&on_backup).collect::<Vec<_>>()
+    );
+}

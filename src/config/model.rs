@@ -115,6 +115,13 @@ pub struct EngineEntry {
     /// Override of the top-level key of the same name.
     #[serde(default)]
     pub status_mode: Option<StatusMode>,
+    /// Another engine that takes this one's new tasks while this one is unreachable.
+    #[serde(default)]
+    pub backup: Option<String>,
+    /// How long this engine must be unreachable before its tasks go to `backup` (default 30s).
+    /// They return as soon as it answers health checks again.
+    #[serde(default, with = "humantime_serde")]
+    pub failover_after: Option<Duration>,
 }
 
 /// A named list of nodes, all served by one engine.
@@ -503,6 +510,10 @@ pub mod defaults {
     /// `push_flush_window`
     pub fn push_flush_window() -> Duration {
         Duration::from_millis(5)
+    }
+    /// An engine's `failover_after`.
+    pub fn failover_after() -> Duration {
+        Duration::from_secs(30)
     }
     /// `max_sessions`
     pub fn max_sessions() -> usize {

@@ -242,6 +242,7 @@ pub(crate) fn check_supervisor(config: &SupervisorConfig) -> Findings {
         check_engine_entry(&mut findings, engine, &path);
         engines.add(&mut findings, &engine.name, path.key("name"));
     }
+    check_backups(&mut findings, config, &engines);
 
     let mut groups = NameRegistry::new("group");
     for (i, group) in config.groups.iter().enumerate() {
@@ -391,6 +392,24 @@ fn check_engine_entry(findings: &mut Findings, engine: &EngineEntry, path: &KeyP
     }
     if let Some(value) = engine.max_connections {
         findings.count(path.key("max_connections"), value);
+    }
+    if let Some(value) = engine.failover_after {
+        findings.interval(path.key("failover_after"), value);
+    }
+}
+
+/// A `backup` names another defined engine.
+fn check_backups(findings: &mut Findings, config: &SupervisorConfig, engines: &NameRegistry<'_>) {
+    for (i, engine) in config.engines.iter().enumerate() {
+        let Some(backup) = &engine.backup else {
+            continue;
+        };
+        let path = KeyPath::root().key("engines").index(i).key("backup");
+        if backup == &engine.name {
+            findings.error(path, "an engine cannot be its own backup");
+        } else {
+            engines.require(findings, backup, path);
+        }
     }
 }
 

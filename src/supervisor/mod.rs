@@ -98,6 +98,8 @@ pub struct EngineCounters {
     lost_in_restart: AtomicU64,
     chained: AtomicU64,
     missed_firings: AtomicU64,
+    failovers: AtomicU64,
+    failbacks: AtomicU64,
     skipped_firings: AtomicU64,
     caught_up_firings: AtomicU64,
 }
@@ -139,6 +141,10 @@ pub struct CountersSnapshot {
     pub lost_in_restart: u64,
     /// Chained relator runs started.
     pub chained: u64,
+    /// Times this engine's tasks went to its backup.
+    pub failovers: u64,
+    /// Times they came back.
+    pub failbacks: u64,
     /// Firings that came while the engine was unreachable.
     pub missed_firings: u64,
     /// Missed firings not run (catch-up `skip`, or older than the memory of missed firings).
@@ -230,7 +236,26 @@ impl Supervisor {
             );
             engines.insert(entry.name.clone(), state);
             engine_index.insert(entry.name.clone(), index);
-            outlets.push(scheduler::EngineOutlet { due, counters });
+            outlets.push(scheduler::EngineOutlet {
+                name: entry.name.clone(),
+                due,
+                counters,
+                backup: None,
+                failover_after: entry
+                    .failover_after
+                    .unwrap_or_else(crate::config::defaults::failover_after),
+            });
+        }
+        for (index, entry) in initial.engines.iter().enumerate() {
+            if let Some(backup) = &entry.backup {
+                outlets[index].backup =
+                    Some(engine_index.get(backup).copied().ok_or_else(|| {
+                        SupervisorError::Engine {
+                            engine: entry.name.clone(),
+                            reason: format!("backup `{backup}` is not defined"),
+                        }
+                    })?);
+            }
         }
         let plan_engine = plans
             .iter()

@@ -50,10 +50,69 @@ pub(super) enum ScheduleEvent {
 
 /// One engine as the scheduler sees it.
 pub(super) struct EngineOutlet {
+    /// Its name (for logs).
+    pub(super) name: String,
     /// Where its due tasks go.
     pub(super) due: mpsc::UnboundedSender<Vec<Task>>,
-    /// Its counters (firings missed, caught up).
+    /// Its counters (firings missed, caught up, failovers).
     pub(super) counters: Arc<EngineCounters>,
+    /// Engine index taking its new tasks while it is unreachable.
+    pub(super) backup: Option<usize>,
+    /// How long it must be unreachable before that.
+    pub(super) failover_after: Duration,
+}
+
+/// Where each engine's tasks go now: itself, its backup, or nowhere (missed).
+#[derive(Debug)]
+struct Routes {
+    reachable: Vec<bool>,
+    down_since: Vec<Option<Instant>>,
+    failed_over: Vec<bool>,
+}
+
+impl Routes {
+    fn new(engines: usize) -> Self {
+        Self {
+            reachable: vec![true; engines],
+            down_since: vec![None; engines],
+            failed_over: vec![false; engines],
+        }
+    }
+
+    /// The engine that should run `engine`'s tasks now, if any can.
+    fn target(&self, engine: usize, outlets: &[EngineOutlet]) -> Option<usize> {
+        if self.reachable[engine] {
+            return Some(engine);
+        }
+        match outlets[engine].backup {
+            Some(backup) if self.failed_over[engine] && self.reachable[backup] => Some(backup),
+            _ => None,
+        }
+    }
+
+    /// The next instant an engine is due to fail over.
+    fn next_failover(&self, outlets: &[EngineOutlet]) -> Option<Instant> {
+        (0..outlets.len())
+            .filter(|&e| outlets[e].backup.is_some() && !self.failed_over[e])
+            .filter_map(|e| self.down_since[e].map(|since| since + outlets[e].failover_after))
+            .min()
+    }
+
+    /// Fail over every engine down for long enough.
+    fn fail_over(&mut self, now: Instant, outlets: &[EngineOutlet]) {
+        for (e, outlet) in outlets.iter().enumerate() {
+            let Some(backup) = outlet.backup else {
+                continue;
+            };
+            if !self.failed_over[e]
+                && self.down_since[e].is_some_and(|since| now >= since + outlet.failover_after)
+            {
+                self.failed_over[e] = true;
+                outlet.counters.failovers.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target: "turbomon::supervisor", engine = %outlet.name, backup = %outlets[backup].name, after = ?outlet.failover_after, "engine unreachable: its new tasks go to the backup until it answers again");
+            }
+        }
+    }
 }
 
 /// Everything the scheduler runs with.
@@ -78,7 +137,7 @@ impl Scheduler {
             .iter()
             .map(|p| p.interval.map(|_| start))
             .collect();
-        let mut reachable = vec![true; self.engines.len()];
+        let mut routes = Routes::new(self.engines.len());
         let mut missed: Vec<Vec<SystemTime>> = vec![Vec::new(); self.plans.len()];
         let mut timeline: Timeline<(usize, Task)> = Timeline::default();
         let replay_spacing = (self.batch_window * 10).max(Duration::from_millis(100));
@@ -88,6 +147,7 @@ impl Scheduler {
                 .flatten()
                 .copied()
                 .chain(timeline.next_due())
+                .chain(routes.next_failover(&self.engines))
                 .min();
             let sleep = async {
                 match wake {
@@ -105,9 +165,17 @@ impl Scheduler {
                         let tasks = self.plans[relator].chained_tasks(&node, SystemTime::now());
                         self.send(engine, tasks);
                     }
-                    Some(ScheduleEvent::EngineDown(engine)) => reachable[engine] = false,
+                    Some(ScheduleEvent::EngineDown(engine)) => {
+                        routes.reachable[engine] = false;
+                        routes.down_since[engine].get_or_insert_with(Instant::now);
+                    }
                     Some(ScheduleEvent::EngineUp(engine)) => {
-                        reachable[engine] = true;
+                        routes.reachable[engine] = true;
+                        routes.down_since[engine] = None;
+                        if std::mem::take(&mut routes.failed_over[engine]) {
+                            self.engines[engine].counters.failbacks.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(target: "turbomon::supervisor", engine = %self.engines[engine].name, "engine answers again: its tasks return to it");
+                        }
                         self.catch_up(engine, &mut missed, &mut timeline, replay_spacing);
                     }
                 },
@@ -119,6 +187,7 @@ impl Scheduler {
                 return;
             }
             let now = Instant::now();
+            routes.fail_over(now, &self.engines);
             for (r, plan) in self.plans.iter().enumerate() {
                 let (Some(at), Some(interval)) = (next_firing[r], plan.interval) else {
                     continue;
@@ -127,9 +196,9 @@ impl Scheduler {
                     continue;
                 }
                 let engine = self.plan_engine[r];
-                if reachable[engine] {
+                if let Some(target) = routes.target(engine, &self.engines) {
                     for due in plan.tasks_at(wall(at)) {
-                        timeline.insert(at + due.due_after_firing, (engine, due.task));
+                        timeline.insert(at + due.due_after_firing, (target, due.task));
                     }
                 } else {
                     remember_missed(&mut missed[r], wall(at), &self.engines[engine].counters);
@@ -147,7 +216,9 @@ impl Scheduler {
             }
             let mut due: HashMap<usize, Vec<Task>> = HashMap::new();
             for (engine, task) in timeline.take_due(now, self.batch_window) {
-                due.entry(engine).or_default().push(task);
+                // A task queued for an engine that has since failed over goes to the backup.
+                let target = routes.target(engine, &self.engines).unwrap_or(engine);
+                due.entry(target).or_default().push(task);
             }
             for (engine, tasks) in due {
                 self.send(engine, tasks);

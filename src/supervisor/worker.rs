@@ -778,11 +778,8 @@ async fn probe(
     backoff: &mut Backoff,
     turbo: bool,
 ) {
-    let answered = if turbo {
-        open_submit_stream(state, stream).await.is_ok()
-    } else {
-        state.dialer.connect().await.is_ok()
-    };
+    let answered = state.dialer.health_check().await.is_ok()
+        && (!turbo || open_submit_stream(state, stream).await.is_ok());
     if answered {
         backoff.succeeded();
         state.set_reachable(true);
@@ -1090,8 +1087,60 @@ impl EngineCounters {
             lost_in_restart: get(&self.lost_in_restart),
             chained: get(&self.chained),
             missed_firings: get(&self.missed_firings),
+            failovers: get(&self.failovers),
+            failbacks: get(&self.failbacks),
             skipped_firings: get(&self.skipped_firings),
             caught_up_firings: get(&self.caught_up_firings),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engines_coming_back_together_do_not_reconnect_in_the_same_second() {
+        // 100 engines that each failed five times in a row: full jitter spreads their retries.
+        let mut per_second = [0usize; 32];
+        for _ in 0..100 {
+            let mut backoff = Backoff::default();
+            let delay = (0..5).map(|_| backoff.failed()).last().unwrap_or_default();
+            assert!(delay <= Backoff::CAP);
+            per_second[delay.as_secs() as usize] += 1;
+        }
+        let crowded = per_second.iter().copied().max().unwrap_or(0);
+        assert!(
+            crowded <= 40,
+            "{crowded} of 100 reconnects in one second: {per_second:?}"
+        );
+    }
+
+    #[test]
+    fn backoff_is_capped_and_resets_after_success() {
+        let mut backoff = Backoff::default();
+        for _ in 0..40 {
+            assert!(backoff.failed() <= Backoff::CAP);
+        }
+        backoff.succeeded();
+        assert!(backoff.retry_at.is_none());
+        assert!(backoff.failed() <= Backoff::BASE * 2);
+    }
+
+    #[test]
+    fn unanswered_batches_halve_down_to_one_and_grow_back() {
+        let mut shrink = Shrink::default();
+        shrink.timed_out(30);
+        assert_eq!(shrink.batch_cap, Some(15));
+        shrink.timed_out(15);
+        shrink.timed_out(7);
+        shrink.timed_out(3);
+        assert!(shrink.at_floor());
+        for _ in 0..4 {
+            shrink.answered(30);
+        }
+        assert_eq!(shrink.batch_cap, Some(16));
+        shrink.answered(30);
+        assert_eq!(shrink.batch_cap, None, "back to the configured size");
     }
 }

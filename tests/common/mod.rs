@@ -349,8 +349,13 @@ pub async fn serve_mock_on(mock: MockEngine, listener: TcpListener) -> RunningMo
         }
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<EngineServer<MockEngine>>()
+        .await;
     tokio::spawn(
         tonic::transport::Server::builder()
+            .add_service(health)
             .add_service(EngineServer::new(mock))
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
