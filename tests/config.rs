@@ -117,7 +117,8 @@ fn check_file_summarises_the_shipped_supervisor_file() {
     assert!(summary.contains("2 engines"), "{summary}");
     assert!(summary.contains("remote at 127.0.0.1:7301"), "{summary}");
     assert!(summary.contains("batches 10/30"), "{summary}");
-    assert!(summary.contains("3 relators"), "{summary}");
+    assert!(summary.contains("4 relators"), "{summary}");
+    assert!(summary.contains("when chained"), "{summary}");
     // fleet-load: 2 rules × 5 nodes.
     assert!(summary.contains("= 10 tasks every 30s"), "{summary}");
 }
