@@ -182,7 +182,7 @@ pub async fn run(
         local = %addresses[0],
         remote = %addresses[1],
         remote_link = %options.remote_link,
-        "demo: engines `local` and `remote` listening; 440 tasks per 6 s, statistics every {}",
+        "demo: engines `local` and `remote` listening; a few hundred tasks every few seconds, statistics every {}",
         humantime::format_duration(options.stats_interval)
     );
     let (_config_tx, config_rx) = watch::channel(Arc::new(config));
