@@ -65,6 +65,26 @@ pub type SubmitStream = BatchStream<SubmitBatch, SubmitAck>;
 /// The status stream.
 pub type StatusStream = BatchStream<StatusQuery, StatusBatch>;
 
+/// A stream that can be opened on an engine connection.
+pub trait OpenStream: Sized {
+    /// Open one on `client`'s connection (waits for the engine's response headers).
+    fn open(
+        client: &mut EngineClient<Channel>,
+    ) -> impl std::future::Future<Output = Result<Self, StreamError>> + Send;
+}
+
+impl OpenStream for SubmitStream {
+    async fn open(client: &mut EngineClient<Channel>) -> Result<Self, StreamError> {
+        SubmitStream::open(client).await
+    }
+}
+
+impl OpenStream for StatusStream {
+    async fn open(client: &mut EngineClient<Channel>) -> Result<Self, StreamError> {
+        StatusStream::open(client).await
+    }
+}
+
 impl SubmitStream {
     /// Open a submission stream on `client`'s connection.
     pub async fn open(client: &mut EngineClient<Channel>) -> Result<Self, StreamError> {

@@ -17,7 +17,7 @@ use super::batch::BatchIds;
 use super::monitor::{MonitorOutcome, monitor_turbo, monitor_unary};
 use super::plan::{RelatorPlan, priority_rank};
 use super::scheduler::ScheduleEvent;
-use super::stream::{StatusStream, SubmitStream};
+use super::stream::{BatchStream, Batched, OpenStream, StatusStream, SubmitStream};
 use super::submit::{Delivery, LoopLimits, SubmissionOutcome, submit_turbo, submit_unary};
 use super::{Completion, EngineCounters};
 use crate::config::{StatusMode, SupervisorConfig, Tunables};
@@ -678,7 +678,7 @@ async fn submission_worker(
         tasks.sort_by_key(|t| priority_rank(t.priority));
         let count = tasks.len() as u64;
         let outcome = if tunables.turbo_monitoring {
-            match open_submit_stream(&state, &mut stream).await {
+            match open_stream(&state, &mut stream).await {
                 Ok(open) => submit_turbo(open, tasks, limits, &state.batch_ids).await,
                 Err(reason) => {
                     outbox = tasks;
@@ -779,7 +779,7 @@ async fn probe(
     turbo: bool,
 ) {
     let answered = state.dialer.health_check().await.is_ok()
-        && (!turbo || open_submit_stream(state, stream).await.is_ok());
+        && (!turbo || open_stream(state, stream).await.is_ok());
     if answered {
         backoff.succeeded();
         state.set_reachable(true);
@@ -832,33 +832,20 @@ async fn open_within<S>(
     })
 }
 
-async fn open_submit_stream<'a>(
+/// The stream in `stream`, opened (on the engine's shared connection) if it is missing or closed.
+async fn open_stream<'a, Req, Resp>(
     state: &EngineState,
-    stream: &'a mut Option<SubmitStream>,
-) -> Result<&'a SubmitStream, String> {
-    if stream.as_ref().is_none_or(SubmitStream::is_closed) {
+    stream: &'a mut Option<BatchStream<Req, Resp>>,
+) -> Result<&'a BatchStream<Req, Resp>, String>
+where
+    Req: Batched + Send + 'static,
+    Resp: Batched + Send + 'static,
+    BatchStream<Req, Resp>: OpenStream,
+{
+    if stream.as_ref().is_none_or(BatchStream::is_closed) {
         let mut client = state.client().await?;
-        match open_within(state, SubmitStream::open(&mut client)).await {
-            Ok(open) => {
-                open.close_after_stop(state.stop.clone(), SHUTDOWN_GRACE);
-                *stream = Some(open.with_sessions(state.dialer.sessions().cloned()));
-            }
-            Err(e) => {
-                state.forget_client().await;
-                return Err(e.to_string());
-            }
-        }
-    }
-    stream.as_ref().ok_or_else(|| "no stream".to_string())
-}
-
-async fn open_status_stream<'a>(
-    state: &EngineState,
-    stream: &'a mut Option<StatusStream>,
-) -> Result<&'a StatusStream, String> {
-    if stream.as_ref().is_none_or(StatusStream::is_closed) {
-        let mut client = state.client().await?;
-        match open_within(state, StatusStream::open(&mut client)).await {
+        match open_within(state, <BatchStream<Req, Resp> as OpenStream>::open(&mut client)).await
+        {
             Ok(open) => {
                 open.close_after_stop(state.stop.clone(), SHUTDOWN_GRACE);
                 *stream = Some(open.with_sessions(state.dialer.sessions().cloned()));
@@ -917,7 +904,7 @@ async fn monitor_once(
         &source.config(),
     ));
     let outcome = if tunables.turbo_monitoring {
-        match open_status_stream(state, stream).await {
+        match open_stream(state, stream).await {
             Ok(open) => monitor_turbo(open, ids, release, limits, &state.batch_ids).await,
             Err(reason) => {
                 lock(&state.release).extend(release);
