@@ -688,3 +688,353 @@ fn shipped_engine_config_parses_to_the_defaults() {
     let parsed: EngineConfig = toml::from_str(&text).unwrap();
     assert_eq!(parsed, EngineConfig::default());
 }
+
+// === attempts ===
+
+fn attempt_of(task: proto::Task, attempt: u32) -> proto::Task {
+    proto::Task { attempt, ..task }
+}
+
+fn status_of(engine: &Engine, id: &str) -> proto::TaskStatus {
+    engine.status_one(id.to_string(), &[]).unwrap()
+}
+
+fn state_of(engine: &Engine, id: &str) -> TaskState {
+    TaskState::try_from(status_of(engine, id).state).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_higher_attempt_replaces_a_finished_result_and_runs_as_a_retry() {
+    let engine = Engine::new(config());
+    let first = engine.submit_batch(batch(
+        1,
+        vec![sim_task("flaky", 10, TaskState::Failed, 0.0)],
+    ));
+    assert!(first.acks[0].accepted);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let status = status_of(&engine, "flaky");
+    assert_eq!(status.state, TaskState::Failed as i32);
+    assert_eq!(status.attempt, 1);
+
+    let retry = engine.submit_batch(batch(
+        2,
+        vec![attempt_of(sim_task("flaky", 10, TaskState::Ok, 5.0), 2)],
+    ));
+    assert!(retry.acks[0].accepted && !retry.acks[0].duplicate);
+    let status = status_of(&engine, "flaky");
+    assert_eq!(status.state, TaskState::Running as i32);
+    assert_eq!(status.attempt, 2, "status reports the attempt held");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let status = status_of(&engine, "flaky");
+    assert_eq!(status.state, TaskState::Ok as i32);
+    assert_eq!((status.attempt, status.value), (2, 5.0));
+
+    let counters = engine.counters();
+    assert_eq!(counters.checks_started, 2);
+    assert_eq!(counters.retries_accepted, 1);
+    assert_eq!(counters.duplicates, 0, "a retry is not a duplicate");
+    assert_eq!(counters.tasks_held, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_or_a_lower_attempt_is_acknowledged_as_a_duplicate_and_not_run() {
+    let engine = Engine::new(config());
+    engine.submit_batch(batch(
+        1,
+        vec![attempt_of(sim_task("t", 0, TaskState::Broken, 1.0), 2)],
+    ));
+    for (batch_id, attempt) in [(2, 2), (3, 1)] {
+        let ack = engine.submit_batch(batch(
+            batch_id,
+            vec![attempt_of(sim_task("t", 0, TaskState::Ok, 9.0), attempt)],
+        ));
+        assert!(
+            ack.acks[0].accepted && ack.acks[0].duplicate,
+            "attempt {attempt}"
+        );
+    }
+    let reply = engine.submit_one(attempt_of(ok_task("t", 0), 1)).unwrap();
+    assert!(reply.duplicate);
+    let status = status_of(&engine, "t");
+    assert_eq!(status.state, TaskState::Broken as i32, "never re-run");
+    assert_eq!(status.attempt, 2);
+    let counters = engine.counters();
+    assert_eq!(counters.checks_started, 1);
+    assert_eq!(counters.duplicates, 3);
+    assert_eq!(counters.retries_accepted, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_higher_attempt_while_the_held_one_still_runs_is_refused_for_later() {
+    let engine = Engine::new(EngineConfig {
+        max_concurrent_checks: 1,
+        ..config()
+    });
+    engine.submit_batch(batch(
+        1,
+        vec![ok_task("running", 1_000), ok_task("waiting", 1_000)],
+    ));
+    assert_eq!(state_of(&engine, "waiting"), TaskState::Pending);
+
+    let ack = engine.submit_batch(batch(
+        2,
+        vec![
+            attempt_of(ok_task("running", 0), 2),
+            attempt_of(ok_task("waiting", 0), 3),
+        ],
+    ));
+    assert!(ack.error.is_none());
+    for (task_ack, held) in ack.acks.iter().zip([1, 1]) {
+        assert!(!task_ack.accepted && !task_ack.duplicate, "{task_ack:?}");
+        assert!(
+            task_ack
+                .reason
+                .starts_with(&format!("attempt {held} still running")),
+            "{}",
+            task_ack.reason
+        );
+    }
+    let error = engine
+        .submit_one(attempt_of(ok_task("running", 0), 2))
+        .unwrap_err();
+    assert_eq!(error.code(), Code::Unavailable);
+    assert!(error.message().contains("attempt 1 still running"));
+    assert_eq!(status_of(&engine, "running").attempt, 1);
+    assert_eq!(engine.counters().retries_busy, 3);
+
+    // Once the first attempt is final, the retry is taken.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert_eq!(state_of(&engine, "waiting"), TaskState::Ok);
+    let ack = engine.submit_batch(batch(3, vec![attempt_of(ok_task("waiting", 0), 3)]));
+    assert!(ack.acks[0].accepted && !ack.acks[0].duplicate);
+    assert_eq!(status_of(&engine, "waiting").attempt, 3);
+    let counters = engine.counters();
+    assert_eq!(
+        counters.tasks_received,
+        counters.tasks_accepted + counters.duplicates + counters.tasks_rejected
+    );
+}
+
+// === push completions ===
+
+fn completions_request(flush_window_ms: u64, max_batch: u32) -> proto::CompletionsRequest {
+    proto::CompletionsRequest {
+        flush_window_ms,
+        max_batch,
+    }
+}
+
+async fn next_batch(stream: &mut turbomon::engine::CompletionStream) -> proto::CompletionBatch {
+    use tokio_stream::StreamExt;
+    tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("a completion batch in time")
+        .expect("stream open")
+        .expect("no error")
+}
+
+fn batch_ids(batch: &proto::CompletionBatch) -> Vec<&str> {
+    batch.statuses.iter().map(|s| s.task_id.as_str()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_checks_run_high_priority_first_then_normal_then_low() {
+    let engine = Engine::new(EngineConfig {
+        max_concurrent_checks: 1,
+        ..config()
+    });
+    let mut completions = engine
+        .subscribe_completions(&completions_request(1, 1))
+        .unwrap();
+    let with_priority = |id: &str, priority: proto::Priority| proto::Task {
+        priority: priority as i32,
+        ..ok_task(id, 10)
+    };
+    use proto::Priority::{High, Low, Normal};
+    engine.submit_batch(batch(
+        1,
+        vec![
+            with_priority("busy", Low),
+            with_priority("low-1", Low),
+            with_priority("normal-1", Normal),
+            with_priority("high-1", High),
+            with_priority("low-2", Low),
+            with_priority("high-2", High),
+            with_priority("normal-2", Normal),
+        ],
+    ));
+    let mut order = Vec::new();
+    for _ in 0..7 {
+        let batch = next_batch(&mut completions).await;
+        order.extend(batch_ids(&batch).into_iter().map(String::from));
+    }
+    assert_eq!(
+        order,
+        [
+            "busy", "high-1", "high-2", "normal-1", "normal-2", "low-1", "low-2"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn completions_finishing_together_arrive_in_one_batch_within_the_flush_window() {
+    let engine = Engine::new(config());
+    let mut completions = engine
+        .subscribe_completions(&completions_request(20, 0))
+        .unwrap();
+    let five = ids("together", 5);
+    let submitted_at = tokio::time::Instant::now();
+    engine.submit_batch(batch(1, five.iter().map(|id| ok_task(id, 100)).collect()));
+
+    let first = next_batch(&mut completions).await;
+    assert_eq!(first.batch_id, 1);
+    let mut got = batch_ids(&first);
+    got.sort_unstable();
+    assert_eq!(got, five);
+    assert!(
+        first
+            .statuses
+            .iter()
+            .all(|s| s.state == TaskState::Ok as i32)
+    );
+    let waited = submitted_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(100) && waited <= Duration::from_millis(100 + 20 + 1),
+        "sent at most one flush window after the checks ended: {waited:?}"
+    );
+
+    engine.submit_batch(batch(2, vec![ok_task("later", 50)]));
+    let second = next_batch(&mut completions).await;
+    assert_eq!(second.batch_id, 2, "batch ids increase");
+    assert_eq!(batch_ids(&second), ["later"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_batch_caps_the_statuses_per_completion_batch() {
+    let engine = Engine::new(config());
+    let mut completions = engine
+        .subscribe_completions(&completions_request(50, 4))
+        .unwrap();
+    engine.submit_batch(batch(
+        1,
+        ids("cap", 10).iter().map(|id| ok_task(id, 0)).collect(),
+    ));
+    let sizes = [
+        next_batch(&mut completions).await.statuses.len(),
+        next_batch(&mut completions).await.statuses.len(),
+        next_batch(&mut completions).await.statuses.len(),
+    ];
+    assert_eq!(sizes, [4, 4, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_notice_comes_for_tasks_finished_before_subscribing_and_each_subscriber_gets_all() {
+    let engine = Engine::new(config());
+    engine.submit_batch(batch(1, vec![ok_task("before", 0), ok_task("slow", 30)]));
+    let mut first = engine
+        .subscribe_completions(&completions_request(5, 0))
+        .unwrap();
+    let mut second = engine
+        .subscribe_completions(&completions_request(5, 0))
+        .unwrap();
+    engine.submit_batch(batch(2, vec![ok_task("after", 0)]));
+
+    for stream in [&mut first, &mut second] {
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let batch = next_batch(stream).await;
+            seen.extend(batch_ids(&batch).into_iter().map(String::from));
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, ["after", "slow"], "not `before`");
+    }
+    let counters = engine.counters();
+    assert_eq!(counters.completion_subscribers, 2);
+    assert_eq!(counters.completion_notices_queued, 4);
+    assert_eq!(counters.completion_notices_dropped, 0);
+    // Results stay held until released, notice or not.
+    assert_eq!(state_of(&engine, "after"), TaskState::Ok);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscriber_that_never_reads_loses_notices_but_never_slows_the_checks() {
+    let engine = Engine::new(EngineConfig {
+        completion_buffer_notices: 8,
+        ..config()
+    });
+    let stalled = engine
+        .subscribe_completions(&completions_request(1, 1))
+        .unwrap();
+    let task_ids = ids("flood", 500);
+    for (i, chunk) in task_ids.chunks(100).enumerate() {
+        engine.submit_batch(batch(
+            i as u64,
+            chunk.iter().map(|id| ok_task(id, 0)).collect(),
+        ));
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let counters = engine.counters();
+    assert_eq!(counters.checks_finished, 500, "every check ran");
+    assert!(counters.completion_notices_dropped > 0, "{counters:?}");
+    assert_eq!(
+        counters.completion_notices_queued + counters.completion_notices_dropped,
+        500
+    );
+    drop(stalled);
+    // A subscriber that went away is forgotten at the next completion.
+    engine.submit_batch(batch(99, vec![ok_task("after-drop", 0)]));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    engine.submit_batch(batch(100, vec![ok_task("after-drop-2", 0)]));
+    assert_eq!(engine.counters().completion_subscribers, 0);
+}
+
+#[tokio::test]
+async fn a_grpc_subscriber_sees_a_completion_within_the_flush_window() {
+    let running = RunningEngine::start(config()).await;
+    let mut client = running.client().await;
+    let mut completions = client
+        .completions(completions_request(5, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut submit = submit_stream(&mut client).await;
+    submit
+        .exchange(batch(
+            1,
+            vec![sim_task("pushed", 50, TaskState::Broken, 2.0)],
+        ))
+        .await;
+    let batch = tokio::time::timeout(Duration::from_secs(10), completions.message())
+        .await
+        .expect("a completion in time")
+        .unwrap()
+        .expect("stream open");
+    let received_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert_eq!(batch.batch_id, 1);
+    assert_eq!(batch_ids(&batch), ["pushed"]);
+    let status = &batch.statuses[0];
+    assert_eq!(status.state, TaskState::Broken as i32);
+    assert_eq!(status.value, 2.0);
+    let latency_ms = received_unix_ms - status.finished_unix_ms;
+    assert!(
+        latency_ms < 1_000,
+        "pushed {latency_ms} ms after the check ended (flush window 5 ms; generous bound)"
+    );
+
+    let error = client
+        .completions(completions_request(3_600_000, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+
+    // The stream ends when the engine shuts down.
+    running.shutdown().await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), completions.message())
+        .await
+        .expect("stream ends");
+    assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+}

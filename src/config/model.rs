@@ -1,6 +1,7 @@
 //! The configuration files' shape: serde structs for `supervisor.toml` and `engine.toml`, with the
 //! defaults of SPEC section 4. Loading, validation and reload live in sibling modules.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -395,6 +396,18 @@ pub struct EngineConfig {
     /// exec: bytes of output kept.
     #[serde(default = "defaults::output_limit_bytes")]
     pub output_limit_bytes: usize,
+    /// Directory of the engine's journal (accepted tasks and finished results, kept across
+    /// restarts). `None`: memory only, and a restart forgets every task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    /// At shutdown, how long running checks get to finish before they are abandoned (and, with
+    /// a journal, recorded as lost in restart).
+    #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Completion notices buffered per push subscriber; beyond it that subscriber's notices are
+    /// dropped (counted) rather than slowing the checks down.
+    #[serde(default = "defaults::completion_buffer_notices")]
+    pub completion_buffer_notices: usize,
 }
 
 impl Default for RelatorConfig {
@@ -427,6 +440,9 @@ impl Default for EngineConfig {
             result_retention: defaults::result_retention(),
             max_message_bytes: defaults::max_message_bytes(),
             output_limit_bytes: defaults::output_limit_bytes(),
+            state_dir: None,
+            shutdown_grace: defaults::shutdown_grace(),
+            completion_buffer_notices: defaults::completion_buffer_notices(),
         }
     }
 }
@@ -554,6 +570,14 @@ pub mod defaults {
     /// Engine `result_retention`.
     pub fn result_retention() -> Duration {
         Duration::from_secs(3600)
+    }
+    /// Engine `shutdown_grace`.
+    pub fn shutdown_grace() -> Duration {
+        Duration::from_secs(10)
+    }
+    /// Engine `completion_buffer_notices`.
+    pub fn completion_buffer_notices() -> usize {
+        16_384
     }
     /// Engine `output_limit_bytes`.
     pub fn output_limit_bytes() -> usize {

@@ -665,6 +665,8 @@ fn check_relator(
 
 /// Validates an engine file's values.
 pub(crate) fn check_engine(config: &EngineConfig) -> Findings {
+    /// Longest `shutdown_grace`.
+    const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(600);
     let mut findings = Findings::default();
     let root = KeyPath::root();
     if let Err(error) = config.listen.parse::<SocketAddr>() {
@@ -684,6 +686,25 @@ pub(crate) fn check_engine(config: &EngineConfig) -> Findings {
     findings.count(root.key("max_held_tasks"), config.max_held_tasks);
     findings.count(root.key("max_message_bytes"), config.max_message_bytes);
     findings.interval(root.key("result_retention"), config.result_retention);
+    findings.count(
+        root.key("completion_buffer_notices"),
+        config.completion_buffer_notices,
+    );
+    if config.shutdown_grace > MAX_SHUTDOWN_GRACE {
+        findings.error(
+            root.key("shutdown_grace"),
+            format!(
+                "{} is absurd: at most {}",
+                humantime::format_duration(config.shutdown_grace),
+                humantime::format_duration(MAX_SHUTDOWN_GRACE)
+            ),
+        );
+    }
+    if let Some(state_dir) = &config.state_dir
+        && let Err(why) = check_state_dir(state_dir)
+    {
+        findings.error(root.key("state_dir"), why);
+    }
     if config.max_batch_tasks > config.max_held_tasks && config.max_held_tasks > 0 {
         findings.warn(
             root.key("max_batch_tasks"),
@@ -694,6 +715,49 @@ pub(crate) fn check_engine(config: &EngineConfig) -> Findings {
         );
     }
     findings
+}
+
+/// An engine `state_dir`: an existing directory, or a path whose nearest existing ancestor is a
+/// writable directory (so the engine can create it at start).
+fn check_state_dir(path: &Path) -> Result<(), String> {
+    if path.as_os_str().is_empty() {
+        return Err("must not be empty (leave the key out for memory only)".into());
+    }
+    let shown = path.display();
+    let mut existing = path;
+    loop {
+        match std::fs::metadata(existing) {
+            Ok(metadata) if metadata.is_dir() => {
+                if metadata.permissions().readonly() {
+                    return Err(format!(
+                        "`{shown}` cannot be created or written: `{}` is read-only",
+                        existing.display()
+                    ));
+                }
+                return Ok(());
+            }
+            Ok(_) => {
+                return Err(format!(
+                    "`{shown}` is not a directory path: `{}` is a file",
+                    existing.display()
+                ));
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                match existing.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
+                    // A relative path whose first component does not exist: created in the
+                    // working directory.
+                    _ => return Ok(()),
+                }
+            }
+            Err(error) => {
+                return Err(format!(
+                    "`{shown}` cannot be used: `{}`: {error}",
+                    existing.display()
+                ));
+            }
+        }
+    }
 }
 
 /// `host:port` (or `[v6]:port`) with a non-empty host and a port from 1 to 65535.

@@ -12,13 +12,31 @@
 //! - Status: each [`proto::StatusQuery`] is answered by one [`proto::StatusBatch`] with one
 //!   status per id in the query's order (UNKNOWN for ids not held); then its `release_ids` are
 //!   forgotten, if finished. Results nobody collects are dropped after `result_retention`.
-//! - Execution: at most `max_concurrent_checks` checks run at once; the others wait as PENDING
-//!   in a queue, and each worker takes the next waiting check when it finishes one. A `sim`
-//!   check of zero duration completes inline when it is accepted.
+//! - Attempts: a retry is the same task id with a higher `attempt`. It replaces a held result
+//!   whose attempt is lower and final (counted in `retries_accepted`); the same or a lower attempt
+//!   is a duplicate; a higher attempt while the held one is pending or running is rejected with
+//!   the reason "attempt N still running" (UNAVAILABLE for `SubmitOne`). Status always reports
+//!   the attempt held.
+//! - Execution: at most `max_concurrent_checks` checks run at once; the others wait as PENDING,
+//!   HIGH priority before NORMAL before LOW (first come first served within one), and each worker
+//!   takes the next waiting check when it finishes one. A `sim` check of zero duration completes
+//!   inline when it is accepted.
+//! - Push completions: each `Completions` subscriber receives the final statuses of the tasks
+//!   that finish after it subscribed, in batches (see the `completions` module). A subscriber
+//!   that does not keep up loses notices (counted), never slows the checks.
+//! - Journal: with `state_dir` set, accepted tasks and finished results are recorded in a redb
+//!   database ([`JOURNAL_FILE_NAME`]) by a background writer, one transaction per group of
+//!   changes; the `Submit` stream and `SubmitOne` acknowledge a task only once it is committed.
+//!   [`Engine::open`] takes the journal back: finished results are held again (answered,
+//!   acknowledged as duplicates, never re-run), tasks that had not finished become final
+//!   `LOST_IN_RESTART` results (counted in `lost_in_restart`), for the supervisor to retry.
+//!   Without `state_dir` everything is in memory, and a restart forgets every task.
 //!
 //! A whole batch is handled under one acquisition of the engine's one lock. Logs go to the
 //! `turbomon::engine` target; nothing is logged per task above debug level.
 
+mod completions;
+mod journal;
 mod service;
 mod store;
 
@@ -30,7 +48,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::{debug, info, warn};
@@ -40,11 +58,14 @@ use crate::config::EngineConfig;
 use crate::proto::engine_server::EngineServer;
 use crate::proto::{self, TaskState};
 
+pub use completions::{CompletionStream, DEFAULT_FLUSH_WINDOW, MAX_FLUSH_WINDOW};
+use journal::Journal;
+pub use journal::{JOURNAL_FILE_NAME, JournalError};
 pub use service::EngineService;
 use store::{Admission, Job, Limits, Now, Store};
 
-/// How long a shutdown waits for running and pending checks before abandoning them.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// At shutdown, how long the journal gets to commit its last changes.
+const JOURNAL_FLUSH_GRACE: Duration = Duration::from_secs(5);
 
 /// After the checks are done (or abandoned), how long open connections get to close.
 const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -84,6 +105,9 @@ pub enum EngineError {
     /// The gRPC server stopped with an error.
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The journal in `state_dir` cannot be opened.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
 
 /// What the engine has done since it started, plus a few gauges of what it holds now.
@@ -99,8 +123,14 @@ pub struct EngineCounters {
     pub tasks_accepted: u64,
     /// Tasks whose id was already held: acknowledged again, not run again.
     pub duplicates: u64,
-    /// Tasks refused: an invalid check, no room (`max_held_tasks`), or in a refused batch.
+    /// Tasks refused: an invalid check, no room (`max_held_tasks`), an earlier attempt still
+    /// running, or in a refused batch.
     pub tasks_rejected: u64,
+    /// Of the accepted tasks, those that were a new attempt replacing a finished earlier one.
+    pub retries_accepted: u64,
+    /// Of the rejected tasks, those that were a new attempt while the earlier one was still
+    /// pending or running ("attempt N still running").
+    pub retries_busy: u64,
     /// Checks started (including instant ones completed inline).
     pub checks_started: u64,
     /// Checks finished, whatever their outcome.
@@ -109,6 +139,19 @@ pub struct EngineCounters {
     pub results_released: u64,
     /// Finished results dropped because nobody collected them within `result_retention`.
     pub results_expired: u64,
+    /// Finished results taken back from the journal at start.
+    pub results_restored: u64,
+    /// Tasks this engine declared `LOST_IN_RESTART`: unfinished in the journal at start, or
+    /// still unfinished at the end of the shutdown grace.
+    pub lost_in_restart: u64,
+    /// Completion notices put into subscribers' buffers (one per subscriber per task).
+    pub completion_notices_queued: u64,
+    /// Completion notices dropped because a subscriber's buffer was full.
+    pub completion_notices_dropped: u64,
+    /// Journal write transactions committed.
+    pub journal_commits: u64,
+    /// Journal write transactions that failed (retried; new tasks are refused meanwhile).
+    pub journal_write_errors: u64,
     /// Submission batches refused as a whole.
     pub batches_refused: u64,
     /// Status queries refused as a whole.
@@ -121,6 +164,8 @@ pub struct EngineCounters {
     pub checks_running: u64,
     /// Most checks ever running at once.
     pub checks_running_peak: u64,
+    /// Gauge: completion subscribers now.
+    pub completion_subscribers: u64,
 }
 
 /// The monitoring engine. Cheap to clone: all clones share one task store.
@@ -143,6 +188,8 @@ struct Shared {
     config: EngineConfig,
     limits: Limits,
     store: Mutex<Store>,
+    /// With `state_dir`: the journal (dropped last, after the store: it writes what is left).
+    journal: Option<Journal>,
     /// Signalled when the last running check finishes and nothing waits.
     idle: Notify,
     /// Set at the end of a shutdown: open streams end.
@@ -150,10 +197,68 @@ struct Shared {
 }
 
 impl Engine {
-    /// An engine with `config`'s limits. The configuration is expected to be validated already;
-    /// a `max_concurrent_checks` of 0 (which would never run anything) is treated as 1, with a
-    /// warning.
+    /// An engine with `config`'s limits, in memory only: `state_dir` is ignored (with a
+    /// warning); use [`Engine::open`] to honour it. The configuration is expected to be
+    /// validated already; a `max_concurrent_checks` of 0 (which would never run anything) is
+    /// treated as 1, with a warning.
     pub fn new(config: EngineConfig) -> Engine {
+        if let Some(state_dir) = &config.state_dir {
+            warn!(
+                target: LOG_TARGET,
+                state_dir = %state_dir.display(),
+                "Engine::new keeps tasks in memory only; state_dir is ignored (use Engine::open)"
+            );
+        }
+        Engine::build(config, None)
+    }
+
+    /// An engine with `config`'s limits. With `state_dir` set, opens (or creates) the journal
+    /// there and takes back what it holds: finished results are held again, tasks that never
+    /// finished are reported `LOST_IN_RESTART`. Without it, the same as [`Engine::new`].
+    ///
+    /// Reading the journal is blocking file I/O, done once at start. Only one engine may have a
+    /// state directory open at a time; a second one gets [`JournalError::Open`].
+    pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
+        let Some(state_dir) = config.state_dir.clone() else {
+            return Ok(Engine::build(config, None));
+        };
+        let (journal, recovered) = Journal::open(&state_dir)?;
+        let engine = Engine::build(config, Some(journal));
+        let records = recovered.statuses.len();
+        let unreadable = recovered.unreadable.len();
+        let (lost, counters) = {
+            let mut store = engine.lock();
+            let lost = store.restore(recovered.statuses, Now::read());
+            (lost, store.counters())
+        };
+        let journal_path = engine
+            .shared
+            .journal
+            .as_ref()
+            .map(|journal| journal.path().display().to_string())
+            .unwrap_or_default();
+        if lost > 0 {
+            warn!(
+                target: LOG_TARGET,
+                journal = %journal_path,
+                lost_in_restart = lost,
+                "tasks unfinished when the engine last stopped are reported LOST_IN_RESTART"
+            );
+        }
+        info!(
+            target: LOG_TARGET,
+            journal = %journal_path,
+            records,
+            unreadable,
+            results_restored = counters.results_restored,
+            results_expired = counters.results_expired,
+            lost_in_restart = lost,
+            "journal taken back"
+        );
+        Ok(engine)
+    }
+
+    fn build(config: EngineConfig, journal: Option<Journal>) -> Engine {
         if config.max_concurrent_checks == 0 {
             warn!(
                 target: LOG_TARGET,
@@ -161,15 +266,22 @@ impl Engine {
             );
         }
         let limits = Limits::from_config(&config);
+        let journal_queue = journal.as_ref().map(|journal| Arc::clone(journal.queue()));
         Engine {
             shared: Arc::new(Shared {
                 config,
                 limits,
-                store: Mutex::new(Store::new(limits)),
+                store: Mutex::new(Store::new(limits, journal_queue)),
+                journal,
                 idle: Notify::new(),
                 closing: watch::Sender::new(false),
             }),
         }
+    }
+
+    /// True when the engine records its tasks in a journal.
+    pub fn has_journal(&self) -> bool {
+        self.shared.journal.is_some()
     }
 
     /// The configuration the engine runs with.
@@ -203,9 +315,11 @@ impl Engine {
     ///
     /// Shutdown is graceful: the listener is closed and the health status turns NOT_SERVING; new
     /// tasks are refused with UNAVAILABLE while the checks already taken in finish (for at most
-    /// [`SHUTDOWN_GRACE`]); streams already open keep answering status queries meanwhile, so a
-    /// supervisor can collect the last results. Then the open streams are ended and the server
-    /// returns.
+    /// `shutdown_grace`); streams already open keep answering status queries meanwhile, so a
+    /// supervisor can collect the last results. Tasks still unfinished at the end of the grace
+    /// become `LOST_IN_RESTART` (journaled, when there is a journal, so the next start reports
+    /// them), and the journal's last changes are committed. Then the open streams are ended and
+    /// the server returns.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -248,7 +362,8 @@ impl Engine {
             .await;
         let _ = stop_accepting.send(());
 
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        let grace = self.shared.config.shutdown_grace;
+        let deadline = tokio::time::Instant::now() + grace;
         let checks_done = tokio::time::timeout_at(deadline, self.wait_until_idle());
         let mut checks_done = std::pin::pin!(checks_done);
         let mut server_result = None;
@@ -260,11 +375,24 @@ impl Engine {
         };
         if !checks_finished_in_time {
             let counters = self.counters();
+            let abandoned = self.lock().abandon_unfinished(Now::read());
             warn!(
                 target: LOG_TARGET,
                 running = counters.checks_running,
                 pending = counters.checks_pending,
-                "shutdown grace of {SHUTDOWN_GRACE:?} is over: abandoning unfinished checks"
+                abandoned,
+                journaled = self.has_journal(),
+                "shutdown grace of {grace:?} is over: unfinished tasks are lost in restart"
+            );
+        }
+        if self.has_journal()
+            && tokio::time::timeout(JOURNAL_FLUSH_GRACE, self.flush_journal())
+                .await
+                .is_err()
+        {
+            warn!(
+                target: LOG_TARGET,
+                "journal still writing after {JOURNAL_FLUSH_GRACE:?}; the rest is written on exit"
             );
         }
 
@@ -291,39 +419,54 @@ impl Engine {
 
     /// Handles one submission batch, exactly as the `Submit` stream does, and returns its ack.
     /// Must be called within a tokio runtime (checks that take time run as tasks on it).
+    ///
+    /// With a journal, the tasks are recorded in the background: the `Submit` stream sends the
+    /// ack only once they are committed; a direct caller can wait with
+    /// [`Engine::flush_journal`].
     pub fn submit_batch(&self, batch: proto::SubmitBatch) -> proto::SubmitAck {
+        self.submit_batch_tracked(batch).0
+    }
+
+    /// [`Engine::submit_batch`], plus the journal sequence number that must be committed before
+    /// the ack is sent (0 when nothing is to wait for).
+    fn submit_batch_tracked(&self, batch: proto::SubmitBatch) -> (proto::SubmitAck, u64) {
         let batch_id = batch.batch_id;
         let task_count = batch.tasks.len();
         if let Err(message) =
             check_batch_shape(batch_id, &batch.tasks, self.shared.limits.max_batch_tasks)
         {
-            return self.refuse_batch(batch_id, task_count, CODE_INVALID_ARGUMENT, message);
+            let refused = self.refuse_batch(batch_id, task_count, CODE_INVALID_ARGUMENT, message);
+            return (refused, 0);
         }
 
         let now = Now::read();
         let mut acks = Vec::with_capacity(task_count);
         let mut start_now = Vec::new();
         let mut exhausted = 0usize;
+        let journal_seq;
         {
             let mut store = self.lock();
-            if store.draining {
+            if let Some(message) = unavailable_reason(&store) {
                 store.count_refused_batch(task_count);
                 drop(store);
-                return refused(batch_id, CODE_UNAVAILABLE, "engine is shutting down".into());
+                return (refused(batch_id, CODE_UNAVAILABLE, message), 0);
             }
             store.sweep_if_due(now.instant);
             for task in batch.tasks {
-                let attempt_ack = match store.admit(task, now, &mut start_now) {
-                    (task_id, Admission::Accepted) => accepted(task_id, false),
+                let task_ack = match store.admit(task, now, &mut start_now) {
+                    (task_id, Admission::Accepted | Admission::Retry) => accepted(task_id, false),
                     (task_id, Admission::Duplicate) => accepted(task_id, true),
-                    (task_id, Admission::Invalid(reason)) => rejected(task_id, reason),
+                    (task_id, Admission::Busy(reason) | Admission::Invalid(reason)) => {
+                        rejected(task_id, reason)
+                    }
                     (task_id, Admission::Exhausted(reason)) => {
                         exhausted += 1;
                         rejected(task_id, reason)
                     }
                 };
-                acks.push(attempt_ack);
+                acks.push(task_ack);
             }
+            journal_seq = store.journal_seq();
             if exhausted > 0 && acks.iter().all(|ack| !ack.accepted) {
                 // Nothing fitted: refuse the batch as a whole (its tasks are already counted as
                 // rejected one by one).
@@ -331,48 +474,107 @@ impl Engine {
                 drop(store);
                 let limit = self.shared.limits.max_held_tasks;
                 debug!(target: LOG_TARGET, batch_id, "batch refused: engine full");
-                return refused(
+                let refused = refused(
                     batch_id,
                     CODE_RESOURCE_EXHAUSTED,
                     format!(
                         "engine holds max_held_tasks {limit} tasks: none of the {task_count} tasks of batch {batch_id} fits"
                     ),
                 );
+                return (refused, 0);
             }
         }
         self.start_workers(start_now);
-        proto::SubmitAck {
+        let ack = proto::SubmitAck {
             batch_id,
             acks,
             error: None,
-        }
+        };
+        (ack, journal_seq)
     }
 
     /// Handles one task outside a batch (`SubmitOne`): an accepted or duplicate ack, or the
-    /// reason it is refused.
+    /// reason it is refused: INVALID_ARGUMENT (an empty id, an invalid check),
+    /// RESOURCE_EXHAUSTED (`max_held_tasks` reached) or UNAVAILABLE (shutting down, the journal
+    /// cannot be written, or an earlier attempt of the task is still running).
+    ///
+    /// With a journal, the task is recorded in the background (see [`Engine::submit_batch`]).
     pub fn submit_one(&self, task: proto::Task) -> Result<proto::TaskAck, tonic::Status> {
+        self.submit_one_tracked(task).0
+    }
+
+    /// [`Engine::submit_one`], plus the journal sequence number to wait for before answering.
+    fn submit_one_tracked(
+        &self,
+        task: proto::Task,
+    ) -> (Result<proto::TaskAck, tonic::Status>, u64) {
         if task.id.is_empty() {
             self.lock().count_rejected_task();
-            return Err(tonic::Status::invalid_argument("task has an empty id"));
+            return (
+                Err(tonic::Status::invalid_argument("task has an empty id")),
+                0,
+            );
         }
         let now = Now::read();
         let mut start_now = Vec::new();
-        let admitted = {
+        let (admitted, journal_seq) = {
             let mut store = self.lock();
-            if store.draining {
+            if let Some(message) = unavailable_reason(&store) {
                 store.count_rejected_task();
-                return Err(tonic::Status::unavailable("engine is shutting down"));
+                return (Err(tonic::Status::unavailable(message)), 0);
             }
             store.sweep_if_due(now.instant);
-            store.admit(task, now, &mut start_now)
+            let admitted = store.admit(task, now, &mut start_now);
+            (admitted, store.journal_seq())
         };
         self.start_workers(start_now);
-        match admitted {
-            (task_id, Admission::Accepted) => Ok(accepted(task_id, false)),
+        let answer = match admitted {
+            (task_id, Admission::Accepted | Admission::Retry) => Ok(accepted(task_id, false)),
             (task_id, Admission::Duplicate) => Ok(accepted(task_id, true)),
+            (_, Admission::Busy(reason)) => Err(tonic::Status::unavailable(reason)),
             (_, Admission::Invalid(reason)) => Err(tonic::Status::invalid_argument(reason)),
             (_, Admission::Exhausted(reason)) => Err(tonic::Status::resource_exhausted(reason)),
+        };
+        (answer, journal_seq)
+    }
+
+    /// Subscribes to push completions (the `Completions` RPC): the returned stream carries the
+    /// final statuses of tasks that finish from now on, in batches gathered for the request's
+    /// flush window (0: [`DEFAULT_FLUSH_WINDOW`]) of at most `max_batch` statuses (0: as many as
+    /// fit in `max_message_bytes`). A flush window over [`MAX_FLUSH_WINDOW`] is refused with
+    /// INVALID_ARGUMENT. The stream ends when the engine shuts down. Must be called within a
+    /// tokio runtime.
+    pub fn subscribe_completions(
+        &self,
+        request: &proto::CompletionsRequest,
+    ) -> Result<CompletionStream, tonic::Status> {
+        let shape =
+            completions::BatchShape::from_request(request, self.shared.config.max_message_bytes)?;
+        let (notices, notices_rx) =
+            mpsc::channel(self.shared.config.completion_buffer_notices.max(1));
+        self.lock().subscribe(notices);
+        Ok(completions::forward(notices_rx, shape, self.closing()))
+    }
+
+    /// Resolves when every change made so far is committed to the journal (at once without a
+    /// journal). While journal writes fail, it waits until they succeed again.
+    pub async fn flush_journal(&self) {
+        let seq = self.lock().journal_seq();
+        self.journal_committed(seq).await;
+    }
+
+    /// Resolves when the journal has committed up to `seq` (at once without a journal or for
+    /// 0).
+    async fn journal_committed(&self, seq: u64) {
+        let Some(journal) = &self.shared.journal else {
+            return;
+        };
+        if seq == 0 {
+            return;
         }
+        let mut committed = journal.queue().committed();
+        // The sender lives as long as the journal, which outlives `self`'s borrow.
+        let _ = committed.wait_for(|committed| *committed >= seq).await;
     }
 
     /// Handles one status query, exactly as the `Status` stream does: statuses in the query's
@@ -578,6 +780,17 @@ fn check_query_shape(
         return Err(format!("release id at index {index} is empty"));
     }
     Ok(())
+}
+
+/// Why no task can be taken now, if so: the engine is shutting down, or its journal cannot be
+/// written.
+fn unavailable_reason(store: &Store) -> Option<String> {
+    if store.draining {
+        return Some("engine is shutting down".into());
+    }
+    store
+        .journal_failure()
+        .map(|failure| format!("engine cannot write its state journal: {failure}"))
 }
 
 fn accepted(task_id: String, duplicate: bool) -> proto::TaskAck {

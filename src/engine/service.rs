@@ -4,6 +4,9 @@
 //! handles each message as it comes and puts the answer into a bounded channel, which the handler
 //! returns as the response stream. An inbound error (a client gone, a message over the size
 //! limit) ends that stream only; the tasks it already submitted stay held and run.
+//!
+//! With a journal, an acknowledgement of accepted tasks leaves only once the tasks are committed
+//! to it, so a supervisor never holds an ack for a task a crash could forget.
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -29,7 +32,7 @@ impl EngineService {
 /// client ends its side, the client goes away, or the engine closes its streams at shutdown.
 fn answer_each<Req, Resp>(
     engine: Engine,
-    mut inbound: Streaming<Req>,
+    inbound: Streaming<Req>,
     handle: fn(&Engine, Req) -> Resp,
 ) -> ReceiverStream<Result<Resp, Status>>
 where
@@ -37,6 +40,21 @@ where
     Resp: Send + 'static,
 {
     let (answers, answers_rx) = mpsc::channel(STREAM_BUFFER_MESSAGES);
+    read_each(engine, inbound, answers, handle);
+    ReceiverStream::new(answers_rx)
+}
+
+/// Spawns the task that handles every message of `inbound` with `handle` and puts the outcome
+/// (or the inbound error that ended the stream) into `out`.
+fn read_each<Req, Out>(
+    engine: Engine,
+    mut inbound: Streaming<Req>,
+    out: mpsc::Sender<Result<Out, Status>>,
+    handle: fn(&Engine, Req) -> Out,
+) where
+    Req: Send + 'static,
+    Out: Send + 'static,
+{
     let mut closing = engine.closing();
     tokio::spawn(async move {
         let closed = async move {
@@ -52,20 +70,67 @@ where
             match message {
                 Ok(Some(request)) => {
                     let answer = handle(&engine, request);
-                    if answers.send(Ok(answer)).await.is_err() {
+                    if out.send(Ok(answer)).await.is_err() {
                         break;
                     }
                 }
                 Ok(None) => break,
                 Err(status) => {
                     debug!(target: LOG_TARGET, %status, "inbound stream ended with an error");
-                    let _ = answers.send(Err(status)).await;
+                    let _ = out.send(Err(status)).await;
                     break;
                 }
             }
         }
     });
+}
+
+/// The `Submit` stream. With a journal, each ack waits (in order, without holding up the
+/// batches behind it) until the batch's tasks are committed; a stream still waiting when the
+/// engine closes its streams ends without the ack (the supervisor resends, and gets duplicates).
+fn answer_submissions(
+    engine: Engine,
+    inbound: Streaming<proto::SubmitBatch>,
+) -> ReceiverStream<Result<proto::SubmitAck, Status>> {
+    if !engine.has_journal() {
+        return answer_each(engine, inbound, Engine::submit_batch);
+    }
+    let (answers, answers_rx) = mpsc::channel(STREAM_BUFFER_MESSAGES);
+    let (handled, mut handled_rx) = mpsc::channel(STREAM_BUFFER_MESSAGES);
+    read_each(
+        engine.clone(),
+        inbound,
+        handled,
+        Engine::submit_batch_tracked,
+    );
+    tokio::spawn(async move {
+        while let Some(handled) = handled_rx.recv().await {
+            let answer = match handled {
+                Ok((ack, journal_seq)) => {
+                    if !committed_before_closing(&engine, journal_seq).await {
+                        break;
+                    }
+                    Ok(ack)
+                }
+                Err(status) => Err(status),
+            };
+            if answers.send(answer).await.is_err() {
+                break;
+            }
+        }
+    });
     ReceiverStream::new(answers_rx)
+}
+
+/// Waits until the journal has committed `journal_seq`; false if the engine closed its streams
+/// first.
+async fn committed_before_closing(engine: &Engine, journal_seq: u64) -> bool {
+    let mut closing = engine.closing();
+    tokio::select! {
+        biased;
+        () = engine.journal_committed(journal_seq) => true,
+        _ = closing.wait_for(|closing| *closing) => false,
+    }
 }
 
 #[tonic::async_trait]
@@ -76,19 +141,19 @@ impl proto::engine_server::Engine for EngineService {
 
     async fn completions(
         &self,
-        _request: Request<proto::CompletionsRequest>,
+        request: Request<proto::CompletionsRequest>,
     ) -> Result<Response<Self::CompletionsStream>, Status> {
-        Err(Status::unimplemented("push completions are not served yet"))
+        let stream = self.engine.subscribe_completions(request.get_ref())?;
+        Ok(Response::new(stream))
     }
 
     async fn submit(
         &self,
         request: Request<Streaming<proto::SubmitBatch>>,
     ) -> Result<Response<Self::SubmitStream>, Status> {
-        Ok(Response::new(answer_each(
+        Ok(Response::new(answer_submissions(
             self.engine.clone(),
             request.into_inner(),
-            Engine::submit_batch,
         )))
     }
 
@@ -111,7 +176,13 @@ impl proto::engine_server::Engine for EngineService {
             .into_inner()
             .task
             .ok_or_else(|| Status::invalid_argument("request has no task"))?;
-        let ack = self.engine.submit_one(task)?;
+        let (answer, journal_seq) = self.engine.submit_one_tracked(task);
+        let ack = answer?;
+        if !committed_before_closing(&self.engine, journal_seq).await {
+            return Err(Status::unavailable(
+                "engine shut down before the task was journaled",
+            ));
+        }
         Ok(Response::new(proto::SubmitOneReply { ack: Some(ack) }))
     }
 

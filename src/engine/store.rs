@@ -1,19 +1,30 @@
 //! The task store: every task the engine holds (pending, running, or finished and not yet
-//! collected), the queue of checks waiting for a free slot, and the counters. It is plain,
-//! synchronous data behind the engine's one mutex; a whole batch is handled in one call, under
-//! one lock acquisition.
+//! collected), the queue of checks waiting for a free slot (by priority), the completion
+//! subscribers, and the counters. It is plain, synchronous data behind the engine's one mutex; a
+//! whole batch is handled in one call, under one lock acquisition. With a journal, every change
+//! worth keeping across a restart is also pushed, in order, onto the journal's queue.
+//!
+//! Attempts: the supervisor retries a failed task under the same id with a higher attempt
+//! number. An id held with a lower attempt whose result is final is replaced by the new attempt,
+//! which runs; the same or a lower attempt is a duplicate (acknowledged, not run); a higher
+//! attempt while the held one is still pending or running is refused for now ("attempt N still
+//! running"), and the supervisor retries later.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::check::{Check, CheckResult};
 use crate::config::{EngineConfig, defaults};
-use crate::proto::{self, TaskState};
+use crate::proto::{self, Priority, TaskState};
 
 use super::EngineCounters;
+use super::completions::Subscribers;
+use super::journal::{JournalOp, JournalQueue};
 
 /// Prefix of the reason given for a task refused because the engine holds too many tasks.
 pub(crate) const RESOURCE_EXHAUSTED_PREFIX: &str = "RESOURCE_EXHAUSTED:";
@@ -69,8 +80,45 @@ impl HeldTask {
 pub(crate) struct Job {
     pub(crate) id: String,
     seq: u64,
+    priority: Priority,
     pub(crate) check: Check,
     pub(crate) timeout: Duration,
+}
+
+/// The checks waiting for a free slot: high before normal before low, first come first served
+/// within a priority.
+#[derive(Debug, Default)]
+struct WaitingQueue {
+    high: VecDeque<Job>,
+    normal: VecDeque<Job>,
+    low: VecDeque<Job>,
+}
+
+impl WaitingQueue {
+    fn push(&mut self, job: Job) {
+        match job.priority {
+            Priority::High => self.high.push_back(job),
+            Priority::Normal => self.normal.push_back(job),
+            Priority::Low => self.low.push_back(job),
+        }
+    }
+
+    fn pop(&mut self) -> Option<Job> {
+        self.high
+            .pop_front()
+            .or_else(|| self.normal.pop_front())
+            .or_else(|| self.low.pop_front())
+    }
+
+    fn len(&self) -> usize {
+        self.high.len() + self.normal.len() + self.low.len()
+    }
+
+    fn clear(&mut self) {
+        self.high.clear();
+        self.normal.clear();
+        self.low.clear();
+    }
 }
 
 /// What became of one submitted task.
@@ -78,8 +126,13 @@ pub(crate) struct Job {
 pub(crate) enum Admission {
     /// New, accepted: it will run (or has already completed, for an instant check).
     Accepted,
-    /// The id was already held: acknowledged again, not run again.
+    /// A higher attempt of an id whose earlier attempt had finished: replaces it and runs.
+    Retry,
+    /// The id was already held with this attempt or a later one: acknowledged again, not run.
     Duplicate,
+    /// A higher attempt while the held one is still pending or running; the reason says
+    /// "attempt N still running". Not taken: the supervisor retries later.
+    Busy(String),
     /// Its check is invalid; the reason says why.
     Invalid(String),
     /// The engine holds `max_held_tasks` tasks; the reason starts with `RESOURCE_EXHAUSTED:`.
@@ -134,35 +187,101 @@ pub(crate) fn unix_ms_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// All tasks the engine holds, the queue of waiting checks, and the counters.
+/// True for the states a task ends in.
+fn is_final_state(state: TaskState) -> bool {
+    matches!(
+        state,
+        TaskState::Ok
+            | TaskState::Broken
+            | TaskState::Failed
+            | TaskState::TimedOut
+            | TaskState::LostInRestart
+    )
+}
+
+/// All tasks the engine holds, the queue of waiting checks, the completion subscribers and the
+/// counters.
 #[derive(Debug)]
 pub(crate) struct Store {
     limits: Limits,
     tasks: TaskMap,
-    queue: VecDeque<Job>,
+    queue: WaitingQueue,
     running: usize,
     next_seq: u64,
     next_sweep: Instant,
     /// Shutting down: new tasks are refused.
     pub(crate) draining: bool,
     counters: EngineCounters,
+    journal: Option<Arc<JournalQueue>>,
+    subscribers: Subscribers,
 }
 
 impl Store {
-    pub(crate) fn new(limits: Limits) -> Self {
+    /// An empty store; with `journal`, changes are recorded there.
+    pub(crate) fn new(limits: Limits, journal: Option<Arc<JournalQueue>>) -> Self {
         Self {
             limits,
             tasks: TaskMap::with_capacity_and_hasher(
                 limits.max_held_tasks.min(PRESIZED_TASKS),
                 foldhash::fast::RandomState::default(),
             ),
-            queue: VecDeque::new(),
+            queue: WaitingQueue::default(),
             running: 0,
             next_seq: 0,
             next_sweep: Instant::now() + limits.sweep_period(),
             draining: false,
             counters: EngineCounters::default(),
+            journal,
+            subscribers: Subscribers::default(),
         }
+    }
+
+    /// Takes back what a journal held at start: final results are held again (those older than
+    /// the retention are dropped), and tasks that never finished become final
+    /// `LOST_IN_RESTART` results, counted. Returns how many were lost.
+    pub(crate) fn restore(&mut self, statuses: Vec<proto::TaskStatus>, now: Now) -> u64 {
+        let mut lost = 0;
+        for status in statuses {
+            let state = TaskState::try_from(status.state).unwrap_or(TaskState::Unspecified);
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let mut held = HeldTask {
+                state,
+                attempt: status.attempt,
+                value: status.value,
+                message: status.message,
+                started_unix_ms: status.started_unix_ms,
+                finished_unix_ms: status.finished_unix_ms,
+                finished_at: Some(now.instant),
+                seq,
+            };
+            if is_final_state(state) {
+                let age_ms = now.unix_ms.saturating_sub(status.finished_unix_ms).max(0);
+                let age = Duration::from_millis(u64::try_from(age_ms).unwrap_or(u64::MAX));
+                if age >= self.limits.result_retention {
+                    self.counters.results_expired += 1;
+                    self.journal_op(JournalOp::Delete(status.task_id));
+                    continue;
+                }
+                held.finished_at = Some(now.instant.checked_sub(age).unwrap_or(now.instant));
+                self.counters.results_restored += 1;
+                self.tasks.insert(status.task_id, held);
+            } else {
+                lost += 1;
+                held.state = TaskState::LostInRestart;
+                held.message = format!(
+                    "lost in restart: the engine stopped before attempt {} finished; its outcome is unknown",
+                    held.attempt
+                );
+                held.finished_unix_ms = now.unix_ms;
+                if self.journal.is_some() {
+                    self.journal_op(JournalOp::Put(held.status(status.task_id.clone())));
+                }
+                self.tasks.insert(status.task_id, held);
+            }
+        }
+        self.counters.lost_in_restart += lost;
+        lost
     }
 
     /// Counts a whole batch of `tasks` refused before any of it was looked at.
@@ -183,6 +302,22 @@ impl Store {
         self.counters.queries_refused += 1;
     }
 
+    /// Why new tasks cannot be journaled now, if they cannot.
+    pub(crate) fn journal_failure(&self) -> Option<String> {
+        self.journal.as_ref().and_then(|journal| journal.failure())
+    }
+
+    /// The sequence number the journal must have committed for everything done so far to be
+    /// durable (0 without a journal).
+    pub(crate) fn journal_seq(&self) -> u64 {
+        self.journal.as_ref().map_or(0, |journal| journal.pushed())
+    }
+
+    /// Adds a completion subscriber.
+    pub(crate) fn subscribe(&mut self, notices: mpsc::Sender<proto::TaskStatus>) {
+        self.subscribers.add(notices);
+    }
+
     /// Takes in one task. A check that can start now is pushed onto `start_now` (already marked
     /// running); one that cannot waits in the queue as pending. Returns the task id (moved out of
     /// the task, for the acknowledgement) and what became of the task.
@@ -193,36 +328,62 @@ impl Store {
         start_now: &mut Vec<Job>,
     ) -> (String, Admission) {
         self.counters.tasks_received += 1;
+        let attempt = task.attempt.max(1);
         let held_count = self.tasks.len();
-        let vacant = match self.tasks.entry(task.id) {
+        let entry = self.tasks.entry(task.id);
+        let retry = match &entry {
             Entry::Occupied(occupied) => {
-                self.counters.duplicates += 1;
-                return (occupied.key().clone(), Admission::Duplicate);
+                let held = occupied.get();
+                if attempt <= held.attempt {
+                    self.counters.duplicates += 1;
+                    return (occupied.key().clone(), Admission::Duplicate);
+                }
+                if !held.is_finished() {
+                    self.counters.tasks_rejected += 1;
+                    self.counters.retries_busy += 1;
+                    let reason = match held.state {
+                        TaskState::Pending => format!(
+                            "attempt {} still running (waiting for a check slot)",
+                            held.attempt
+                        ),
+                        _ => format!("attempt {} still running", held.attempt),
+                    };
+                    return (occupied.key().clone(), Admission::Busy(reason));
+                }
+                true
             }
-            Entry::Vacant(vacant) => vacant,
+            Entry::Vacant(_) => false,
         };
         let check = match Check::try_from(task.check) {
             Ok(check) => check,
             Err(error) => {
                 self.counters.tasks_rejected += 1;
-                return (vacant.into_key(), Admission::Invalid(error.to_string()));
+                return (entry_key(entry), Admission::Invalid(error.to_string()));
             }
         };
-        if held_count >= self.limits.max_held_tasks {
+        if !retry && held_count >= self.limits.max_held_tasks {
             self.counters.tasks_rejected += 1;
             let reason = format!(
                 "{RESOURCE_EXHAUSTED_PREFIX} engine holds {held_count} tasks (max_held_tasks {})",
                 self.limits.max_held_tasks
             );
-            return (vacant.into_key(), Admission::Exhausted(reason));
+            return (entry_key(entry), Admission::Exhausted(reason));
         }
         self.counters.tasks_accepted += 1;
-        let id = vacant.key().clone();
+        if retry {
+            self.counters.retries_accepted += 1;
+        }
+        let admission = if retry {
+            Admission::Retry
+        } else {
+            Admission::Accepted
+        };
+        let id = entry.key().clone();
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut held = HeldTask {
             state: TaskState::Pending,
-            attempt: task.attempt,
+            attempt,
             value: 0.0,
             message: String::new(),
             started_unix_ms: 0,
@@ -236,8 +397,9 @@ impl Store {
             self.counters.checks_finished += 1;
             held.started_unix_ms = now.unix_ms;
             record(&mut held, result, now);
-            vacant.insert(held);
-            return (id, Admission::Accepted);
+            entry.insert_entry(held);
+            self.publish_final(&id);
+            return (id, admission);
         }
         let timeout = match task.timeout_ms {
             0 => defaults::rule_timeout(),
@@ -246,6 +408,7 @@ impl Store {
         let job = Job {
             id: id.clone(),
             seq,
+            priority: Priority::try_from(task.priority).unwrap_or(Priority::Normal),
             check,
             timeout,
         };
@@ -258,10 +421,13 @@ impl Store {
                 self.counters.checks_running_peak.max(self.running as u64);
             start_now.push(job);
         } else {
-            self.queue.push_back(job);
+            self.queue.push(job);
         }
-        vacant.insert(held);
-        (id, Admission::Accepted)
+        if let Some(journal) = &self.journal {
+            journal.push(JournalOp::Put(held.status(id.clone())));
+        }
+        entry.insert_entry(held);
+        (id, admission)
     }
 
     /// Records the result of `job` and hands back the next waiting job (marked running) for the
@@ -272,8 +438,9 @@ impl Store {
             && held.seq == job.seq
         {
             record(held, result, now);
+            self.publish_final(&job.id);
         }
-        match self.queue.pop_front() {
+        match self.queue.pop() {
             Some(next) => {
                 self.counters.checks_started += 1;
                 if let Some(held) = self.tasks.get_mut(&next.id)
@@ -288,6 +455,60 @@ impl Store {
                 self.running -= 1;
                 None
             }
+        }
+    }
+
+    /// At the end of a shutdown's grace: every task still pending or running becomes a final
+    /// `LOST_IN_RESTART` result (journaled, so the next start reports it), the waiting queue is
+    /// emptied, and results of checks still running are ignored when they come. Returns how
+    /// many tasks were abandoned.
+    pub(crate) fn abandon_unfinished(&mut self, now: Now) -> u64 {
+        self.queue.clear();
+        let mut abandoned = Vec::new();
+        for (task_id, held) in &mut self.tasks {
+            if held.is_finished() {
+                continue;
+            }
+            held.state = TaskState::LostInRestart;
+            held.message = format!(
+                "lost in restart: the engine shut down before attempt {} finished; its outcome is unknown",
+                held.attempt
+            );
+            held.finished_unix_ms = now.unix_ms;
+            held.finished_at = Some(now.instant);
+            // A new incarnation: a late result of the abandoned check is ignored.
+            held.seq = self.next_seq;
+            self.next_seq += 1;
+            abandoned.push(task_id.clone());
+        }
+        for task_id in &abandoned {
+            self.publish_final(task_id);
+        }
+        let count = abandoned.len() as u64;
+        self.counters.lost_in_restart += count;
+        count
+    }
+
+    /// Hands the final status of `task_id` to the completion subscribers and the journal.
+    fn publish_final(&mut self, task_id: &str) {
+        if self.journal.is_none() && self.subscribers.is_empty() {
+            return;
+        }
+        let Some(held) = self.tasks.get(task_id) else {
+            return;
+        };
+        let status = held.status(task_id.to_string());
+        if !self.subscribers.is_empty() {
+            let delivery = self.subscribers.deliver(&status);
+            self.counters.completion_notices_queued += delivery.queued;
+            self.counters.completion_notices_dropped += delivery.dropped;
+        }
+        self.journal_op(JournalOp::Put(status));
+    }
+
+    fn journal_op(&self, op: JournalOp) {
+        if let Some(journal) = &self.journal {
+            journal.push(op);
         }
     }
 
@@ -315,6 +536,9 @@ impl Store {
             Some(held) if held.is_finished() => {
                 self.tasks.remove(task_id);
                 self.counters.results_released += 1;
+                if self.journal.is_some() {
+                    self.journal_op(JournalOp::Delete(task_id.to_string()));
+                }
                 true
             }
             _ => false,
@@ -334,10 +558,21 @@ impl Store {
         self.next_sweep = now + self.limits.sweep_period();
         let retention = self.limits.result_retention;
         let before = self.tasks.len();
-        self.tasks.retain(|_, held| match held.finished_at {
-            Some(finished_at) => now.saturating_duration_since(finished_at) < retention,
-            None => true,
+        let journaled = self.journal.is_some();
+        let mut expired_ids = Vec::new();
+        self.tasks.retain(|task_id, held| {
+            let keep = match held.finished_at {
+                Some(finished_at) => now.saturating_duration_since(finished_at) < retention,
+                None => true,
+            };
+            if !keep && journaled {
+                expired_ids.push(task_id.clone());
+            }
+            keep
         });
+        for task_id in expired_ids {
+            self.journal_op(JournalOp::Delete(task_id));
+        }
         let expired = (before - self.tasks.len()) as u64;
         if expired > 0 {
             self.counters.results_expired += expired;
@@ -357,8 +592,19 @@ impl Store {
             tasks_held: self.tasks.len() as u64,
             checks_pending: self.queue.len() as u64,
             checks_running: self.running as u64,
+            completion_subscribers: self.subscribers.len() as u64,
+            journal_commits: self.journal.as_ref().map_or(0, |j| j.commits()),
+            journal_write_errors: self.journal.as_ref().map_or(0, |j| j.write_errors()),
             ..self.counters
         }
+    }
+}
+
+/// The id of a task map entry, moved out when the entry is vacant.
+fn entry_key(entry: Entry<'_, String, HeldTask>) -> String {
+    match entry {
+        Entry::Occupied(occupied) => occupied.key().clone(),
+        Entry::Vacant(vacant) => vacant.into_key(),
     }
 }
 
@@ -405,7 +651,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn unclaimed_results_expire_after_retention_and_are_counted() {
-        let mut store = Store::new(limits(4, 100));
+        let mut store = Store::new(limits(4, 100), None);
         let mut start = Vec::new();
         store.admit(sim_task("a", 0), Now::read(), &mut start);
         assert_eq!(state(&store, "a"), TaskState::Ok);
@@ -423,7 +669,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn running_and_pending_tasks_never_expire() {
-        let mut store = Store::new(limits(1, 100));
+        let mut store = Store::new(limits(1, 100), None);
         let mut start = Vec::new();
         store.admit(sim_task("run", 1000), Now::read(), &mut start);
         store.admit(sim_task("wait", 1000), Now::read(), &mut start);
@@ -436,7 +682,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_finished_worker_takes_the_next_waiting_check() {
-        let mut store = Store::new(limits(1, 100));
+        let mut store = Store::new(limits(1, 100), None);
         let mut start = Vec::new();
         store.admit(sim_task("first", 5), Now::read(), &mut start);
         store.admit(sim_task("second", 5), Now::read(), &mut start);
@@ -459,7 +705,7 @@ mod tests {
 
     #[tokio::test]
     async fn releasing_a_running_task_is_ignored() {
-        let mut store = Store::new(limits(1, 100));
+        let mut store = Store::new(limits(1, 100), None);
         let mut start = Vec::new();
         store.admit(sim_task("r", 5), Now::read(), &mut start);
         assert!(!store.release("r"));

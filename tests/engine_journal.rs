@@ -1,0 +1,392 @@
+//! The engine journal (`state_dir`): what a restarted engine remembers, what it reports lost,
+//! and what a graceful shutdown leaves for the next start.
+//!
+//! A "crash" is simulated by dropping the engine together with the tokio runtime it ran on, so
+//! every check in flight dies with it, as in a killed process; a new engine then opens the same
+//! state directory.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use turbomon::config::EngineConfig;
+use turbomon::engine::{Engine, EngineError, JOURNAL_FILE_NAME, JournalError};
+use turbomon::proto::engine_client::EngineClient;
+use turbomon::proto::{self, TaskState};
+
+/// A fresh directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "turbomon-journal-{name}-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn config(state_dir: &Path) -> EngineConfig {
+    EngineConfig {
+        listen: "127.0.0.1:0".into(),
+        state_dir: Some(state_dir.to_path_buf()),
+        ..EngineConfig::default()
+    }
+}
+
+fn sim_task(id: &str, duration_ms: u64, outcome: TaskState, value: f64) -> proto::Task {
+    proto::Task {
+        id: id.into(),
+        attempt: 1,
+        timeout_ms: 60_000,
+        check: Some(proto::Check {
+            kind: Some(proto::check::Kind::Sim(proto::SimCheck {
+                duration_ms,
+                outcome: outcome as i32,
+                value,
+            })),
+        }),
+        ..Default::default()
+    }
+}
+
+fn ok_task(id: &str, duration_ms: u64) -> proto::Task {
+    sim_task(id, duration_ms, TaskState::Ok, 1.0)
+}
+
+fn batch(batch_id: u64, tasks: Vec<proto::Task>) -> proto::SubmitBatch {
+    proto::SubmitBatch { batch_id, tasks }
+}
+
+fn status(engine: &Engine, id: &str) -> proto::TaskStatus {
+    engine.status_one(id.to_string(), &[]).unwrap()
+}
+
+fn state(engine: &Engine, id: &str) -> TaskState {
+    TaskState::try_from(status(engine, id).state).unwrap()
+}
+
+/// Runs `body` with an engine opened on `state_dir` in its own runtime, then drops both: the
+/// engine's process "dies" when `body` returns.
+fn run_engine<T>(state_dir: &Path, body: impl AsyncFnOnce(Engine) -> T) -> T {
+    run_engine_with(config(state_dir), body)
+}
+
+fn run_engine_with<T>(config: EngineConfig, body: impl AsyncFnOnce(Engine) -> T) -> T {
+    let runtime = runtime();
+    let result = runtime.block_on(async {
+        let engine = Engine::open(config).expect("journal opens");
+        body(engine).await
+    });
+    drop(runtime);
+    result
+}
+
+async fn wait_until_finished(engine: &Engine, id: &str) {
+    for _ in 0..500 {
+        if !matches!(state(engine, id), TaskState::Pending | TaskState::Running) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{id} unfinished after 5 s");
+}
+
+#[test]
+fn finished_results_survive_a_restart_and_are_never_run_again() {
+    let dir = TempDir::new("finished");
+    run_engine(dir.path(), async |engine| {
+        let ack = engine.submit_batch(batch(
+            1,
+            vec![
+                sim_task("instant", 0, TaskState::Broken, 3.0),
+                sim_task("quick", 20, TaskState::Ok, 4.0),
+            ],
+        ));
+        assert!(ack.acks.iter().all(|a| a.accepted));
+        wait_until_finished(&engine, "quick").await;
+        engine.flush_journal().await;
+    });
+    assert!(dir.path().join(JOURNAL_FILE_NAME).exists());
+
+    run_engine(dir.path(), async |engine| {
+        let instant = status(&engine, "instant");
+        assert_eq!(instant.state, TaskState::Broken as i32);
+        assert_eq!((instant.value, instant.attempt), (3.0, 1));
+        let quick = status(&engine, "quick");
+        assert_eq!(quick.state, TaskState::Ok as i32);
+        assert_eq!(quick.value, 4.0);
+        assert!(quick.finished_unix_ms >= quick.started_unix_ms && quick.started_unix_ms > 0);
+
+        let again = engine.submit_batch(batch(2, vec![ok_task("instant", 0), ok_task("quick", 0)]));
+        assert!(again.acks.iter().all(|a| a.accepted && a.duplicate));
+        let counters = engine.counters();
+        assert_eq!(counters.checks_started, 0, "nothing ran again");
+        assert_eq!(counters.results_restored, 2);
+        assert_eq!(counters.lost_in_restart, 0);
+        assert_eq!(counters.tasks_held, 2);
+    });
+}
+
+#[test]
+fn tasks_unfinished_when_the_engine_died_come_back_lost_in_restart_once() {
+    let dir = TempDir::new("lost");
+    let config = EngineConfig {
+        max_concurrent_checks: 1,
+        ..config(dir.path())
+    };
+    run_engine_with(config.clone(), async |engine| {
+        engine.submit_batch(batch(
+            1,
+            vec![ok_task("running", 10_000), ok_task("waiting", 10_000)],
+        ));
+        assert_eq!(state(&engine, "running"), TaskState::Running);
+        assert_eq!(state(&engine, "waiting"), TaskState::Pending);
+        engine.flush_journal().await;
+        // The process dies here, its checks with it.
+    });
+
+    run_engine_with(config.clone(), async |engine| {
+        for id in ["running", "waiting"] {
+            let lost = status(&engine, id);
+            assert_eq!(lost.state, TaskState::LostInRestart as i32, "{id}");
+            assert_eq!(lost.attempt, 1);
+            assert!(lost.message.contains("lost in restart"), "{}", lost.message);
+            assert!(lost.finished_unix_ms > 0);
+        }
+        assert_eq!(engine.counters().lost_in_restart, 2);
+
+        // The same attempt is a duplicate (not run); the supervisor's retry runs.
+        let same = engine.submit_batch(batch(2, vec![ok_task("running", 0)]));
+        assert!(same.acks[0].duplicate);
+        let retry = proto::Task {
+            attempt: 2,
+            ..ok_task("running", 0)
+        };
+        let ack = engine.submit_batch(batch(3, vec![retry]));
+        assert!(ack.acks[0].accepted && !ack.acks[0].duplicate);
+        assert_eq!(state(&engine, "running"), TaskState::Ok);
+        let counters = engine.counters();
+        assert_eq!(counters.retries_accepted, 1);
+        assert_eq!(counters.checks_started, 1);
+        engine.flush_journal().await;
+    });
+
+    run_engine_with(config, async |engine| {
+        let counters = engine.counters();
+        assert_eq!(
+            counters.lost_in_restart, 0,
+            "already reported by the last run"
+        );
+        assert_eq!(counters.results_restored, 2);
+        assert_eq!(state(&engine, "waiting"), TaskState::LostInRestart);
+        let retried = status(&engine, "running");
+        assert_eq!(retried.state, TaskState::Ok as i32);
+        assert_eq!(retried.attempt, 2);
+    });
+}
+
+#[test]
+fn released_results_are_gone_after_a_restart() {
+    let dir = TempDir::new("released");
+    run_engine(dir.path(), async |engine| {
+        engine.submit_batch(batch(1, vec![ok_task("collected", 0), ok_task("kept", 0)]));
+        let reply = engine.query_status(proto::StatusQuery {
+            batch_id: 1,
+            task_ids: vec!["collected".into()],
+            release_ids: vec!["collected".into()],
+        });
+        assert_eq!(reply.statuses[0].state, TaskState::Ok as i32);
+        engine.flush_journal().await;
+    });
+    run_engine(dir.path(), async |engine| {
+        assert_eq!(state(&engine, "collected"), TaskState::Unknown);
+        assert_eq!(state(&engine, "kept"), TaskState::Ok);
+        assert_eq!(engine.counters().results_restored, 1);
+        let ack = engine.submit_batch(batch(2, vec![ok_task("collected", 0)]));
+        assert!(
+            ack.acks[0].accepted && !ack.acks[0].duplicate,
+            "a released id is a new task"
+        );
+    });
+}
+
+#[test]
+fn results_older_than_the_retention_are_not_taken_back() {
+    let dir = TempDir::new("retention");
+    run_engine(dir.path(), async |engine| {
+        engine.submit_batch(batch(1, vec![ok_task("old", 0)]));
+        engine.flush_journal().await;
+    });
+    std::thread::sleep(Duration::from_millis(30));
+    let short = EngineConfig {
+        result_retention: Duration::from_millis(10),
+        ..config(dir.path())
+    };
+    run_engine_with(short, async |engine| {
+        assert_eq!(state(&engine, "old"), TaskState::Unknown);
+        assert_eq!(engine.counters().results_expired, 1);
+        engine.flush_journal().await;
+    });
+    run_engine(dir.path(), async |engine| {
+        assert_eq!(
+            state(&engine, "old"),
+            TaskState::Unknown,
+            "deleted from the journal"
+        );
+    });
+}
+
+#[test]
+fn a_graceful_shutdown_journals_checks_still_running_after_the_grace_as_lost() {
+    let dir = TempDir::new("shutdown");
+    let config = EngineConfig {
+        shutdown_grace: Duration::from_millis(300),
+        ..config(dir.path())
+    };
+    let counters = run_engine_with(config.clone(), async |engine| {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(engine.clone().serve(listener, async {
+            let _ = stopped.await;
+        }));
+        let mut client = EngineClient::connect(format!("http://{address}"))
+            .await
+            .unwrap();
+        let (requests, rx) = mpsc::channel(4);
+        let mut acks = client
+            .submit(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        requests
+            .send(batch(
+                1,
+                vec![
+                    ok_task("finishes-in-grace", 100),
+                    ok_task("too-long", 10_000),
+                ],
+            ))
+            .await
+            .unwrap();
+        let ack = acks.message().await.unwrap().unwrap();
+        assert!(ack.acks.iter().all(|a| a.accepted));
+        assert!(
+            engine.counters().journal_commits >= 1,
+            "acknowledged only once journaled"
+        );
+
+        let stop_requested = Instant::now();
+        stop.send(()).unwrap();
+        let served = tokio::time::timeout(Duration::from_secs(10), served)
+            .await
+            .expect("serve returns after the grace")
+            .unwrap();
+        assert!(served.is_ok(), "{served:?}");
+        let took = stop_requested.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        assert_eq!(state(&engine, "finishes-in-grace"), TaskState::Ok);
+        assert_eq!(state(&engine, "too-long"), TaskState::LostInRestart);
+        engine.counters()
+    });
+    assert_eq!(counters.lost_in_restart, 1);
+    assert_eq!(counters.checks_finished, 1);
+
+    run_engine_with(config, async |engine| {
+        assert_eq!(state(&engine, "finishes-in-grace"), TaskState::Ok);
+        let lost = status(&engine, "too-long");
+        assert_eq!(lost.state, TaskState::LostInRestart as i32);
+        assert!(lost.message.contains("shut down"), "{}", lost.message);
+        assert_eq!(
+            engine.counters().lost_in_restart,
+            0,
+            "counted once, by the engine that gave up on it"
+        );
+    });
+}
+
+#[test]
+fn a_unary_submission_is_journaled_before_it_is_acknowledged() {
+    let dir = TempDir::new("unary");
+    run_engine(dir.path(), async |engine| {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(engine.clone().serve(listener, std::future::pending()));
+        let mut client = EngineClient::connect(format!("http://{address}"))
+            .await
+            .unwrap();
+        let reply = client
+            .submit_one(proto::SubmitOneRequest {
+                task: Some(ok_task("unary", 60_000)),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(reply.ack.unwrap().accepted);
+        // No flush: the reply itself promises the task is on disk (a commit happened before it).
+        assert!(engine.counters().journal_commits >= 1);
+        // The engine dies now.
+    });
+    run_engine(dir.path(), async |engine| {
+        assert_eq!(state(&engine, "unary"), TaskState::LostInRestart);
+    });
+}
+
+#[test]
+fn a_state_dir_that_cannot_be_used_is_refused_at_open() {
+    let dir = TempDir::new("refused");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let error = Engine::open(config(&file.join("state"))).unwrap_err();
+    assert!(
+        matches!(error, EngineError::Journal(JournalError::CreateDir { .. })),
+        "{error}"
+    );
+
+    let validation =
+        turbomon::config::validate_engine(&config(&file.join("state")), Path::new("engine.toml"))
+            .unwrap_err();
+    assert!(validation.to_string().contains("state_dir"), "{validation}");
+
+    // One engine per state directory.
+    let state_dir = dir.path().join("state");
+    let _first = Engine::open(config(&state_dir)).unwrap();
+    let error = Engine::open(config(&state_dir)).unwrap_err();
+    assert!(
+        matches!(error, EngineError::Journal(JournalError::Open { .. })),
+        "{error}"
+    );
+}
+
+#[test]
+fn without_state_dir_open_keeps_everything_in_memory() {
+    let engine = Engine::open(EngineConfig::default()).unwrap();
+    assert!(!engine.has_journal());
+}
