@@ -125,7 +125,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.listen))?;
             tracing::info!(target: "turbomon::engine", address = %listener.local_addr()?, "engine listening");
-            Engine::new(settings).serve(listener, stop_signal()).await?;
+            Engine::open(settings)?
+                .serve(listener, stop_signal())
+                .await?;
         }
         Command::Supervisor {
             config,

@@ -13,6 +13,9 @@ use super::error::{KeyPath, Segment};
 pub(crate) struct SourceMap<'a> {
     text: &'a str,
     root: Option<Spanned<DeTable<'a>>>,
+    /// Byte offsets of the text's line feeds, in order (so a line is found by binary search,
+    /// not by counting from the start for every error).
+    line_feeds: Vec<usize>,
 }
 
 impl<'a> SourceMap<'a> {
@@ -21,6 +24,12 @@ impl<'a> SourceMap<'a> {
         Self {
             text,
             root: DeTable::parse(text).ok(),
+            line_feeds: text
+                .bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i)
+                .collect(),
         }
     }
 
@@ -40,11 +49,7 @@ impl<'a> SourceMap<'a> {
     /// 1-based line holding byte `offset`.
     pub(crate) fn line_of_offset(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count()
-            + 1
+        self.line_feeds.partition_point(|&feed| feed < end) + 1
     }
 
     /// The line of `path`: of its key when present, else of the nearest enclosing item that is

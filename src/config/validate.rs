@@ -2,7 +2,8 @@
 //! intervals, dangling names, keys that do not belong to a rule's kind...) are refused, never
 //! clamped. Each finding carries the path of its key so the loader can name the line.
 
-use std::collections::HashMap;
+use std::cell::OnceCell;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -124,10 +125,16 @@ impl Findings {
     }
 }
 
+/// At most this many names are listed after "known:" in a dangling-reference error.
+const KNOWN_NAMES_LISTED: usize = 20;
+
 /// Records each name's first path; reports later duplicates.
 struct NameRegistry<'c> {
     what: &'static str,
     first: HashMap<&'c str, KeyPath>,
+    /// The "known: ..." text, built once on the first dangling reference (a file with thousands
+    /// of names and dangling references would otherwise sort and copy every name per error).
+    known: OnceCell<String>,
 }
 
 impl<'c> NameRegistry<'c> {
@@ -135,6 +142,7 @@ impl<'c> NameRegistry<'c> {
         Self {
             what,
             first: HashMap::new(),
+            known: OnceCell::new(),
         }
     }
 
@@ -149,6 +157,7 @@ impl<'c> NameRegistry<'c> {
             );
         } else {
             self.first.insert(name, path);
+            self.known.take();
         }
     }
 
@@ -156,14 +165,22 @@ impl<'c> NameRegistry<'c> {
         self.first.contains_key(name)
     }
 
-    fn known(&self) -> String {
-        let mut names: Vec<&str> = self.first.keys().copied().collect();
-        names.sort_unstable();
-        if names.is_empty() {
-            "none defined".to_string()
-        } else {
-            names.join(", ")
-        }
+    fn known(&self) -> &str {
+        self.known.get_or_init(|| {
+            let mut names: Vec<&str> = self.first.keys().copied().collect();
+            names.sort_unstable();
+            if names.is_empty() {
+                "none defined".to_string()
+            } else if names.len() > KNOWN_NAMES_LISTED {
+                format!(
+                    "{} and {} more",
+                    names[..KNOWN_NAMES_LISTED].join(", "),
+                    names.len() - KNOWN_NAMES_LISTED
+                )
+            } else {
+                names.join(", ")
+            }
+        })
     }
 
     fn require(&self, findings: &mut Findings, name: &str, path: KeyPath) {
@@ -327,20 +344,43 @@ fn check_chains(findings: &mut Findings, config: &SupervisorConfig, relators: &N
             );
         }
     }
-    // A depth-first search from each relator; reaching it again is a loop.
+    // Chains resolved to relator indices, once.
+    let edges: Vec<Vec<(&str, usize)>> = (0..config.relators.len())
+        .map(|i| {
+            next(i)
+                .into_iter()
+                .filter_map(|(key, name)| index.get(name.as_str()).map(|&to| (key, to)))
+                .collect()
+        })
+        .collect();
+    if !has_loop(&edges) {
+        return;
+    }
+    // A depth-first search from each relator; reaching it again is a loop. Each relator
+    // remembers the one it was reached from and through which list, so the trail is only
+    // built for the loop found (copying it at every step made long chains cubic). The loop
+    // is reported at the starting relator's list that leads into it.
+    let mut reached_from = vec![None::<(usize, &str)>; config.relators.len()];
     for start in 0..config.relators.len() {
-        let mut stack: Vec<(usize, Vec<&str>)> =
-            vec![(start, vec![config.relators[start].name.as_str()])];
+        let mut stack = vec![start];
         let mut seen = vec![false; config.relators.len()];
-        while let Some((at, trail)) = stack.pop() {
-            for (key, name) in next(at) {
-                let Some(&to) = index.get(name.as_str()) else {
-                    continue;
-                };
-                let mut trail = trail.clone();
-                trail.push(name.as_str());
+        while let Some(at) = stack.pop() {
+            for &(key, to) in &edges[at] {
                 if to == start {
-                    let path = root.key("relators").index(start).key(key);
+                    let mut trail = vec![config.relators[start].name.as_str()];
+                    let mut first_key = key;
+                    let mut step = at;
+                    while step != start {
+                        trail.push(config.relators[step].name.as_str());
+                        let Some((from, via)) = reached_from[step] else {
+                            break;
+                        };
+                        first_key = via;
+                        step = from;
+                    }
+                    trail.push(config.relators[start].name.as_str());
+                    trail.reverse();
+                    let path = root.key("relators").index(start).key(first_key);
                     findings.error(
                         path,
                         format!("this chain loops back on itself: {}", trail.join(" -> ")),
@@ -349,11 +389,34 @@ fn check_chains(findings: &mut Findings, config: &SupervisorConfig, relators: &N
                 }
                 if !seen[to] {
                     seen[to] = true;
-                    stack.push((to, trail));
+                    reached_from[to] = Some((at, key));
+                    stack.push(to);
                 }
             }
         }
     }
+}
+
+/// Whether the chains (`edges[i]`: the relators `i` leads to) contain a loop: peeling off
+/// relators nothing leads to, then those only they led to, and so on, leaves some behind
+/// exactly when there is one. Linear, so the common loop-free file skips the search above.
+fn has_loop(edges: &[Vec<(&str, usize)>]) -> bool {
+    let mut incoming = vec![0usize; edges.len()];
+    for &(_, to) in edges.iter().flatten() {
+        incoming[to] += 1;
+    }
+    let mut free: Vec<usize> = (0..edges.len()).filter(|&i| incoming[i] == 0).collect();
+    let mut peeled = 0;
+    while let Some(at) = free.pop() {
+        peeled += 1;
+        for &(_, to) in &edges[at] {
+            incoming[to] -= 1;
+            if incoming[to] == 0 {
+                free.push(to);
+            }
+        }
+    }
+    peeled < edges.len()
 }
 
 fn check_engine_entry(findings: &mut Findings, engine: &EngineEntry, path: &KeyPath) {
@@ -645,17 +708,19 @@ fn check_relator(
     if relator.rules.is_empty() {
         findings.error(path.key("rules"), "a relator needs at least one rule");
     }
+    let mut listed = HashSet::new();
     for (j, rule) in relator.rules.iter().enumerate() {
         let rule_path = path.key("rules").index(j);
-        if relator.rules[..j].contains(rule) {
+        if !listed.insert(rule.as_str()) {
             findings.error(rule_path, format!("rule `{rule}` is listed twice"));
         } else {
             rules.require(findings, rule, rule_path);
         }
     }
+    let mut listed = HashSet::new();
     for (j, alert) in relator.alerts.iter().enumerate() {
         let alert_path = path.key("alerts").index(j);
-        if relator.alerts[..j].contains(alert) {
+        if !listed.insert(alert.as_str()) {
             findings.error(alert_path, format!("alert `{alert}` is listed twice"));
         } else {
             alerts.require(findings, alert, alert_path);

@@ -844,7 +844,11 @@ where
 {
     if stream.as_ref().is_none_or(BatchStream::is_closed) {
         let mut client = state.client().await?;
-        match open_within(state, <BatchStream<Req, Resp> as OpenStream>::open(&mut client)).await
+        match open_within(
+            state,
+            <BatchStream<Req, Resp> as OpenStream>::open(&mut client),
+        )
+        .await
         {
             Ok(open) => {
                 open.close_after_stop(state.stop.clone(), SHUTDOWN_GRACE);
