@@ -13,6 +13,7 @@
 //! - [`transport`]: how the supervisor dials an engine (plain TCP or a simulated link).
 //! - [`link`]: the simulated link (latency, bandwidth, loss, faults).
 //! - [`supervisor`]: scheduling, submission and monitor loops, alerts.
+//! - [`chaos`]: link cuts and engine restarts, counting lost and duplicated tasks.
 //! - [`demo`]: supervisor and engines on loopback for a first look.
 
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
@@ -23,6 +24,7 @@ pub mod proto {
     tonic::include_proto!("turbomon.v1");
 }
 
+pub mod chaos;
 pub mod check;
 pub mod config;
 pub mod demo;

@@ -70,6 +70,32 @@ enum Command {
         #[arg(long)]
         stats_json: Option<PathBuf>,
     },
+    /// Run a supervisor and a journaling engine in one process behind a simulated link, cut the
+    /// link and restart the engine at random moments, then report what became of every task
+    /// (lost and duplicated must be 0).
+    Chaos {
+        /// Tasks in the run.
+        #[arg(long, default_value_t = 10_000)]
+        tasks: usize,
+        /// Link profile between supervisor and engine (`none` for plain loopback).
+        #[arg(long, default_value = "lossy-wan")]
+        link: String,
+        /// Times the link is cut (healed 0.2-0.8 s later).
+        #[arg(long, default_value_t = 20)]
+        cuts: usize,
+        /// Times the engine is stopped and started again on its state directory.
+        #[arg(long, default_value_t = 2)]
+        engine_restarts: usize,
+        /// Seed for the moments of the faults.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Give up waiting for outcomes after this long.
+        #[arg(long, default_value = "240s", value_parser = humantime::parse_duration)]
+        max_time: Duration,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a supervisor or engine configuration file; exit non-zero naming the bad key.
     CheckConfig {
         /// The file to check.
@@ -108,7 +134,8 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_new(&cli.log)
                 .with_context(|| format!("bad --log filter `{}`", cli.log))?,
         )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
     runtime.block_on(run(cli.command))
@@ -204,6 +231,46 @@ async fn run(command: Command) -> anyhow::Result<()> {
             shaped.proxy(listener, upstream, stop_signal()).await?;
             let counters = shaped.counters();
             tracing::info!(target: "turbomon::link", ?counters, "link proxy stopped");
+        }
+        Command::Chaos {
+            tasks,
+            link,
+            cuts,
+            engine_restarts,
+            seed,
+            max_time,
+            json,
+        } => {
+            let report = turbomon::chaos::run(turbomon::chaos::ChaosOptions {
+                tasks,
+                link,
+                cuts,
+                engine_restarts,
+                seed,
+                max_time,
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "submitted: {}, completed: {}, lost: {}, duplicated: {}, lost_in_restart: {}, retried: {}, splits: {}, cuts: {}, engine_restarts: {}, notices_missed: {}, elapsed: {:.1}s",
+                    report.submitted,
+                    report.completed,
+                    report.lost,
+                    report.duplicated,
+                    report.lost_in_restart,
+                    report.retried,
+                    report.splits,
+                    report.cuts,
+                    report.engine_restarts,
+                    report.notices_missed,
+                    report.elapsed_s
+                );
+            }
+            if report.lost > 0 || report.duplicated > 0 {
+                std::process::exit(1);
+            }
         }
         Command::CheckConfig { file } => match config::check_file(&file) {
             Ok(summary) => println!("{}: ok\n{summary}", file.display()),

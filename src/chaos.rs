@@ -1,0 +1,371 @@
+//! `turbomon chaos`: a supervisor and an engine (with a journal) in one process behind a
+//! simulated link, with the link cut at random moments and the engine stopped and restarted on
+//! its state directory, then a count of what became of every task. The run must end with nothing
+//! lost and nothing run twice.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
+
+use crate::config::{
+    CheckKind, EngineConfig, EngineEntry, GroupConfig, RelatorConfig, RuleConfig, SimOutcome,
+    StatusMode, SupervisorConfig,
+};
+use crate::engine::Engine;
+use crate::proto::{CompletionsRequest, TaskState};
+use crate::supervisor::{Supervisor, SupervisorOptions};
+
+/// What a chaos run does.
+#[derive(Debug, Clone)]
+pub struct ChaosOptions {
+    /// Tasks in the run (one sim task per node, one firing).
+    pub tasks: usize,
+    /// Link profile between supervisor and engine (`none`: plain loopback).
+    pub link: String,
+    /// Times the link is cut (and healed 0.2–0.8 s later).
+    pub cuts: usize,
+    /// Times the engine is stopped and started again on its state directory.
+    pub engine_restarts: usize,
+    /// Seed for the moments of the faults.
+    pub seed: u64,
+    /// Give up waiting for outcomes after this long.
+    pub max_time: Duration,
+}
+
+impl Default for ChaosOptions {
+    fn default() -> Self {
+        Self {
+            tasks: 10_000,
+            link: "lossy-wan".to_string(),
+            cuts: 20,
+            engine_restarts: 2,
+            seed: 1,
+            max_time: Duration::from_secs(240),
+        }
+    }
+}
+
+/// What became of the tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ChaosReport {
+    /// Tasks scheduled.
+    pub submitted: u64,
+    /// Tasks whose final outcome the supervisor learnt.
+    pub completed: u64,
+    /// Tasks that never reached a final outcome.
+    pub lost: u64,
+    /// (task, attempt) pairs that finished more than once on the engine.
+    pub duplicated: u64,
+    /// Tasks the engine reported lost in a restart (then retried).
+    pub lost_in_restart: u64,
+    /// Resends and retries by the supervisor.
+    pub retried: u64,
+    /// Batches split in half after going unanswered.
+    pub splits: u64,
+    /// Link cuts made.
+    pub cuts: u64,
+    /// Engine restarts made.
+    pub engine_restarts: u64,
+    /// Completion notices the observer missed (a full buffer); duplicates among them go unseen.
+    pub notices_missed: u64,
+    /// Wall time of the run in seconds.
+    pub elapsed_s: f64,
+}
+
+/// Why a chaos run could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    /// Bad options, naming the flag.
+    #[error("{flag}: {reason}")]
+    Invalid {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The engine could not start.
+    #[error("engine: {0}")]
+    Engine(String),
+    /// The supervisor could not start.
+    #[error(transparent)]
+    Supervisor(#[from] crate::supervisor::SupervisorError),
+}
+
+/// Finished (task, attempt) pairs seen on the engine, with how often.
+type Finished = Arc<Mutex<HashMap<(String, u32), u32>>>;
+
+struct RunningEngine {
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// Start an engine on `address` with the journal in `state_dir`, and count its completions.
+async fn start_engine(
+    address: SocketAddr,
+    state_dir: &std::path::Path,
+    finished: &Finished,
+    missed: &Arc<std::sync::atomic::AtomicU64>,
+) -> Result<RunningEngine, ChaosError> {
+    let config = EngineConfig {
+        listen: address.to_string(),
+        state_dir: Some(state_dir.to_path_buf()),
+        shutdown_grace: Duration::ZERO,
+        max_held_tasks: 1_000_000,
+        completion_buffer_notices: 1_000_000,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::open(config).map_err(|e| ChaosError::Engine(e.to_string()))?;
+    let mut listener = None;
+    for _ in 0..50 {
+        match TcpListener::bind(address).await {
+            Ok(l) => {
+                listener = Some(l);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let listener =
+        listener.ok_or_else(|| ChaosError::Engine(format!("cannot listen on {address} again")))?;
+    let mut notices = engine
+        .subscribe_completions(&CompletionsRequest {
+            flush_window_ms: 5,
+            max_batch: 0,
+        })
+        .map_err(|e| ChaosError::Engine(e.to_string()))?;
+    let seen = Arc::clone(finished);
+    let before = engine.counters().completion_notices_dropped;
+    let counter = Arc::clone(missed);
+    let observed = engine.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(batch)) = notices.next().await {
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            for status in batch.statuses {
+                let state = TaskState::try_from(status.state).unwrap_or(TaskState::Unspecified);
+                if matches!(
+                    state,
+                    TaskState::Ok | TaskState::Broken | TaskState::Failed | TaskState::TimedOut
+                ) {
+                    *seen.entry((status.task_id, status.attempt)).or_default() += 1;
+                }
+            }
+        }
+        let dropped = observed.counters().completion_notices_dropped - before;
+        counter.fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        if let Err(e) = engine
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        {
+            tracing::error!(target: "turbomon::chaos", error = %e, "engine stopped with an error");
+        }
+    });
+    Ok(RunningEngine { stop, server })
+}
+
+impl RunningEngine {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+    }
+}
+
+fn supervisor_config(address: SocketAddr, options: &ChaosOptions) -> SupervisorConfig {
+    SupervisorConfig {
+        status_mode: StatusMode::Push,
+        status_check_interval: Duration::from_secs(1),
+        stats_interval: Duration::from_secs(3600),
+        batch_timeout: Duration::from_secs(3),
+        max_retries: 5,
+        retry_period: Some(Duration::from_millis(500)),
+        engines: vec![EngineEntry {
+            name: "far".to_string(),
+            address: address.to_string(),
+            link: Some(options.link.clone()).filter(|l| l != crate::link::NO_LINK),
+            ..EngineEntry::default()
+        }],
+        groups: vec![GroupConfig {
+            name: "fleet".to_string(),
+            engine: "far".to_string(),
+            nodes: (0..options.tasks).map(|i| format!("node-{i:05}")).collect(),
+        }],
+        rules: vec![RuleConfig {
+            name: "probe".to_string(),
+            kind: CheckKind::Sim,
+            timeout: Duration::from_secs(5),
+            host: None,
+            port: None,
+            program: None,
+            args: Vec::new(),
+            url: None,
+            expect_status: None,
+            duration: Some(Duration::from_millis(20)),
+            outcome: Some(SimOutcome::Ok),
+            value: Some(1.0),
+        }],
+        relators: vec![RelatorConfig {
+            name: "chaos".to_string(),
+            group: "fleet".to_string(),
+            rules: vec!["probe".to_string()],
+            interval: Some(Duration::from_secs(24 * 3600)),
+            start_window: Some(Duration::from_secs(600)),
+            randomize: 1,
+            ..RelatorConfig::default()
+        }],
+        ..SupervisorConfig::default()
+    }
+}
+
+fn validate(options: &ChaosOptions) -> Result<(), ChaosError> {
+    if options.tasks == 0 || options.tasks > 200_000 {
+        return Err(ChaosError::Invalid {
+            flag: "--tasks",
+            reason: format!("{} is outside 1..=200000", options.tasks),
+        });
+    }
+    if options.link != crate::link::NO_LINK {
+        crate::link::profile(&options.link).map_err(|e| ChaosError::Invalid {
+            flag: "--link",
+            reason: e.to_string(),
+        })?;
+    }
+    if options.cuts > 1000 || options.engine_restarts > 100 {
+        return Err(ChaosError::Invalid {
+            flag: if options.cuts > 1000 {
+                "--cuts"
+            } else {
+                "--engine-restarts"
+            },
+            reason: "too many faults for one run".to_string(),
+        });
+    }
+    if options.max_time.is_zero() {
+        return Err(ChaosError::Invalid {
+            flag: "--max-time",
+            reason: "must be more than zero".to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Run the scenario and count what became of every task.
+pub async fn run(options: ChaosOptions) -> Result<ChaosReport, ChaosError> {
+    validate(&options)?;
+    let started = Instant::now();
+    let state_dir = std::env::temp_dir().join(format!(
+        "turbomon-chaos-{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    ));
+    let address = TcpListener::bind("127.0.0.1:0")
+        .await
+        .and_then(|l| l.local_addr())
+        .map_err(|e| ChaosError::Engine(e.to_string()))?;
+    let finished: Finished = Arc::default();
+    let missed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut engine = Some(start_engine(address, &state_dir, &finished, &missed).await?);
+
+    let (_config_tx, config_rx) = watch::channel(Arc::new(supervisor_config(address, &options)));
+    let (observer, mut completions) = mpsc::unbounded_channel();
+    let supervisor = Supervisor::start(
+        config_rx,
+        SupervisorOptions {
+            observer: Some(observer),
+            ..SupervisorOptions::default()
+        },
+    )?;
+    let link = supervisor.link("far");
+
+    // The faults, at random moments over the first part of the run.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
+    let span_ms = 2_000 + options.tasks as u64 / 2;
+    let mut faults: Vec<(u64, bool)> = Vec::new();
+    for _ in 0..options.cuts {
+        faults.push((rng.random_range(0..span_ms), true));
+    }
+    for _ in 0..options.engine_restarts {
+        faults.push((rng.random_range(0..span_ms), false));
+    }
+    faults.sort_unstable();
+    let mut done: HashSet<String> = HashSet::new();
+    let deadline = tokio::time::Instant::now() + options.max_time;
+    let begin = tokio::time::Instant::now();
+    let (mut cuts, mut restarts) = (0u64, 0u64);
+    let mut faults = faults.into_iter().peekable();
+    while done.len() < options.tasks && tokio::time::Instant::now() < deadline {
+        let next_fault = faults
+            .peek()
+            .map(|(at, _)| begin + Duration::from_millis(*at));
+        let wake = next_fault.unwrap_or(deadline).min(deadline);
+        tokio::select! {
+            completion = completions.recv() => match completion {
+                Some(c) => { done.insert(c.task_id); }
+                None => break,
+            },
+            () = tokio::time::sleep_until(wake) => {
+                if let Some((_, is_cut)) = faults.next() {
+                    if is_cut {
+                        if let Some(link) = &link {
+                            link.cut();
+                            cuts += 1;
+                            let hold = Duration::from_millis(rng.random_range(200..800));
+                            let healer = link.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(hold).await;
+                                healer.heal();
+                            });
+                        }
+                    } else if let Some(running) = engine.take() {
+                        running.stop().await;
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        engine = Some(start_engine(address, &state_dir, &finished, &missed).await?);
+                        restarts += 1;
+                    }
+                }
+            },
+        }
+    }
+    if let Some(link) = &link {
+        link.heal();
+    }
+    let counters = supervisor.shutdown().await;
+    if let Some(running) = engine.take() {
+        running.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&state_dir);
+    let far = counters.first().map(|(_, c)| *c).unwrap_or_default();
+    let duplicated = finished
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .filter(|&&n| n > 1)
+        .count() as u64;
+    let completed = done.len() as u64;
+    Ok(ChaosReport {
+        submitted: options.tasks as u64,
+        completed,
+        lost: options.tasks as u64 - completed.min(options.tasks as u64),
+        duplicated,
+        lost_in_restart: far.lost_in_restart,
+        retried: far.retried + far.retries + far.resubmitted,
+        splits: far.splits,
+        cuts,
+        engine_restarts: restarts,
+        notices_missed: missed.load(std::sync::atomic::Ordering::Relaxed),
+        elapsed_s: started.elapsed().as_secs_f64(),
+    })
+}
