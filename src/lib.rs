@@ -14,6 +14,7 @@
 //! - [`link`]: the simulated link (latency, bandwidth, loss, faults).
 //! - [`supervisor`]: scheduling, submission and monitor loops, alerts.
 //! - [`demo`]: supervisor and engines on loopback for a first look.
+//! - [`bench`]: `turbomon bench` and `turbomon tune`: the batch-size trade-off measured.
 
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 
@@ -23,6 +24,7 @@ pub mod proto {
     tonic::include_proto!("turbomon.v1");
 }
 
+pub mod bench;
 pub mod check;
 pub mod config;
 pub mod demo;

@@ -16,9 +16,10 @@ use turbomon::supervisor::{Supervisor, SupervisorOptions};
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
-    /// Log filter (tracing-subscriber syntax), e.g. `info`, `turbomon=debug`.
-    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
-    log: String,
+    /// Log filter (tracing-subscriber syntax), e.g. `info`, `turbomon=debug` [default: `info`;
+    /// `warn` for bench and tune, whose logs go to stderr].
+    #[arg(long, global = true, env = "RUST_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,6 +71,12 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Measure loop time, packet size, wire bytes and efficiency for every combination of link
+    /// profile, turbo mode and batch size, each against a fresh in-process engine on loopback.
+    Bench(turbomon::bench::BenchArgs),
+    /// Sweep batch sizes on one link and recommend task_submit_batch_size and
+    /// task_info_batch_size.
+    Tune(turbomon::bench::TuneArgs),
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -82,12 +89,21 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .with_context(|| format!("bad --log filter `{}`", cli.log))?,
-        )
-        .init();
+    // bench and tune keep stdout for their table or JSON: their logs go to stderr.
+    let measuring = matches!(cli.command, Command::Bench(_) | Command::Tune(_));
+    let filter = cli
+        .log
+        .clone()
+        .unwrap_or_else(|| if measuring { "warn" } else { "info" }.to_string());
+    let logs = tracing_subscriber::fmt().with_env_filter(
+        tracing_subscriber::EnvFilter::try_new(&filter)
+            .with_context(|| format!("bad --log filter `{filter}`"))?,
+    );
+    if measuring {
+        logs.with_writer(std::io::stderr).init();
+    } else {
+        logs.init();
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
     runtime.block_on(run(cli.command))
 }
@@ -148,6 +164,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 tracing::info!(target: "turbomon::demo", %engine, ?counters, "demo finished");
             }
         }
+        Command::Bench(args) => turbomon::bench::run_cli(args).await?,
+        Command::Tune(args) => turbomon::bench::tune_cli(args).await?,
         Command::CheckConfig { file } => match config::check_file(&file) {
             Ok(summary) => println!("{}: ok\n{summary}", file.display()),
             Err(e) => {
