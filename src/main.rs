@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use turbomon::config;
 use turbomon::demo::{self, DemoOptions};
 use turbomon::engine::Engine;
+use turbomon::link;
 use turbomon::supervisor::{Supervisor, SupervisorOptions};
 
 /// turbomon: a supervisor that batches monitoring tasks to engines over gRPC, and the engines that
@@ -70,6 +71,22 @@ enum Command {
     CheckConfig {
         /// The file to check.
         file: PathBuf,
+    },
+    /// Run a simulated link as a loopback TCP proxy in front of an engine (SPEC section 6), so
+    /// separate processes can be shaped too. Prints the address it listens on.
+    Link {
+        /// Link profile: lan, wan, lossy-wan, satellite, modem, or one from --profiles.
+        #[arg(long)]
+        profile: String,
+        /// Address to listen on (127.0.0.1:0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// The engine to forward to (host:port).
+        #[arg(long)]
+        upstream: String,
+        /// A profiles file (like config/links.toml) with more or changed profiles.
+        #[arg(long)]
+        profiles: Option<PathBuf>,
     },
     /// Measure loop time, packet size, wire bytes and efficiency for every combination of link
     /// profile, turbo mode and batch size, each against a fresh in-process engine on loopback.
@@ -163,6 +180,31 @@ async fn run(command: Command) -> anyhow::Result<()> {
             for (engine, counters) in demo::run(options, until).await? {
                 tracing::info!(target: "turbomon::demo", %engine, ?counters, "demo finished");
             }
+        }
+        Command::Link {
+            profile,
+            listen,
+            upstream,
+            profiles,
+        } => {
+            let mut known = link::builtin_profiles();
+            if let Some(path) = profiles {
+                known.extend(link::load_profiles(&path)?);
+            }
+            let shaped = link::Link::new(link::lookup(&known, &profile)?)?;
+            let upstream = tokio::net::lookup_host(&upstream)
+                .await
+                .with_context(|| format!("--upstream {upstream}"))?
+                .next()
+                .with_context(|| format!("--upstream {upstream} resolves to no address"))?;
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            println!("{}", listener.local_addr()?);
+            tracing::info!(target: "turbomon::link", %profile, listen = %listener.local_addr()?, %upstream, "link proxy running");
+            shaped.proxy(listener, upstream, stop_signal()).await?;
+            let counters = shaped.counters();
+            tracing::info!(target: "turbomon::link", ?counters, "link proxy stopped");
         }
         Command::Bench(args) => turbomon::bench::run_cli(args).await?,
         Command::Tune(args) => turbomon::bench::tune_cli(args).await?,

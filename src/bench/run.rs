@@ -142,7 +142,7 @@ pub(super) fn bench_message_bytes(largest_packet_bytes: u64) -> usize {
 struct RunningEngine {
     address: std::net::SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    server: JoinHandle<Result<(), crate::engine::EngineError>>,
+    server: JoinHandle<()>,
 }
 
 impl RunningEngine {
@@ -154,9 +154,14 @@ impl RunningEngine {
             .local_addr()
             .map_err(|e| format!("engine listener has no address: {e}"))?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(Engine::new(config).serve(listener, async move {
+        let serve = Engine::new(config).serve(listener, async move {
             let _ = stopped.await;
-        }));
+        });
+        let server = tokio::spawn(async move {
+            if let Err(error) = serve.await {
+                tracing::warn!(target: "turbomon::bench", %error, "bench engine stopped with an error");
+            }
+        });
         Ok(Self {
             address,
             stop: Some(stop),

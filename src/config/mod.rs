@@ -1,26 +1,17 @@
 //! Configuration: the TOML files' shape, loading with file/line/key errors, validation and reload.
 
+mod error;
+mod load;
+mod locate;
 mod model;
+mod reload;
+mod summary;
+mod validate;
 
+pub use error::ConfigError;
+pub use load::{check_file, load_engine, load_supervisor, parse_engine, parse_supervisor};
 pub use model::*;
-
-// (stubs until the config branch lands)
-#[allow(missing_docs)]
-pub fn load_engine(_p: &std::path::Path) -> Result<EngineConfig, std::io::Error> {
-    Ok(EngineConfig::default())
-}
-#[allow(missing_docs)]
-pub fn load_supervisor(_p: &std::path::Path) -> Result<SupervisorConfig, std::io::Error> {
-    Ok(SupervisorConfig::default())
-}
-#[allow(missing_docs)]
-pub fn check_file(_p: &std::path::Path) -> Result<String, std::io::Error> {
-    Ok(String::new())
-}
-#[allow(missing_docs)]
-pub fn watch_supervisor(
-    _p: std::path::PathBuf,
-    c: SupervisorConfig,
-) -> tokio::sync::watch::Receiver<std::sync::Arc<SupervisorConfig>> {
-    tokio::sync::watch::channel(std::sync::Arc::new(c)).1
-}
+pub use reload::{RELOAD_POLL_INTERVAL, watch_supervisor, watch_supervisor_every};
+pub use validate::{
+    INFO_BATCH_WARN_AT, LINK_PROFILE_NAMES, MAX_BATCH_SIZE, validate_engine, validate_supervisor,
+};

@@ -12,6 +12,7 @@ pub mod alert;
 pub mod batch;
 pub mod monitor;
 pub mod plan;
+pub mod schedule;
 pub mod stream;
 pub mod submit;
 mod unary;
@@ -155,10 +156,12 @@ impl Supervisor {
                 reason,
             };
             let link = match entry.link.as_deref() {
-                None | Some("none") => None,
-                Some(name) => Some(crate::link::Link::new(
-                    crate::link::profile(name).map_err(|e| engine_error(e.to_string()))?,
-                )),
+                None | Some(crate::link::NO_LINK) => None,
+                Some(name) => Some(
+                    crate::link::profile(name)
+                        .and_then(crate::link::Link::new)
+                        .map_err(|e| engine_error(e.to_string()))?,
+                ),
             };
             let dialer = Dialer::new(&entry.address, link, initial.max_message_bytes)
                 .map_err(|e| engine_error(e.to_string()))?;

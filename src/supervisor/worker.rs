@@ -93,23 +93,28 @@ pub(super) fn start(
         config: setup.config,
         last: None,
     };
-    tasks.spawn(submission_worker(
-        Arc::clone(&state),
-        due_rx,
-        tunables.clone(),
-        setup.stop.clone(),
-    ));
-    tasks.spawn(monitor_worker(
-        Arc::clone(&state),
-        tunables.clone(),
-        setup.stop.clone(),
-    ));
-    tasks.spawn(stats_worker(
-        Arc::clone(&state),
-        tunables,
-        setup.stop,
-        setup.stats_json,
-    ));
+    let engine = Arc::clone(&state);
+    tasks.spawn(async move {
+        let loops = futures::future::join(
+            submission_worker(
+                Arc::clone(&engine),
+                due_rx,
+                tunables.clone(),
+                setup.stop.clone(),
+            ),
+            monitor_worker(Arc::clone(&engine), tunables.clone(), setup.stop.clone()),
+        );
+        tokio::pin!(loops);
+        let mut tunables = tunables;
+        tokio::select! {
+            _ = &mut loops => {}
+            () = periodic_stats(&engine, &mut tunables, setup.stop, setup.stats_json.as_deref()) => {
+                // Stopping: let the loops finish what is in flight before the final window.
+                loops.await;
+            }
+        }
+        print_window(&engine, &mut tunables, setup.stats_json.as_deref());
+    });
     (state, due_tx)
 }
 
@@ -561,37 +566,43 @@ async fn monitor_worker(
     }
 }
 
-async fn stats_worker(
-    state: Arc<EngineState>,
-    mut tunables: TunablesSource,
+/// Print and reset the statistics window every stats interval, until stopping.
+async fn periodic_stats(
+    state: &EngineState,
+    tunables: &mut TunablesSource,
     mut stop: watch::Receiver<bool>,
-    stats_json: Option<PathBuf>,
+    stats_json: Option<&std::path::Path>,
 ) {
     loop {
         let interval = tunables.current().stats_interval;
-        let stopping = tokio::select! {
-            _ = stop.changed() => true,
-            () = tokio::time::sleep(interval) => *stop.borrow(),
-        };
-        let tunables = tunables.current();
-        let (submission, monitor) = if tunables.turbo_monitoring {
-            (
-                Mode::Turbo(tunables.task_submit_batch_size),
-                Mode::Turbo(tunables.task_info_batch_size),
-            )
-        } else {
-            (Mode::Off, Mode::Off)
-        };
-        let report = lock(&state.stats).take_window(submission, monitor, SystemTime::now());
-        report.log();
-        if let Some(path) = &stats_json
-            && let Err(e) = crate::stats::append_json(path, &report)
-        {
-            tracing::error!(target: "turbomon::stats", path = %path.display(), error = %e, "cannot append statistics JSON");
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(interval) => {}
         }
-        if stopping {
-            break;
+        if *stop.borrow() {
+            return;
         }
+        print_window(state, tunables, stats_json);
+    }
+}
+
+/// Close the current statistics window: log the block, append the JSON, reset.
+fn print_window(
+    state: &EngineState,
+    tunables: &mut TunablesSource,
+    stats_json: Option<&std::path::Path>,
+) {
+    let tunables = tunables.current();
+    let report = lock(&state.stats).take_window(
+        Mode::for_submission(&tunables),
+        Mode::for_monitor(&tunables),
+        SystemTime::now(),
+    );
+    report.log();
+    if let Some(path) = stats_json
+        && let Err(e) = crate::stats::append_json(path, &report)
+    {
+        tracing::error!(target: "turbomon::stats", path = %path.display(), error = %e, "cannot append statistics JSON");
     }
 }
 

@@ -1,0 +1,577 @@
+//! Validation after parsing: values that deserialise but make no sense (zero batch sizes, zero
+//! intervals, dangling names, keys that do not belong to a rule's kind...) are refused, never
+//! clamped. Each finding carries the path of its key so the loader can name the line.
+
+use std::collections::HashMap;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use super::error::{ConfigError, KeyPath};
+use super::model::{
+    AlertConfig, AlertKind, CheckKind, EngineConfig, EngineEntry, GroupConfig, RelatorConfig,
+    RuleConfig, SupervisorConfig,
+};
+
+/// The link profile names an engine's `link` key may take (SPEC section 6); `none` means a
+/// direct connection.
+pub const LINK_PROFILE_NAMES: [&str; 6] = ["lan", "wan", "lossy-wan", "satellite", "modem", "none"];
+
+/// Largest batch size accepted; anything above is refused as absurd.
+pub const MAX_BATCH_SIZE: usize = 10_000;
+
+/// `task_info_batch_size` at or above this logs a warning (SPEC section 4).
+pub const INFO_BATCH_WARN_AT: usize = 100;
+
+/// One problem found, at one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Finding {
+    /// Where.
+    pub(crate) path: KeyPath,
+    /// What.
+    pub(crate) message: String,
+}
+
+/// Everything validation found: errors refuse the file, warnings are only logged.
+#[derive(Debug, Default)]
+pub(crate) struct Findings {
+    /// Problems that refuse the file.
+    pub(crate) errors: Vec<Finding>,
+    /// Doubtful but accepted values.
+    pub(crate) warnings: Vec<Finding>,
+}
+
+impl Findings {
+    fn error(&mut self, path: KeyPath, message: impl Into<String>) {
+        self.errors.push(Finding {
+            path,
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, path: KeyPath, message: impl Into<String>) {
+        self.warnings.push(Finding {
+            path,
+            message: message.into(),
+        });
+    }
+
+    fn batch_size(&mut self, path: KeyPath, value: usize) {
+        if value == 0 {
+            self.error(
+                path,
+                "must be at least 1 (a batch of 0 tasks sends nothing)",
+            );
+        } else if value > MAX_BATCH_SIZE {
+            self.error(
+                path,
+                format!("{value} is absurd: at most {MAX_BATCH_SIZE} per batch"),
+            );
+        }
+    }
+
+    fn info_batch_size(&mut self, path: KeyPath, value: usize) {
+        self.batch_size(path.clone(), value);
+        if (INFO_BATCH_WARN_AT..=MAX_BATCH_SIZE).contains(&value) {
+            self.warn(
+                path,
+                format!(
+                    "{value} task ids per status-check batch is large (warning at \
+                     {INFO_BATCH_WARN_AT} and above): big status packets are slow or dropped \
+                     on poor links"
+                ),
+            );
+        }
+    }
+
+    fn interval(&mut self, path: KeyPath, value: Duration) {
+        if value.is_zero() {
+            self.error(path, "must be longer than zero");
+        }
+    }
+
+    fn count(&mut self, path: KeyPath, value: usize) {
+        if value == 0 {
+            self.error(path, "must be at least 1");
+        }
+    }
+
+    fn name(&mut self, path: KeyPath, value: &str) {
+        if value.trim().is_empty() {
+            self.error(path, "must not be empty");
+        }
+    }
+}
+
+/// Records each name's first path; reports later duplicates.
+struct NameRegistry<'c> {
+    what: &'static str,
+    first: HashMap<&'c str, KeyPath>,
+}
+
+impl<'c> NameRegistry<'c> {
+    fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            first: HashMap::new(),
+        }
+    }
+
+    fn add(&mut self, findings: &mut Findings, name: &'c str, path: KeyPath) {
+        if let Some(first) = self.first.get(name) {
+            findings.error(
+                path,
+                format!(
+                    "duplicate {} name `{name}` (already defined at `{first}`)",
+                    self.what
+                ),
+            );
+        } else {
+            self.first.insert(name, path);
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.first.contains_key(name)
+    }
+
+    fn known(&self) -> String {
+        let mut names: Vec<&str> = self.first.keys().copied().collect();
+        names.sort_unstable();
+        if names.is_empty() {
+            "none defined".to_string()
+        } else {
+            names.join(", ")
+        }
+    }
+
+    fn require(&self, findings: &mut Findings, name: &str, path: KeyPath) {
+        if !self.contains(name) {
+            findings.error(
+                path,
+                format!("no {} named `{name}` (known: {})", self.what, self.known()),
+            );
+        }
+    }
+}
+
+/// Validates a supervisor file's values.
+pub(crate) fn check_supervisor(config: &SupervisorConfig) -> Findings {
+    let mut findings = Findings::default();
+    let root = KeyPath::root();
+
+    findings.batch_size(
+        root.key("task_submit_batch_size"),
+        config.task_submit_batch_size,
+    );
+    findings.info_batch_size(
+        root.key("task_info_batch_size"),
+        config.task_info_batch_size,
+    );
+    findings.interval(
+        root.key("status_check_interval"),
+        config.status_check_interval,
+    );
+    findings.interval(root.key("stats_interval"), config.stats_interval);
+    findings.count(
+        root.key("max_inflight_batches"),
+        config.max_inflight_batches,
+    );
+    findings.count(root.key("max_connections"), config.max_connections);
+    findings.count(root.key("max_message_bytes"), config.max_message_bytes);
+
+    let mut engines = NameRegistry::new("engine");
+    for (i, engine) in config.engines.iter().enumerate() {
+        let path = root.key("engines").index(i);
+        check_engine_entry(&mut findings, engine, &path);
+        engines.add(&mut findings, &engine.name, path.key("name"));
+    }
+
+    let mut groups = NameRegistry::new("group");
+    for (i, group) in config.groups.iter().enumerate() {
+        let path = root.key("groups").index(i);
+        check_group(&mut findings, group, &path, &engines);
+        groups.add(&mut findings, &group.name, path.key("name"));
+    }
+
+    let mut rules = NameRegistry::new("rule");
+    for (i, rule) in config.rules.iter().enumerate() {
+        let path = root.key("rules").index(i);
+        check_rule(&mut findings, rule, &path);
+        rules.add(&mut findings, &rule.name, path.key("name"));
+    }
+
+    let mut alerts = NameRegistry::new("alert");
+    for (i, alert) in config.alerts.iter().enumerate() {
+        let path = root.key("alerts").index(i);
+        check_alert(&mut findings, alert, &path);
+        alerts.add(&mut findings, &alert.name, path.key("name"));
+    }
+
+    let mut relators = NameRegistry::new("relator");
+    for (i, relator) in config.relators.iter().enumerate() {
+        let path = root.key("relators").index(i);
+        check_relator(&mut findings, relator, &path, &groups, &rules, &alerts);
+        relators.add(&mut findings, &relator.name, path.key("name"));
+    }
+
+    findings
+}
+
+fn check_engine_entry(findings: &mut Findings, engine: &EngineEntry, path: &KeyPath) {
+    findings.name(path.key("name"), &engine.name);
+    if let Err(why) = check_host_port(&engine.address) {
+        findings.error(
+            path.key("address"),
+            format!("`{}` is not host:port: {why}", engine.address),
+        );
+    }
+    if let Some(link) = &engine.link
+        && !LINK_PROFILE_NAMES.contains(&link.as_str())
+    {
+        findings.error(
+            path.key("link"),
+            format!(
+                "unknown link profile `{link}` (known: {})",
+                LINK_PROFILE_NAMES.join(", ")
+            ),
+        );
+    }
+    if let Some(value) = engine.task_submit_batch_size {
+        findings.batch_size(path.key("task_submit_batch_size"), value);
+    }
+    if let Some(value) = engine.task_info_batch_size {
+        findings.info_batch_size(path.key("task_info_batch_size"), value);
+    }
+    if let Some(value) = engine.status_check_interval {
+        findings.interval(path.key("status_check_interval"), value);
+    }
+    if let Some(value) = engine.stats_interval {
+        findings.interval(path.key("stats_interval"), value);
+    }
+    if let Some(value) = engine.max_inflight_batches {
+        findings.count(path.key("max_inflight_batches"), value);
+    }
+    if let Some(value) = engine.max_connections {
+        findings.count(path.key("max_connections"), value);
+    }
+}
+
+fn check_group(
+    findings: &mut Findings,
+    group: &GroupConfig,
+    path: &KeyPath,
+    engines: &NameRegistry<'_>,
+) {
+    findings.name(path.key("name"), &group.name);
+    engines.require(findings, &group.engine, path.key("engine"));
+    if group.nodes.is_empty() {
+        findings.error(path.key("nodes"), "a group needs at least one node");
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (j, node) in group.nodes.iter().enumerate() {
+        let node_path = path.key("nodes").index(j);
+        if node.trim().is_empty() {
+            findings.error(node_path, "node name must not be empty");
+        } else if let Some(first) = seen.get(node.as_str()) {
+            findings.error(
+                node_path,
+                format!("node `{node}` is listed twice (first at nodes[{first}])"),
+            );
+        } else {
+            seen.insert(node, j);
+        }
+    }
+}
+
+/// Keys of a rule that only some kinds use, and whether `rule` sets each.
+fn rule_kind_keys(rule: &RuleConfig) -> [(&'static str, bool); 10] {
+    [
+        ("host", rule.host.is_some()),
+        ("port", rule.port.is_some()),
+        ("program", rule.program.is_some()),
+        ("args", !rule.args.is_empty()),
+        ("url", rule.url.is_some()),
+        ("expect_status", rule.expect_status.is_some()),
+        ("duration", rule.duration.is_some()),
+        ("outcome", rule.outcome.is_some()),
+        ("value", rule.value.is_some()),
+        ("timeout", true),
+    ]
+}
+
+fn allowed_rule_keys(kind: CheckKind) -> &'static [&'static str] {
+    match kind {
+        CheckKind::Tcp => &["host", "port", "timeout"],
+        CheckKind::Exec => &["program", "args", "timeout"],
+        CheckKind::Http => &["url", "expect_status", "timeout"],
+        CheckKind::Sim => &["duration", "outcome", "value", "timeout"],
+    }
+}
+
+fn kind_name(kind: CheckKind) -> &'static str {
+    match kind {
+        CheckKind::Tcp => "tcp",
+        CheckKind::Exec => "exec",
+        CheckKind::Http => "http",
+        CheckKind::Sim => "sim",
+    }
+}
+
+fn check_rule(findings: &mut Findings, rule: &RuleConfig, path: &KeyPath) {
+    findings.name(path.key("name"), &rule.name);
+    findings.interval(path.key("timeout"), rule.timeout);
+    let allowed = allowed_rule_keys(rule.kind);
+    for (key, set) in rule_kind_keys(rule) {
+        if set && !allowed.contains(&key) {
+            findings.error(
+                path.key(key),
+                format!(
+                    "does not apply to a rule of kind `{}` (its keys: {})",
+                    kind_name(rule.kind),
+                    allowed.join(", ")
+                ),
+            );
+        }
+    }
+    match rule.kind {
+        CheckKind::Tcp => {
+            match rule.port {
+                None => findings.error(path.key("port"), "a tcp rule needs a port"),
+                Some(0) => findings.error(path.key("port"), "port 0 cannot be connected to"),
+                Some(_) => {}
+            }
+            if let Some(host) = &rule.host
+                && host.trim().is_empty()
+            {
+                findings.error(path.key("host"), "must not be empty");
+            }
+        }
+        CheckKind::Exec => match &rule.program {
+            None => findings.error(path.key("program"), "an exec rule needs a program"),
+            Some(program) if program.trim().is_empty() => {
+                findings.error(path.key("program"), "must not be empty")
+            }
+            Some(_) => {}
+        },
+        CheckKind::Http => {
+            match &rule.url {
+                None => findings.error(path.key("url"), "an http rule needs a url"),
+                Some(url) => {
+                    if let Err(why) = check_http_url(url) {
+                        findings.error(path.key("url"), why);
+                    }
+                }
+            }
+            if let Some(status) = rule.expect_status
+                && !(100..=599).contains(&status)
+            {
+                findings.error(
+                    path.key("expect_status"),
+                    format!("{status} is not an HTTP status code (100..=599)"),
+                );
+            }
+        }
+        CheckKind::Sim => {
+            if let Some(value) = rule.value
+                && !value.is_finite()
+            {
+                findings.error(path.key("value"), "must be a finite number");
+            }
+        }
+    }
+}
+
+fn check_alert(findings: &mut Findings, alert: &AlertConfig, path: &KeyPath) {
+    findings.name(path.key("name"), &alert.name);
+    findings.interval(path.key("timeout"), alert.timeout);
+    let (kind, allowed): (&str, &[&str]) = match alert.kind {
+        AlertKind::Log => ("log", &[]),
+        AlertKind::Webhook => ("webhook", &["url"]),
+        AlertKind::Command => ("command", &["program", "args"]),
+    };
+    let set = [
+        ("url", alert.url.is_some()),
+        ("program", alert.program.is_some()),
+        ("args", !alert.args.is_empty()),
+    ];
+    for (key, is_set) in set {
+        if is_set && !allowed.contains(&key) {
+            findings.error(
+                path.key(key),
+                format!("does not apply to an alert of kind `{kind}`"),
+            );
+        }
+    }
+    match alert.kind {
+        AlertKind::Log => {}
+        AlertKind::Webhook => match &alert.url {
+            None => findings.error(path.key("url"), "a webhook alert needs a url"),
+            Some(url) => {
+                if let Err(why) = check_http_url(url) {
+                    findings.error(path.key("url"), why);
+                }
+            }
+        },
+        AlertKind::Command => match &alert.program {
+            None => findings.error(path.key("program"), "a command alert needs a program"),
+            Some(program) if program.trim().is_empty() => {
+                findings.error(path.key("program"), "must not be empty")
+            }
+            Some(_) => {}
+        },
+    }
+}
+
+fn check_relator(
+    findings: &mut Findings,
+    relator: &RelatorConfig,
+    path: &KeyPath,
+    groups: &NameRegistry<'_>,
+    rules: &NameRegistry<'_>,
+    alerts: &NameRegistry<'_>,
+) {
+    findings.name(path.key("name"), &relator.name);
+    groups.require(findings, &relator.group, path.key("group"));
+    findings.interval(path.key("interval"), relator.interval);
+    if relator.rules.is_empty() {
+        findings.error(path.key("rules"), "a relator needs at least one rule");
+    }
+    for (j, rule) in relator.rules.iter().enumerate() {
+        let rule_path = path.key("rules").index(j);
+        if relator.rules[..j].contains(rule) {
+            findings.error(rule_path, format!("rule `{rule}` is listed twice"));
+        } else {
+            rules.require(findings, rule, rule_path);
+        }
+    }
+    for (j, alert) in relator.alerts.iter().enumerate() {
+        let alert_path = path.key("alerts").index(j);
+        if relator.alerts[..j].contains(alert) {
+            findings.error(alert_path, format!("alert `{alert}` is listed twice"));
+        } else {
+            alerts.require(findings, alert, alert_path);
+        }
+    }
+}
+
+/// Validates an engine file's values.
+pub(crate) fn check_engine(config: &EngineConfig) -> Findings {
+    let mut findings = Findings::default();
+    let root = KeyPath::root();
+    if let Err(error) = config.listen.parse::<SocketAddr>() {
+        findings.error(
+            root.key("listen"),
+            format!(
+                "`{}` is not a socket address like 127.0.0.1:7300: {error}",
+                config.listen
+            ),
+        );
+    }
+    findings.count(
+        root.key("max_concurrent_checks"),
+        config.max_concurrent_checks,
+    );
+    findings.count(root.key("max_batch_tasks"), config.max_batch_tasks);
+    findings.count(root.key("max_held_tasks"), config.max_held_tasks);
+    findings.count(root.key("max_message_bytes"), config.max_message_bytes);
+    findings.interval(root.key("result_retention"), config.result_retention);
+    if config.max_batch_tasks > config.max_held_tasks && config.max_held_tasks > 0 {
+        findings.warn(
+            root.key("max_batch_tasks"),
+            format!(
+                "a batch of {} tasks can never be held (max_held_tasks = {})",
+                config.max_batch_tasks, config.max_held_tasks
+            ),
+        );
+    }
+    findings
+}
+
+/// `host:port` (or `[v6]:port`) with a non-empty host and a port from 1 to 65535.
+fn check_host_port(address: &str) -> Result<(), String> {
+    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
+        let (host, port) = rest
+            .split_once("]:")
+            .ok_or_else(|| "expected [ipv6]:port".to_string())?;
+        host.parse::<Ipv6Addr>()
+            .map_err(|e| format!("`{host}` is not an IPv6 address: {e}"))?;
+        (host, port)
+    } else {
+        let (host, port) = address
+            .rsplit_once(':')
+            .ok_or_else(|| "missing `:port`".to_string())?;
+        if host.contains(':') {
+            return Err("an IPv6 host must be written in brackets, e.g. [::1]:7300".into());
+        }
+        (host, port)
+    };
+    if host.is_empty() {
+        return Err("missing host".into());
+    }
+    if host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(format!("`{host}` is not a host name"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) => Err("port 0 cannot be connected to".into()),
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("`{port}` is not a port (1..=65535)")),
+    }
+}
+
+/// A plain `http://host[:port]/...` URL.
+fn check_http_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!(
+            "`{url}` is not an http:// URL (only plain http is supported)"
+        ));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(format!("`{url}` has no host"));
+    }
+    Ok(())
+}
+
+/// Validates `config` without its source text: errors and warnings name the key but no line.
+/// Returns the warnings (not logged; the caller decides) or the first error.
+pub fn validate_supervisor(
+    config: &SupervisorConfig,
+    file: &Path,
+) -> Result<Vec<ConfigError>, ConfigError> {
+    super::load::findings_to_result(check_supervisor(config), file, None)
+}
+
+/// Validates an engine config without its source text; see [`validate_supervisor`].
+pub fn validate_engine(
+    config: &EngineConfig,
+    file: &Path,
+) -> Result<Vec<ConfigError>, ConfigError> {
+    super::load::findings_to_result(check_engine(config), file, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert!(check_host_port("127.0.0.1:7300").is_ok());
+        assert!(check_host_port("engine.example:7300").is_ok());
+        assert!(check_host_port("[::1]:7300").is_ok());
+        assert!(check_host_port("127.0.0.1").is_err());
+        assert!(check_host_port(":7300").is_err());
+        assert!(check_host_port("host:0").is_err());
+        assert!(check_host_port("host:99999").is_err());
+        assert!(check_host_port("::1:7300").is_err());
+        assert!(check_host_port("http://host:80").is_err());
+    }
+
+    #[test]
+    fn http_urls() {
+        assert!(check_http_url("http://{node}:8080/health").is_ok());
+        assert!(check_http_url("https://x/").is_err());
+        assert!(check_http_url("http:///path").is_err());
+        assert!(check_http_url("ftp://x").is_err());
+    }
+}

@@ -1,0 +1,286 @@
+//! Per-engine loop statistics (SPEC section 5): HDR histograms of submission and monitor loop
+//! time and packet size, with exact sum/min/max for the averages and extremes, closed into a
+//! [`WindowReport`] every stats interval and reset.
+
+mod report;
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use hdrhistogram::Histogram;
+
+use crate::config::Tunables;
+
+pub use report::{KindReport, LoopTimeFigures, PacketFigures, WindowReport, append_json};
+
+/// Batching mode of one kind of loop, as printed in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Batches of this many tasks (or task ids) over a long-lived stream.
+    Turbo(usize),
+    /// One unary call per task on its own connection.
+    Off,
+}
+
+impl Mode {
+    /// The submission loop's mode under `tunables`.
+    pub fn for_submission(tunables: &Tunables) -> Self {
+        if tunables.turbo_monitoring {
+            Mode::Turbo(tunables.task_submit_batch_size)
+        } else {
+            Mode::Off
+        }
+    }
+
+    /// The monitor loop's mode under `tunables`.
+    pub fn for_monitor(tunables: &Tunables) -> Self {
+        if tunables.turbo_monitoring {
+            Mode::Turbo(tunables.task_info_batch_size)
+        } else {
+            Mode::Off
+        }
+    }
+
+    /// The batch size in force, `None` when off.
+    pub fn batch_size(&self) -> Option<usize> {
+        match self {
+            Mode::Turbo(size) => Some(*size),
+            Mode::Off => None,
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    /// `Turbo (30)` or `Off`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mode::Turbo(size) => write!(f, "Turbo ({size})"),
+            Mode::Off => write!(f, "Off"),
+        }
+    }
+}
+
+/// Highest loop time the histogram is sized for up front (it grows beyond if needed), in µs.
+const LOOP_TIME_HIGH_US: u64 = 60 * 1_000_000;
+/// Highest packet size the histogram is sized for up front (it grows beyond if needed), in bytes.
+const PACKET_HIGH_BYTES: u64 = 16 * 1024 * 1024;
+/// Significant decimal digits kept by the histograms (0.1 % resolution).
+const SIGNIFICANT_DIGITS: u8 = 3;
+
+fn new_histogram(high: u64) -> Histogram<u64> {
+    let mut histogram = Histogram::new_with_bounds(1, high, SIGNIFICANT_DIGITS)
+        .expect("constant histogram bounds are valid");
+    histogram.auto(true);
+    histogram
+}
+
+fn record(histogram: &mut Histogram<u64>, value: u64) {
+    if histogram.record(value).is_err() {
+        histogram.saturating_record(value);
+    }
+}
+
+/// Statistics of one kind of loop (submission or monitor) over the current window.
+#[derive(Debug, Clone)]
+pub struct LoopStats {
+    /// Loop times in microseconds (percentiles).
+    loop_time_us: Histogram<u64>,
+    /// Packet sizes in bytes (percentiles).
+    packet_bytes: Histogram<u64>,
+    loops: u64,
+    loop_time_total: Duration,
+    loop_time_min: Duration,
+    loop_time_max: Duration,
+    failed_loops: u64,
+    packets: u64,
+    packet_total_bytes: u64,
+    packet_min_bytes: u64,
+    packet_max_bytes: u64,
+}
+
+impl Default for LoopStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LoopStats {
+    /// Empty statistics.
+    pub fn new() -> Self {
+        Self {
+            loop_time_us: new_histogram(LOOP_TIME_HIGH_US),
+            packet_bytes: new_histogram(PACKET_HIGH_BYTES),
+            loops: 0,
+            loop_time_total: Duration::ZERO,
+            loop_time_min: Duration::MAX,
+            loop_time_max: Duration::ZERO,
+            failed_loops: 0,
+            packets: 0,
+            packet_total_bytes: 0,
+            packet_min_bytes: u64::MAX,
+            packet_max_bytes: 0,
+        }
+    }
+
+    /// One completed loop that took `elapsed` (first batch sent to last reply received).
+    pub fn record_loop(&mut self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        record(&mut self.loop_time_us, micros);
+        self.loops += 1;
+        self.loop_time_total = self.loop_time_total.saturating_add(elapsed);
+        self.loop_time_min = self.loop_time_min.min(elapsed);
+        self.loop_time_max = self.loop_time_max.max(elapsed);
+    }
+
+    /// One packet (a batch's request plus its reply, framing included) of `bytes` bytes.
+    pub fn record_packet(&mut self, bytes: u64) {
+        record(&mut self.packet_bytes, bytes);
+        self.packets += 1;
+        self.packet_total_bytes = self.packet_total_bytes.saturating_add(bytes);
+        self.packet_min_bytes = self.packet_min_bytes.min(bytes);
+        self.packet_max_bytes = self.packet_max_bytes.max(bytes);
+    }
+
+    /// One loop that did not complete (its time is not recorded).
+    pub fn record_failed_loop(&mut self) {
+        self.failed_loops += 1;
+    }
+
+    /// Completed loops so far in this window.
+    pub fn loops(&self) -> u64 {
+        self.loops
+    }
+
+    /// Failed loops so far in this window.
+    pub fn failed_loops(&self) -> u64 {
+        self.failed_loops
+    }
+
+    /// Packets so far in this window.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    /// Loop-time figures so far, `None` without a completed loop.
+    pub fn loop_time(&self) -> Option<LoopTimeFigures> {
+        if self.loops == 0 {
+            return None;
+        }
+        let (min, max) = (self.loop_time_min, self.loop_time_max);
+        let percentile = |quantile: f64| {
+            let micros = self.loop_time_us.value_at_quantile(quantile);
+            Duration::from_micros(micros).clamp(min, max)
+        };
+        Some(LoopTimeFigures {
+            loops: self.loops,
+            total: self.loop_time_total,
+            min,
+            max,
+            p50: percentile(0.50),
+            p90: percentile(0.90),
+            p99: percentile(0.99),
+        })
+    }
+
+    /// Packet-size figures so far, `None` without a packet.
+    pub fn packet_size(&self) -> Option<PacketFigures> {
+        if self.packets == 0 {
+            return None;
+        }
+        let (min, max) = (self.packet_min_bytes, self.packet_max_bytes);
+        let percentile = |quantile: f64| {
+            self.packet_bytes
+                .value_at_quantile(quantile)
+                .clamp(min, max)
+        };
+        Some(PacketFigures {
+            packets: self.packets,
+            total_bytes: self.packet_total_bytes,
+            min_bytes: min,
+            max_bytes: max,
+            p50_bytes: percentile(0.50),
+            p90_bytes: percentile(0.90),
+            p99_bytes: percentile(0.99),
+        })
+    }
+
+    /// This window's figures under `mode`.
+    pub fn report(&self, mode: Mode) -> KindReport {
+        KindReport {
+            mode,
+            loops: self.loops,
+            failed_loops: self.failed_loops,
+            loop_time: self.loop_time(),
+            packet_size: self.packet_size(),
+        }
+    }
+
+    /// Forget everything recorded (keeps the histograms' memory).
+    pub fn reset(&mut self) {
+        self.loop_time_us.reset();
+        self.packet_bytes.reset();
+        self.loops = 0;
+        self.loop_time_total = Duration::ZERO;
+        self.loop_time_min = Duration::MAX;
+        self.loop_time_max = Duration::ZERO;
+        self.failed_loops = 0;
+        self.packets = 0;
+        self.packet_total_bytes = 0;
+        self.packet_min_bytes = u64::MAX;
+        self.packet_max_bytes = 0;
+    }
+}
+
+/// One engine's statistics: both kinds of loop over the current window.
+#[derive(Debug, Clone)]
+pub struct EngineStats {
+    engine: String,
+    window_start: SystemTime,
+    /// Submission loops and packets.
+    pub submission: LoopStats,
+    /// Monitor (status-check) loops and packets.
+    pub monitor: LoopStats,
+}
+
+impl EngineStats {
+    /// Empty statistics for `engine`, the window starting at `now`.
+    pub fn new(engine: impl Into<String>, now: SystemTime) -> Self {
+        Self {
+            engine: engine.into(),
+            window_start: now,
+            submission: LoopStats::new(),
+            monitor: LoopStats::new(),
+        }
+    }
+
+    /// The engine these statistics are about.
+    pub fn engine(&self) -> &str {
+        &self.engine
+    }
+
+    /// When the current window started.
+    pub fn window_start(&self) -> SystemTime {
+        self.window_start
+    }
+
+    /// Close the window: build the report and reset both kinds for the next window, which
+    /// starts at `now`.
+    pub fn take_window(
+        &mut self,
+        submission_mode: Mode,
+        monitor_mode: Mode,
+        now: SystemTime,
+    ) -> WindowReport {
+        let report = WindowReport {
+            engine: self.engine.clone(),
+            window_start: self.window_start,
+            window_end: now,
+            submission: self.submission.report(submission_mode),
+            monitor: self.monitor.report(monitor_mode),
+        };
+        self.submission.reset();
+        self.monitor.reset();
+        self.window_start = now;
+        report
+    }
+}

@@ -1,0 +1,662 @@
+//! Configuration loading, validation (file, line and key named) and live reload.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use turbomon::config::{
+    ConfigError, SupervisorConfig, check_file, load_supervisor, parse_engine, parse_supervisor,
+    watch_supervisor, watch_supervisor_every,
+};
+
+const FILE: &str = "test-supervisor.toml";
+
+fn shipped_supervisor_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/supervisor.toml")
+}
+
+/// 1-based number of the last line of `text` containing `needle`.
+fn line_containing(text: &str, needle: &str) -> usize {
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .iter()
+        .rposition(|line| line.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("`{needle}` not in test text"))
+}
+
+fn refused_supervisor(text: &str) -> ConfigError {
+    match parse_supervisor(text, Path::new(FILE)) {
+        Ok(config) => panic!("accepted:\n{text}\n=> {config:?}"),
+        Err(error) => error,
+    }
+}
+
+/// Asserts the error names `key` at the line holding `needle`, in the struct and the message.
+fn assert_refused_at(text: &str, key: &str, needle: &str) {
+    let error = refused_supervisor(text);
+    let line = line_containing(text, needle);
+    let message = error.to_string();
+    assert_eq!(error.key.as_deref(), Some(key), "{message}");
+    assert_eq!(error.line, Some(line), "{message}");
+    assert!(
+        message.starts_with(&format!("{FILE}:{line}: key `{key}`: ")),
+        "{message}"
+    );
+}
+
+const ENGINES: &str = r#"
+[[engines]]
+name = "local"
+address = "127.0.0.1:7300"
+
+[[engines]]
+name = "remote"
+address = "127.0.0.1:7301"
+"#;
+
+const GROUP: &str = r#"
+[[groups]]
+name = "web"
+engine = "local"
+nodes = ["a", "b"]
+"#;
+
+const SIM_RULE: &str = r#"
+[[rules]]
+name = "load"
+kind = "sim"
+"#;
+
+const LOG_ALERT: &str = r#"
+[[alerts]]
+name = "log"
+kind = "log"
+"#;
+
+/// A valid document: two engines, one group, one sim rule, one log alert, plus `extra`.
+fn with(extra: &str) -> String {
+    format!("{ENGINES}{GROUP}{SIM_RULE}{LOG_ALERT}{extra}")
+}
+
+#[test]
+fn shipped_supervisor_file_loads_with_overrides_resolved() {
+    let config = load_supervisor(&shipped_supervisor_path()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.turbo_monitoring);
+    assert_eq!(config.task_submit_batch_size, 30);
+    assert_eq!(config.task_info_batch_size, 30);
+    assert_eq!(config.status_check_interval, Duration::from_secs(10));
+    assert_eq!(config.stats_interval, Duration::from_secs(300));
+    let names: Vec<&str> = config.engines.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["local", "remote"]);
+    let local = config.tunables(&config.engines[0]);
+    let remote = config.tunables(&config.engines[1]);
+    assert_eq!(local.task_submit_batch_size, 30);
+    assert_eq!(remote.task_submit_batch_size, 10);
+    assert_eq!(remote.task_info_batch_size, 30);
+    assert_eq!(remote.status_check_interval, Duration::from_secs(15));
+    let kinds: Vec<String> = config
+        .rules
+        .iter()
+        .map(|r| format!("{:?}", r.kind))
+        .collect();
+    for kind in ["Tcp", "Exec", "Http", "Sim"] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "no {kind} rule in {kinds:?}"
+        );
+    }
+    assert!(!config.relators.is_empty());
+    assert_eq!(config.alerts.len(), 3);
+}
+
+#[test]
+fn check_file_summarises_the_shipped_supervisor_file() {
+    let summary = check_file(&shipped_supervisor_path()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(summary.starts_with("Supervisor configuration"), "{summary}");
+    assert!(summary.contains("2 engines"), "{summary}");
+    assert!(summary.contains("remote at 127.0.0.1:7301"), "{summary}");
+    assert!(summary.contains("batches 10/30"), "{summary}");
+    assert!(summary.contains("3 relators"), "{summary}");
+    // fleet-load: 2 rules × 5 nodes.
+    assert!(summary.contains("= 10 tasks every 30s"), "{summary}");
+}
+
+#[test]
+fn defaults_apply_to_an_empty_file() {
+    let config = parse_supervisor("", Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config, SupervisorConfig::default());
+    assert_eq!(config.task_submit_batch_size, 30);
+    assert_eq!(config.stats_interval, Duration::from_secs(300));
+}
+
+#[test]
+fn zero_submit_batch_size_is_refused_naming_line_and_key() {
+    let text =
+        "turbo_monitoring = true\nstatus_check_interval = \"10s\"\ntask_submit_batch_size = 0\n";
+    let message = refused_supervisor(text).to_string();
+    assert!(message.contains(":3:"), "{message}");
+    assert!(message.contains("task_submit_batch_size"), "{message}");
+    assert_refused_at(text, "task_submit_batch_size", "task_submit_batch_size");
+}
+
+#[test]
+fn invalid_top_level_values_are_refused_never_clamped() {
+    let cases: [(&str, &str); 13] = [
+        ("task_submit_batch_size = 10001", "task_submit_batch_size"),
+        ("task_info_batch_size = 0", "task_info_batch_size"),
+        ("task_submit_batch_size = -1", "task_submit_batch_size"),
+        ("task_submit_batch_size = \"30\"", "task_submit_batch_size"),
+        ("turbo_monitoring = \"yes\"", "turbo_monitoring"),
+        ("status_check_interval = \"0s\"", "status_check_interval"),
+        ("stats_interval = \"-5m\"", "stats_interval"),
+        ("stats_interval = \"soon\"", "stats_interval"),
+        ("stats_interval = 300", "stats_interval"),
+        ("max_inflight_batches = 0", "max_inflight_batches"),
+        ("max_connections = 0", "max_connections"),
+        ("max_message_bytes = 0", "max_message_bytes"),
+        ("max_message_bytes = 1.5", "max_message_bytes"),
+    ];
+    for (line, key) in cases {
+        let text = format!("# a comment\nturbo_monitoring = true\n{line}\n{}", with(""));
+        let text = if line.starts_with("turbo_monitoring") {
+            format!("# a comment\n{line}\n{}", with(""))
+        } else {
+            text
+        };
+        assert_refused_at(&text, key, line);
+    }
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_line() {
+    let text = format!("turbo_monitoring = true\nturbo_mode = false\n{}", with(""));
+    assert_refused_at(&text, "turbo_mode", "turbo_mode");
+    let message = refused_supervisor(&text).to_string();
+    assert!(message.contains("unknown field `turbo_mode`"), "{message}");
+
+    let text = with("").replace(
+        "address = \"127.0.0.1:7301\"",
+        "address = \"127.0.0.1:7301\"\nbatch = 10",
+    );
+    assert_refused_at(&text, "engines[1].batch", "batch = 10");
+}
+
+#[test]
+fn missing_required_key_is_named_at_its_table() {
+    let text = with("\n[[relators]]\nname = \"r\"\ngroup = \"web\"\nrules = [\"load\"]\n");
+    let error = refused_supervisor(&text);
+    assert_eq!(error.key.as_deref(), Some("relators[0].interval"));
+    assert_eq!(error.line, Some(line_containing(&text, "[[relators]]")));
+}
+
+#[test]
+fn per_engine_override_errors_name_the_engine_entry() {
+    let text = with("").replace(
+        "address = \"127.0.0.1:7301\"",
+        "address = \"127.0.0.1:7301\"\ntask_submit_batch_size = 0",
+    );
+    assert_refused_at(
+        &text,
+        "engines[1].task_submit_batch_size",
+        "task_submit_batch_size = 0",
+    );
+    let text = with("").replace(
+        "address = \"127.0.0.1:7301\"",
+        "address = \"127.0.0.1:7301\"\nstatus_check_interval = \"0s\"",
+    );
+    assert_refused_at(
+        &text,
+        "engines[1].status_check_interval",
+        "status_check_interval",
+    );
+    let text = with("").replace(
+        "address = \"127.0.0.1:7301\"",
+        "address = \"127.0.0.1:7301\"\nmax_inflight_batches = 0",
+    );
+    assert_refused_at(
+        &text,
+        "engines[1].max_inflight_batches",
+        "max_inflight_batches",
+    );
+}
+
+#[test]
+fn engine_entries_are_checked() {
+    let text = with("").replace("127.0.0.1:7301", "localhost");
+    assert_refused_at(&text, "engines[1].address", "\"localhost\"");
+    let text = with("").replace("127.0.0.1:7301", "http://127.0.0.1:7301");
+    assert_refused_at(&text, "engines[1].address", "http://");
+    let text = with("").replace(
+        "address = \"127.0.0.1:7301\"",
+        "address = \"127.0.0.1:7301\"\nlink = \"dialup\"",
+    );
+    assert_refused_at(&text, "engines[1].link", "dialup");
+    let message = refused_supervisor(&text).to_string();
+    assert!(
+        message.contains("lossy-wan"),
+        "lists the known profiles: {message}"
+    );
+}
+
+#[test]
+fn known_link_profiles_are_accepted() {
+    for profile in turbomon::config::LINK_PROFILE_NAMES {
+        let text = with("").replace(
+            "address = \"127.0.0.1:7301\"",
+            &format!("address = \"127.0.0.1:7301\"\nlink = \"{profile}\""),
+        );
+        let config = parse_supervisor(&text, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.engines[1].link.as_deref(), Some(profile));
+    }
+}
+
+#[test]
+fn duplicate_engine_name_is_refused_at_the_second_definition() {
+    let text = with("").replace("name = \"remote\"", "name = \"local\"");
+    let error = refused_supervisor(&text);
+    assert_eq!(error.key.as_deref(), Some("engines[1].name"));
+    // The second `name = "local"` line.
+    let second = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains("name = \"local\""))
+        .nth(1)
+        .map(|(i, _)| i + 1);
+    assert_eq!(error.line, second);
+}
+
+#[test]
+fn duplicate_names_of_every_kind_are_refused() {
+    let cases = [
+        (GROUP, "groups[1].name"),
+        (SIM_RULE, "rules[1].name"),
+        (LOG_ALERT, "alerts[1].name"),
+    ];
+    for (again, key) in cases {
+        let error = refused_supervisor(&with(again));
+        assert_eq!(error.key.as_deref(), Some(key), "{error}");
+        assert!(error.message.contains("duplicate"), "{error}");
+    }
+    let relator =
+        "\n[[relators]]\nname = \"r\"\ngroup = \"web\"\nrules = [\"load\"]\ninterval = \"1m\"\n";
+    let error = refused_supervisor(&with(&format!("{relator}{relator}")));
+    assert_eq!(error.key.as_deref(), Some("relators[1].name"), "{error}");
+}
+
+#[test]
+fn groups_must_name_an_engine_and_have_nodes() {
+    let text = with("\n[[groups]]\nname = \"far\"\nengine = \"nowhere\"\nnodes = [\"x\"]\n");
+    assert_refused_at(&text, "groups[1].engine", "engine = \"nowhere\"");
+    let text = with("\n[[groups]]\nname = \"empty\"\nengine = \"local\"\nnodes = []\n");
+    assert_refused_at(&text, "groups[1].nodes", "nodes = []");
+}
+
+#[test]
+fn relators_must_name_existing_group_rules_and_alerts() {
+    let relator = |group: &str, rules: &str, alerts: &str, interval: &str| {
+        with(&format!(
+            "\n[[relators]]\nname = \"r\"\ngroup = \"{group}\"\nrules = {rules}\ninterval = \"{interval}\"\nalerts = {alerts}\n"
+        ))
+    };
+    let text = relator("nogroup", "[\"load\"]", "[]", "1m");
+    assert_refused_at(&text, "relators[0].group", "nogroup");
+    let text = relator("web", "[\"load\", \"norule\"]", "[]", "1m");
+    assert_refused_at(&text, "relators[0].rules[1]", "norule");
+    let text = relator("web", "[\"load\"]", "[\"noalert\"]", "1m");
+    assert_refused_at(&text, "relators[0].alerts[0]", "noalert");
+    let text = relator("web", "[\"load\"]", "[]", "0s");
+    assert_refused_at(&text, "relators[0].interval", "interval");
+    let text = relator("web", "[]", "[]", "1m");
+    assert_refused_at(&text, "relators[0].rules", "rules = []");
+    let ok = relator("web", "[\"load\"]", "[\"log\"]", "1m");
+    assert!(parse_supervisor(&ok, Path::new(FILE)).is_ok());
+}
+
+#[test]
+fn rules_need_their_kind_keys_and_refuse_foreign_ones() {
+    let rule = |body: &str| with(&format!("\n[[rules]]\nname = \"x\"\n{body}\n"));
+    // Missing keys point at the rule's `[[rules]]` header.
+    let text = rule("kind = \"tcp\"");
+    assert_refused_at(&text, "rules[1].port", "[[rules]]");
+    let text = rule("kind = \"exec\"");
+    assert_refused_at(&text, "rules[1].program", "[[rules]]");
+    let text = rule("kind = \"http\"");
+    assert_refused_at(&text, "rules[1].url", "[[rules]]");
+    // Wrong values.
+    let text = rule("kind = \"http\"\nurl = \"https://example.org/\"");
+    assert_refused_at(&text, "rules[1].url", "https://");
+    let text = rule("kind = \"tcp\"\nport = 0");
+    assert_refused_at(&text, "rules[1].port", "port = 0");
+    let text = rule("kind = \"tcp\"\nport = 70000");
+    assert_refused_at(&text, "rules[1].port", "port = 70000");
+    let text = rule("kind = \"sim\"\ntimeout = \"0s\"");
+    assert_refused_at(&text, "rules[1].timeout", "timeout");
+    let text = rule("kind = \"ping\"");
+    assert_refused_at(&text, "rules[1].kind", "ping");
+    // Keys of another kind.
+    let text = rule("kind = \"exec\"\nprogram = \"true\"\nport = 22");
+    assert_refused_at(&text, "rules[1].port", "port = 22");
+    let message = refused_supervisor(&text).to_string();
+    assert!(message.contains("exec"), "{message}");
+    let text = rule("kind = \"tcp\"\nport = 22\nurl = \"http://x/\"");
+    assert_refused_at(&text, "rules[1].url", "url");
+    let text = rule("kind = \"http\"\nurl = \"http://x/\"\nduration = \"1s\"");
+    assert_refused_at(&text, "rules[1].duration", "duration");
+    // Sim needs nothing.
+    let text = rule("kind = \"sim\"");
+    assert!(parse_supervisor(&text, Path::new(FILE)).is_ok());
+}
+
+#[test]
+fn alerts_need_their_kind_keys() {
+    let alert = |body: &str| with(&format!("\n[[alerts]]\nname = \"a\"\n{body}\n"));
+    let text = alert("kind = \"webhook\"");
+    assert_refused_at(&text, "alerts[1].url", "[[alerts]]");
+    let text = alert("kind = \"command\"");
+    assert_refused_at(&text, "alerts[1].program", "[[alerts]]");
+    let text = alert("kind = \"log\"\nurl = \"http://x/\"");
+    assert_refused_at(&text, "alerts[1].url", "url");
+    let text = alert("kind = \"webhook\"\nurl = \"http://x/\"\ntimeout = \"0s\"");
+    assert_refused_at(&text, "alerts[1].timeout", "timeout");
+    let ok = alert("kind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"");
+    assert!(parse_supervisor(&ok, Path::new(FILE)).is_ok());
+}
+
+#[test]
+fn large_info_batch_size_is_accepted_with_a_warning() {
+    let text = with("").replace(
+        "address = \"127.0.0.1:7301\"",
+        "address = \"127.0.0.1:7301\"\ntask_info_batch_size = 150",
+    );
+    let config = parse_supervisor(&text, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.tunables(&config.engines[1]).task_info_batch_size,
+        150
+    );
+    assert_eq!(config.tunables(&config.engines[0]).task_info_batch_size, 30);
+
+    let dir = TempDir::new("warning");
+    let path = dir.path().join("supervisor.toml");
+    std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+    let summary = check_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        summary.contains("Warning:") && summary.contains("engines[1].task_info_batch_size"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn per_engine_overrides_resolve_through_tunables() {
+    let text = format!(
+        "task_submit_batch_size = 40\nturbo_monitoring = true\nmax_connections = 4\n{}",
+        with("").replace(
+            "address = \"127.0.0.1:7301\"",
+            "address = \"127.0.0.1:7301\"\ntask_submit_batch_size = 10\nturbo_monitoring = false\nstats_interval = \"1m\""
+        )
+    );
+    let config = parse_supervisor(&text, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
+    let local = config.tunables(&config.engines[0]);
+    let remote = config.tunables(&config.engines[1]);
+    assert_eq!(local.task_submit_batch_size, 40);
+    assert!(local.turbo_monitoring);
+    assert_eq!(local.stats_interval, Duration::from_secs(300));
+    assert_eq!(remote.task_submit_batch_size, 10);
+    assert!(!remote.turbo_monitoring);
+    assert_eq!(remote.stats_interval, Duration::from_secs(60));
+    assert_eq!(remote.max_connections, 4);
+}
+
+#[test]
+fn engine_files_are_validated() {
+    let engine = Path::new("engine.toml");
+    let config =
+        parse_engine("listen = \"127.0.0.1:0\"\n", engine).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.listen, "127.0.0.1:0");
+    let cases = [
+        ("listen = \"nowhere\"", "listen"),
+        ("max_concurrent_checks = 0", "max_concurrent_checks"),
+        ("max_batch_tasks = 0", "max_batch_tasks"),
+        ("max_held_tasks = 0", "max_held_tasks"),
+        ("max_message_bytes = 0", "max_message_bytes"),
+        ("result_retention = \"0s\"", "result_retention"),
+        ("threads = 4", "threads"),
+    ];
+    for (line, key) in cases {
+        let text = format!("# engine\n{line}\n");
+        let error = match parse_engine(&text, engine) {
+            Ok(config) => panic!("accepted {line}: {config:?}"),
+            Err(error) => error,
+        };
+        assert_eq!(error.key.as_deref(), Some(key), "{error}");
+        assert_eq!(error.line, Some(2), "{error}");
+        assert!(
+            error.to_string().starts_with("engine.toml:2: key `"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn check_file_recognises_engine_files_and_reports_errors() {
+    let dir = TempDir::new("check");
+    let engine = dir.path().join("engine.toml");
+    std::fs::write(
+        &engine,
+        "listen = \"127.0.0.1:7300\"\nmax_concurrent_checks = 8\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let summary = check_file(&engine).unwrap_or_else(|e| panic!("{e}"));
+    assert!(summary.starts_with("Engine configuration"), "{summary}");
+    assert!(summary.contains("up to 8 checks"), "{summary}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "listen = \"127.0.0.1:7300\"\nmax_held_tasks = 0\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let error = check_file(&bad)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        error.contains("bad.toml:2: key `max_held_tasks`"),
+        "{error}"
+    );
+
+    let missing = dir.path().join("missing.toml");
+    let error = check_file(&missing)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("missing.toml: cannot read"), "{error}");
+}
+
+// --- reload ---
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let path = std::env::temp_dir().join(format!(
+            "turbomon-config-test-{tag}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("{e}"));
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn file_with_batch(batch: usize) -> String {
+    format!("task_submit_batch_size = {batch}\n{}", with(""))
+}
+
+async fn next_change(
+    rx: &mut tokio::sync::watch::Receiver<Arc<SupervisorConfig>>,
+    within: Duration,
+) -> Arc<SupervisorConfig> {
+    match tokio::time::timeout(within, rx.changed()).await {
+        Ok(Ok(())) => rx.borrow_and_update().clone(),
+        Ok(Err(_)) => panic!("watcher ended"),
+        Err(_) => panic!("no new configuration within {within:?}"),
+    }
+}
+
+#[tokio::test]
+async fn watch_publishes_valid_changes_and_keeps_the_old_config_on_invalid_ones() {
+    let dir = TempDir::new("watch");
+    let path = dir.path().join("supervisor.toml");
+    std::fs::write(&path, file_with_batch(30)).unwrap_or_else(|e| panic!("{e}"));
+    let initial = load_supervisor(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut rx = watch_supervisor_every(path.clone(), initial, Duration::from_millis(20));
+
+    std::fs::write(&path, file_with_batch(40)).unwrap_or_else(|e| panic!("{e}"));
+    let config = next_change(&mut rx, Duration::from_secs(5)).await;
+    assert_eq!(config.task_submit_batch_size, 40);
+
+    // Invalid: refused, the old configuration stays.
+    std::fs::write(&path, file_with_batch(0)).unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!rx.has_changed().unwrap_or(true));
+    assert_eq!(rx.borrow().task_submit_batch_size, 40);
+    // Unparseable: same.
+    std::fs::write(&path, "task_submit_batch_size = = 3\n").unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!rx.has_changed().unwrap_or(true));
+
+    // The watcher is still alive for the next valid edit.
+    std::fs::write(&path, file_with_batch(50)).unwrap_or_else(|e| panic!("{e}"));
+    let config = next_change(&mut rx, Duration::from_secs(5)).await;
+    assert_eq!(config.task_submit_batch_size, 50);
+}
+
+#[tokio::test]
+async fn watch_with_default_polling_picks_up_an_edit() {
+    let dir = TempDir::new("watch-default");
+    let path = dir.path().join("supervisor.toml");
+    std::fs::write(&path, file_with_batch(30)).unwrap_or_else(|e| panic!("{e}"));
+    let initial = load_supervisor(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut rx = watch_supervisor(path.clone(), initial);
+    std::fs::write(&path, file_with_batch(25)).unwrap_or_else(|e| panic!("{e}"));
+    let config = next_change(&mut rx, Duration::from_secs(5)).await;
+    assert_eq!(config.task_submit_batch_size, 25);
+}
+
+#[tokio::test]
+async fn watch_ignores_a_rewrite_with_the_same_meaning() {
+    let dir = TempDir::new("watch-same");
+    let path = dir.path().join("supervisor.toml");
+    std::fs::write(&path, file_with_batch(30)).unwrap_or_else(|e| panic!("{e}"));
+    let initial = load_supervisor(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut rx = watch_supervisor_every(path.clone(), initial, Duration::from_millis(20));
+    let text = format!("# only a comment added\n{}", file_with_batch(30));
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!rx.has_changed().unwrap_or(true));
+    drop(rx.borrow_and_update());
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sighup_rereads_the_file_at_once() {
+    let dir = TempDir::new("watch-hup");
+    let path = dir.path().join("supervisor.toml");
+    std::fs::write(&path, file_with_batch(30)).unwrap_or_else(|e| panic!("{e}"));
+    let initial = load_supervisor(&path).unwrap_or_else(|e| panic!("{e}"));
+    // Polling once an hour: only the signal can bring the edit in.
+    let mut rx = watch_supervisor_every(path.clone(), initial, Duration::from_secs(3600));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(&path, file_with_batch(12)).unwrap_or_else(|e| panic!("{e}"));
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success());
+    let config = next_change(&mut rx, Duration::from_secs(5)).await;
+    assert_eq!(config.task_submit_batch_size, 12);
+}
+
+#[tokio::test]
+async fn watcher_stops_when_every_receiver_is_dropped() {
+    let dir = TempDir::new("watch-stop");
+    let path = dir.path().join("supervisor.toml");
+    std::fs::write(&path, file_with_batch(30)).unwrap_or_else(|e| panic!("{e}"));
+    let initial = load_supervisor(&path).unwrap_or_else(|e| panic!("{e}"));
+    let rx = watch_supervisor_every(path, initial, Duration::from_millis(20));
+    let config = rx.borrow().clone();
+    assert_eq!(Arc::strong_count(&config), 2);
+    drop(rx);
+    // The task drops the sender (and the channel's copy of the config) once it sees no receiver.
+    let mut stopped = false;
+    for _ in 0..100 {
+        if Arc::strong_count(&config) == 1 {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(stopped, "watcher still holds the configuration");
+}
+
+/// Collects what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut buffer) = self.0.lock() {
+            buffer.extend_from_slice(bytes);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn info_batch_size_of_100_or_more_logs_a_warning_with_its_line() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let text = "turbo_monitoring = true\ntask_info_batch_size = 100\n";
+    let parsed =
+        tracing::subscriber::with_default(subscriber, || parse_supervisor(text, Path::new(FILE)));
+    assert_eq!(parsed.map(|c| c.task_info_batch_size).ok(), Some(100));
+    let bytes = captured.0.lock().map(|b| b.clone()).unwrap_or_default();
+    let output = String::from_utf8(bytes).unwrap_or_default();
+    assert!(output.contains(" WARN "), "{output}");
+    assert!(
+        output.contains(&format!("{FILE}:2: key `task_info_batch_size`")),
+        "{output}"
+    );
+
+    // 99 is quiet.
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .finish();
+    let parsed = tracing::subscriber::with_default(subscriber, || {
+        parse_supervisor("task_info_batch_size = 99\n", Path::new(FILE))
+    });
+    assert!(parsed.is_ok());
+    assert!(captured.0.lock().map(|b| b.is_empty()).unwrap_or(false));
+}

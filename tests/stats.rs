@@ -1,0 +1,401 @@
+//! The statistics report: exact text of SPEC section 5, window reset, rounding, units, JSON.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use turbomon::stats::{EngineStats, Mode, WindowReport, append_json};
+
+/// 2026-11-22T02:40:00Z
+fn window_start() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_795_315_200)
+}
+
+fn window_end() -> SystemTime {
+    window_start() + Duration::from_secs(300)
+}
+
+fn ms(millis: u64) -> Duration {
+    Duration::from_millis(millis)
+}
+
+/// Known recordings: three submission loops (one failed), three packets; monitor idle.
+fn known_report() -> WindowReport {
+    let mut stats = EngineStats::new("local", window_start());
+    for loop_time in [ms(50), ms(100), ms(310)] {
+        stats.submission.record_loop(loop_time);
+    }
+    stats.submission.record_failed_loop();
+    for bytes in [400, 700, 2877] {
+        stats.submission.record_packet(bytes);
+    }
+    stats.take_window(Mode::Turbo(30), Mode::Turbo(30), window_end())
+}
+
+#[test]
+fn block_for_known_recordings_matches_the_spec_layout_exactly() {
+    let expected = [
+        "Statistics for engine local, window 2026-11-22T02:40:00Z .. 2026-11-22T02:45:00Z",
+        "==================== TCP Statistics ========================",
+        "Task Submission Mode        ===> Turbo (30)",
+        "Task Monitor Mode           ===> Turbo (30)",
+        "Task Submission Loop Time   ===> Average: 0.15, Maximum: 0.31, Minimum: 0.05, p50: 0.10, p90: 0.31, p99: 0.31, Loops: 3, Failed: 1",
+        "Task Submission Packet (KB) ===> Average: 1.29, Maximum: 2.81, Minimum: 0.39, p50: 0.68, p90: 2.81, p99: 2.81, Packets: 3",
+        "Task Monitor Loop Time      ===> No loops in this window",
+        "Task Monitor Packet (KB)    ===> No packets in this window",
+        "==================== TCP Statistics ========================",
+    ];
+    assert_eq!(known_report().lines(), expected);
+}
+
+#[test]
+fn both_kinds_and_modes_are_reported_separately() {
+    let mut stats = EngineStats::new("remote", window_start());
+    stats.submission.record_loop(ms(2000));
+    stats.submission.record_packet(3 * 1024);
+    stats.monitor.record_loop(ms(40));
+    stats.monitor.record_loop(ms(60));
+    stats.monitor.record_packet(512);
+    stats.monitor.record_packet(1536);
+    let lines = stats
+        .take_window(Mode::Turbo(10), Mode::Off, window_end())
+        .lines();
+    assert_eq!(
+        lines[0],
+        "Statistics for engine remote, window 2026-11-22T02:40:00Z .. 2026-11-22T02:45:00Z"
+    );
+    assert_eq!(lines[2], "Task Submission Mode        ===> Turbo (10)");
+    assert_eq!(lines[3], "Task Monitor Mode           ===> Off");
+    assert_eq!(
+        lines[4],
+        "Task Submission Loop Time   ===> Average: 2.00, Maximum: 2.00, Minimum: 2.00, p50: 2.00, p90: 2.00, p99: 2.00, Loops: 1, Failed: 0"
+    );
+    assert_eq!(
+        lines[5],
+        "Task Submission Packet (KB) ===> Average: 3.00, Maximum: 3.00, Minimum: 3.00, p50: 3.00, p90: 3.00, p99: 3.00, Packets: 1"
+    );
+    assert_eq!(
+        lines[6],
+        "Task Monitor Loop Time      ===> Average: 0.05, Maximum: 0.06, Minimum: 0.04, p50: 0.04, p90: 0.06, p99: 0.06, Loops: 2, Failed: 0"
+    );
+    assert_eq!(
+        lines[7],
+        "Task Monitor Packet (KB)    ===> Average: 1.00, Maximum: 1.50, Minimum: 0.50, p50: 0.50, p90: 1.50, p99: 1.50, Packets: 2"
+    );
+}
+
+#[test]
+fn empty_window_says_so_instead_of_printing_zeros() {
+    let mut stats = EngineStats::new("local", window_start());
+    let lines = stats
+        .take_window(Mode::Turbo(30), Mode::Turbo(30), window_end())
+        .lines();
+    assert_eq!(
+        lines[4],
+        "Task Submission Loop Time   ===> No loops in this window"
+    );
+    assert_eq!(
+        lines[5],
+        "Task Submission Packet (KB) ===> No packets in this window"
+    );
+    assert_eq!(
+        lines[6],
+        "Task Monitor Loop Time      ===> No loops in this window"
+    );
+    assert_eq!(
+        lines[7],
+        "Task Monitor Packet (KB)    ===> No packets in this window"
+    );
+    assert!(lines.iter().all(|l| !l.contains("0.00")));
+}
+
+#[test]
+fn window_with_only_failed_loops_counts_them() {
+    let mut stats = EngineStats::new("local", window_start());
+    for _ in 0..3 {
+        stats.monitor.record_failed_loop();
+    }
+    let lines = stats
+        .take_window(Mode::Turbo(30), Mode::Turbo(30), window_end())
+        .lines();
+    assert_eq!(
+        lines[6],
+        "Task Monitor Loop Time      ===> No completed loops in this window, Failed: 3"
+    );
+}
+
+#[test]
+fn take_window_resets_both_kinds_and_starts_the_next_window() {
+    let mut stats = EngineStats::new("local", window_start());
+    stats.submission.record_loop(ms(100));
+    stats.submission.record_packet(1000);
+    stats.submission.record_failed_loop();
+    stats.monitor.record_loop(ms(100));
+    stats.monitor.record_packet(1000);
+    let first = stats.take_window(Mode::Turbo(30), Mode::Turbo(30), window_end());
+    assert_eq!(first.submission.loops, 1);
+    assert_eq!(stats.window_start(), window_end());
+
+    let later = window_end() + Duration::from_secs(300);
+    let second = stats.take_window(Mode::Turbo(30), Mode::Turbo(30), later);
+    assert_eq!(second.window_start, window_end());
+    assert_eq!(second.window_end, later);
+    assert_eq!(second.submission.loops, 0);
+    assert_eq!(second.submission.failed_loops, 0);
+    assert!(second.submission.loop_time.is_none());
+    assert!(second.submission.packet_size.is_none());
+    assert!(second.monitor.loop_time.is_none());
+    assert!(second.monitor.packet_size.is_none());
+    assert_eq!(
+        second.lines()[0],
+        "Statistics for engine local, window 2026-11-22T02:45:00Z .. 2026-11-22T02:50:00Z"
+    );
+
+    // The new window's figures do not carry the old extremes.
+    stats.submission.record_loop(ms(20));
+    let third = stats.take_window(Mode::Turbo(30), Mode::Turbo(30), later);
+    assert_eq!(
+        third.lines()[4],
+        "Task Submission Loop Time   ===> Average: 0.02, Maximum: 0.02, Minimum: 0.02, p50: 0.02, p90: 0.02, p99: 0.02, Loops: 1, Failed: 0"
+    );
+}
+
+#[test]
+fn figures_round_half_up_to_two_decimals() {
+    let mut stats = EngineStats::new("local", window_start());
+    stats.submission.record_loop(ms(125)); // 0.125 s -> 0.13
+    stats.submission.record_loop(Duration::from_micros(4_999)); // 0.004999 s -> 0.00
+    stats.submission.record_packet(5); // 0.0049 KB -> 0.00
+    stats.submission.record_packet(1_034); // 1.00977 KB -> 1.01
+    let lines = stats
+        .take_window(Mode::Turbo(30), Mode::Turbo(30), window_end())
+        .lines();
+    // Average (0.125 + 0.004999) / 2 = 0.0649995 -> 0.06.
+    assert!(
+        lines[4].starts_with(
+            "Task Submission Loop Time   ===> Average: 0.06, Maximum: 0.13, Minimum: 0.00,"
+        ),
+        "{}",
+        lines[4]
+    );
+    // Average 519.5 bytes = 0.5073 KB -> 0.51.
+    assert!(
+        lines[5].starts_with(
+            "Task Submission Packet (KB) ===> Average: 0.51, Maximum: 1.01, Minimum: 0.00,"
+        ),
+        "{}",
+        lines[5]
+    );
+}
+
+#[test]
+fn one_kilobyte_is_1024_bytes() {
+    let mut stats = EngineStats::new("local", window_start());
+    stats.monitor.record_packet(2048);
+    let lines = stats
+        .take_window(Mode::Turbo(30), Mode::Turbo(30), window_end())
+        .lines();
+    assert_eq!(
+        lines[7],
+        "Task Monitor Packet (KB)    ===> Average: 2.00, Maximum: 2.00, Minimum: 2.00, p50: 2.00, p90: 2.00, p99: 2.00, Packets: 1"
+    );
+}
+
+#[test]
+fn percentiles_come_from_the_distribution() {
+    let mut stats = EngineStats::new("local", window_start());
+    for millis in 1..=100 {
+        stats.submission.record_loop(ms(millis));
+    }
+    let report = stats.take_window(Mode::Turbo(30), Mode::Turbo(30), window_end());
+    let figures = report
+        .submission
+        .loop_time
+        .unwrap_or_else(|| panic!("no loops"));
+    // Within the histogram's 0.1 % resolution.
+    let near = |actual: Duration, expected: Duration| {
+        let diff = actual.abs_diff(expected);
+        assert!(diff <= expected / 1000, "{actual:?} vs {expected:?}");
+    };
+    near(figures.p50, ms(50));
+    near(figures.p90, ms(90));
+    near(figures.p99, ms(99));
+    assert_eq!(figures.min, ms(1));
+    assert_eq!(figures.max, ms(100));
+    assert_eq!(figures.avg(), Duration::from_micros(50_500));
+    assert_eq!(
+        report.lines()[4],
+        "Task Submission Loop Time   ===> Average: 0.05, Maximum: 0.10, Minimum: 0.00, p50: 0.05, p90: 0.09, p99: 0.10, Loops: 100, Failed: 0"
+    );
+}
+
+#[test]
+fn average_minimum_and_maximum_are_exact_not_histogram_rounded() {
+    let mut stats = EngineStats::new("local", window_start());
+    stats
+        .submission
+        .record_loop(Duration::from_nanos(123_456_789));
+    stats
+        .submission
+        .record_loop(Duration::from_nanos(987_654_321));
+    stats.submission.record_packet(123_457);
+    let report = stats.take_window(Mode::Turbo(30), Mode::Turbo(30), window_end());
+    let loops = report
+        .submission
+        .loop_time
+        .unwrap_or_else(|| panic!("no loops"));
+    assert_eq!(loops.min, Duration::from_nanos(123_456_789));
+    assert_eq!(loops.max, Duration::from_nanos(987_654_321));
+    assert_eq!(loops.total, Duration::from_nanos(1_111_111_110));
+    let packets = report
+        .submission
+        .packet_size
+        .unwrap_or_else(|| panic!("no packets"));
+    assert_eq!(packets.max_bytes, 123_457);
+    assert_eq!(
+        packets.p99_bytes, 123_457,
+        "percentiles stay within min..=max"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&report.to_json()).unwrap_or_else(|e| panic!("{e}"));
+    let max = json["submission"]["loop_time_s"]["max"]
+        .as_f64()
+        .unwrap_or_default();
+    assert!((max - 0.987_654_321).abs() < 1e-12, "{max}");
+    let kb = json["submission"]["packet_kb"]["max"]
+        .as_f64()
+        .unwrap_or_default();
+    assert!((kb - 123_457.0 / 1024.0).abs() < 1e-12, "{kb}");
+}
+
+#[test]
+fn mode_displays_as_in_the_spec() {
+    assert_eq!(Mode::Turbo(30).to_string(), "Turbo (30)");
+    assert_eq!(Mode::Off.to_string(), "Off");
+}
+
+#[test]
+fn json_has_every_key_and_parses() {
+    let json = known_report().to_json();
+    assert!(!json.contains('\n'), "one line: {json}");
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(value["engine"], "local");
+    assert_eq!(value["window_start"], "2026-11-22T02:40:00Z");
+    assert_eq!(value["window_end"], "2026-11-22T02:45:00Z");
+    let submission = &value["submission"];
+    assert_eq!(submission["mode"], "turbo");
+    assert_eq!(submission["batch_size"], 30);
+    assert_eq!(submission["loops"], 3);
+    assert_eq!(submission["failed_loops"], 1);
+    for figures in ["loop_time_s", "packet_kb"] {
+        for key in ["avg", "max", "min", "p50", "p90", "p99"] {
+            assert!(
+                submission[figures][key].is_f64(),
+                "submission.{figures}.{key} in {json}"
+            );
+        }
+    }
+    assert!(
+        (submission["loop_time_s"]["min"]
+            .as_f64()
+            .unwrap_or_default()
+            - 0.05)
+            .abs()
+            < 1e-9
+    );
+    let monitor = &value["monitor"];
+    for key in [
+        "mode",
+        "batch_size",
+        "loops",
+        "failed_loops",
+        "loop_time_s",
+        "packet_kb",
+    ] {
+        assert!(
+            monitor.get(key).is_some(),
+            "monitor.{key} missing in {json}"
+        );
+    }
+    assert!(monitor["loop_time_s"].is_null());
+    assert!(monitor["packet_kb"].is_null());
+    assert_eq!(monitor["loops"], 0);
+}
+
+#[test]
+fn json_mode_off_has_null_batch_size() {
+    let mut stats = EngineStats::new("local", window_start());
+    let report = stats.take_window(Mode::Off, Mode::Turbo(50), window_end());
+    let value: serde_json::Value =
+        serde_json::from_str(&report.to_json()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(value["submission"]["mode"], "off");
+    assert!(value["submission"]["batch_size"].is_null());
+    assert_eq!(value["monitor"]["mode"], "turbo");
+    assert_eq!(value["monitor"]["batch_size"], 50);
+}
+
+#[test]
+fn append_json_writes_one_object_per_line() {
+    let path = std::env::temp_dir().join(format!(
+        "turbomon-stats-test-{}-{}.jsonl",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    ));
+    let report = known_report();
+    append_json(&path, &report).unwrap_or_else(|e| panic!("{e}"));
+    append_json(&path, &report).unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_file(&path);
+    assert!(text.ends_with('\n'));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2);
+    for line in lines {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(value["engine"], "local");
+    }
+}
+
+/// Collects what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut buffer) = self.0.lock() {
+            buffer.extend_from_slice(bytes);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn log_emits_every_line_on_the_stats_target() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_target(true)
+        .finish();
+    let report = known_report();
+    tracing::subscriber::with_default(subscriber, || report.log());
+    let bytes = captured.0.lock().map(|b| b.clone()).unwrap_or_default();
+    let output = String::from_utf8(bytes).unwrap_or_default();
+    let logged: Vec<&str> = output.lines().collect();
+    assert_eq!(logged.len(), report.lines().len(), "{output}");
+    for (logged, line) in logged.iter().zip(report.lines()) {
+        assert!(logged.contains(" INFO "), "{logged}");
+        assert!(
+            logged.ends_with(&format!("turbomon::stats: {line}")),
+            "{logged} does not end with {line}"
+        );
+    }
+}
