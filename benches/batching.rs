@@ -1,5 +1,6 @@
 //! The hot pure parts of a submission loop: splitting due tasks into batches, encoding a batch of
-//! 30 for the wire (and decoding it, as the engine does), and measuring a packet's size.
+//! 30 for the wire (and decoding it, as the engine does), copying it (as `send_batch` does) and
+//! measuring a packet's size.
 
 use std::hint::black_box;
 
@@ -57,6 +58,8 @@ fn encoding(c: &mut Criterion) {
             black_box(buffer.len())
         })
     });
+    // The supervisor's send_batch keeps a copy of every batch it sends.
+    group.bench_function("clone", |b| b.iter(|| black_box(&batch).clone()));
     group.bench_function("decode", |b| {
         b.iter(|| SubmitBatch::decode(black_box(encoded.as_slice())).expect("valid batch"))
     });

@@ -21,6 +21,9 @@ pub const MAX_BATCH_SIZE: usize = 10_000;
 pub const MAX_TASKS: usize = 1_000_000;
 /// Most loops accepted.
 pub const MAX_LOOPS: usize = 10_000;
+/// Most tasks an engine holds during one combination (`--tasks` × `--loops`): every submission
+/// loop runs before the monitor loops collect and release the results.
+pub const MAX_HELD_TASKS: usize = 2_000_000;
 /// Most connections (turbo off) or batches (turbo on) in flight accepted.
 pub const MAX_IN_FLIGHT: usize = 10_000;
 /// How long one batch or call may wait for its reply, as in the supervisor.
@@ -299,6 +302,19 @@ fn check_count(flag: &'static str, value: usize, max: usize, what: &str) -> Resu
     Ok(())
 }
 
+fn check_held(tasks: usize, loops: usize) -> Result<(), BenchError> {
+    let held = tasks.saturating_mul(loops);
+    if held > MAX_HELD_TASKS {
+        return Err(invalid(
+            "--tasks",
+            format!(
+                "{tasks} tasks × {loops} loops = {held} tasks held by the engine before the monitor loops release them; at most {MAX_HELD_TASKS}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn check_max_time(max_time: Duration, estimated: Duration) -> Result<(), BenchError> {
     if max_time.is_zero() {
         return Err(invalid("--max-time", "must be longer than 0"));
@@ -361,6 +377,7 @@ impl BenchArgs {
         }
         check_count("--tasks", self.tasks, MAX_TASKS, "tasks")?;
         check_count("--loops", self.loops, MAX_LOOPS, "loops")?;
+        check_held(self.tasks, self.loops)?;
         check_count(
             "--max-connections",
             self.max_connections,
@@ -452,6 +469,7 @@ impl TuneArgs {
         let batch_sizes = check_batch_sizes(&self.batch_sizes)?;
         check_count("--tasks", self.tasks, MAX_TASKS, "tasks")?;
         check_count("--loops", self.loops, MAX_LOOPS, "loops")?;
+        check_held(self.tasks, self.loops)?;
         check_count(
             "--max-inflight-batches",
             self.max_inflight_batches,

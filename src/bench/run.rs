@@ -126,7 +126,9 @@ pub fn bench_engine_config(combination: &Combination, settings: &RunSettings) ->
     EngineConfig {
         listen: "127.0.0.1:0".to_string(),
         max_batch_tasks: defaults::max_batch_tasks().max(combination.batch_size),
-        max_held_tasks: defaults::max_held_tasks().max(settings.tasks.saturating_mul(3)),
+        // Every submission loop runs before the monitor loops release anything.
+        max_held_tasks: defaults::max_held_tasks()
+            .max(settings.tasks.saturating_mul(settings.loops + 1)),
         max_message_bytes: bench_message_bytes(packet),
         ..EngineConfig::default()
     }
