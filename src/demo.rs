@@ -79,20 +79,15 @@ pub fn demo_config(local: &str, remote: &str, options: &DemoOptions) -> Supervis
             name: name.to_string(),
             group: group.to_string(),
             rules: rules.iter().map(|r| r.to_string()).collect(),
-            interval: Duration::from_secs(secs),
+            interval: Some(Duration::from_secs(secs)),
             alerts: alerts.iter().map(|a| a.to_string()).collect(),
+            ..RelatorConfig::default()
         };
     let engine = |name: &str, address: &str, link: Option<String>| EngineEntry {
         name: name.to_string(),
         address: address.to_string(),
         link,
-        turbo_monitoring: None,
-        task_submit_batch_size: None,
-        task_info_batch_size: None,
-        status_check_interval: None,
-        stats_interval: None,
-        max_inflight_batches: None,
-        max_connections: None,
+        ..EngineEntry::default()
     };
     let remote_link = Some(options.remote_link.clone()).filter(|l| l != "none");
     SupervisorConfig {

@@ -117,9 +117,12 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("bad --log filter `{filter}`"))?,
     );
     if measuring {
-        logs.with_writer(std::io::stderr).init();
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init();
     } else {
-        logs.init();
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init();
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
     runtime.block_on(run(cli.command))

@@ -37,6 +37,7 @@ pub struct Dialer {
     link: Option<crate::link::Link>,
     max_message_bytes: usize,
     connect_timeout: Duration,
+    sessions: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 impl std::fmt::Debug for Dialer {
@@ -61,7 +62,20 @@ impl Dialer {
             link,
             max_message_bytes,
             connect_timeout: Duration::from_secs(5),
+            sessions: None,
         })
+    }
+
+    /// Share `sessions` (slots for batches or calls in flight) with every other engine's dialer:
+    /// streams and calls made through this dialer take a slot for each batch or call.
+    pub fn with_sessions(mut self, sessions: std::sync::Arc<tokio::sync::Semaphore>) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    /// The shared session slots, if any.
+    pub fn sessions(&self) -> Option<&std::sync::Arc<tokio::sync::Semaphore>> {
+        self.sessions.as_ref()
     }
 
     /// The engine's socket address.

@@ -19,7 +19,7 @@ use turbomon::supervisor::{Completion, Supervisor, SupervisorOptions};
 use turbomon::transport::Dialer;
 
 /// A supervisor config with one engine at `address`, one group of `nodes` nodes and one sim rule
-/// fired once an hour (so the first firing, at start, is the only one in a test).
+/// fired once an hour (so the first firing, at start, is the only one in a test), with no splay.
 fn one_engine_config(address: &str, nodes: usize, extra_top: &str, extra_engine: &str) -> String {
     let nodes: Vec<String> = (0..nodes).map(|i| format!("\"n{i}\"")).collect();
     format!(
@@ -44,6 +44,7 @@ duration = "1ms"
 name = "r"
 group = "g"
 rules = ["sim"]
+randomize = 0
 interval = "1h"
 "#,
         nodes = nodes.join(", ")
@@ -225,7 +226,11 @@ async fn turbo_off_opens_one_connection_per_task_and_never_more_than_max_connect
 fn sim_tasks(n: usize) -> Vec<Task> {
     let config = parse(&one_engine_config("127.0.0.1:1", n, "", ""));
     let plans = turbomon::supervisor::plan::plan_relators(&config).expect("plan");
-    plans[0].tasks_at(std::time::SystemTime::now())
+    plans[0]
+        .tasks_at(std::time::SystemTime::now())
+        .into_iter()
+        .map(|due| due.task)
+        .collect()
 }
 
 #[tokio::test]

@@ -21,8 +21,9 @@ use super::run::{Measurement, RunSettings, bench_message_bytes, bench_tasks};
 use crate::proto::engine_client::EngineClient;
 use crate::proto::engine_server::{Engine, EngineServer};
 use crate::proto::{
-    StatusBatch, StatusOneReply, StatusOneRequest, StatusQuery, SubmitAck, SubmitBatch,
-    SubmitOneReply, SubmitOneRequest, TaskAck, TaskState, TaskStatus,
+    CompletionBatch, CompletionsRequest, StatusBatch, StatusOneReply, StatusOneRequest,
+    StatusQuery, SubmitAck, SubmitBatch, SubmitOneReply, SubmitOneRequest, TaskAck, TaskState,
+    TaskStatus,
 };
 use crate::supervisor::batch::{framed_bytes, split_into_batches};
 use crate::supervisor::stream::Batched;
@@ -39,6 +40,7 @@ pub struct BareEngine;
 impl Engine for BareEngine {
     type SubmitStream = ReceiverStream<Result<SubmitAck, Status>>;
     type StatusStream = ReceiverStream<Result<StatusBatch, Status>>;
+    type CompletionsStream = ReceiverStream<Result<CompletionBatch, Status>>;
 
     async fn submit(
         &self,
@@ -114,6 +116,15 @@ impl Engine for BareEngine {
     ) -> Result<Response<StatusOneReply>, Status> {
         Err(Status::unimplemented(
             "the bare baseline answers batches on streams only",
+        ))
+    }
+
+    async fn completions(
+        &self,
+        _request: Request<CompletionsRequest>,
+    ) -> Result<Response<Self::CompletionsStream>, Status> {
+        Err(Status::unimplemented(
+            "the bare baseline holds nothing, so nothing completes later",
         ))
     }
 }

@@ -23,7 +23,7 @@ use super::report::Row;
 use crate::config::{EngineConfig, defaults};
 use crate::engine::Engine;
 use crate::link::{Link, LinkCounters};
-use crate::proto::{Check, SimCheck, Task, TaskState, check::Kind};
+use crate::proto::{Check, Priority, SimCheck, Task, TaskState, check::Kind};
 use crate::supervisor::batch::BatchIds;
 use crate::supervisor::monitor::{MonitorOutcome, monitor_turbo, monitor_unary};
 use crate::supervisor::plan::task_id;
@@ -114,6 +114,7 @@ pub fn bench_tasks(loop_index: usize, count: usize) -> Vec<Task> {
                         value: 1.0,
                     })),
                 }),
+                priority: Priority::Normal as i32,
             }
         })
         .collect()
@@ -367,7 +368,11 @@ impl Driver<'_> {
 fn is_final(state: i32) -> bool {
     matches!(
         TaskState::try_from(state),
-        Ok(TaskState::Ok | TaskState::Broken | TaskState::Failed | TaskState::TimedOut)
+        Ok(TaskState::Ok
+            | TaskState::Broken
+            | TaskState::Failed
+            | TaskState::TimedOut
+            | TaskState::LostInRestart)
     )
 }
 

@@ -1,1 +1,419 @@
-//! (to be written)
+//! The checks an engine runs: `tcp` (connect within a timeout), `exec` (run a program, exit code
+//! and output), `http` (plain `http://` GET, status code) and `sim` (a simulated check with a
+//! configurable duration, outcome and value, for benchmarks and tests).
+//!
+//! A [`Check`] is validated once, when it arrives ([`TryFrom<&proto::Check>`]), so that a task
+//! with a malformed check is refused with a precise [`CheckError`] instead of failing later.
+//! [`run`] then executes it under a timeout and always produces a [`CheckResult`]: it never
+//! panics and never returns an error, because every failure is an outcome the supervisor wants
+//! to see (`BROKEN`, `FAILED` or `TIMED_OUT`, with the reason in the message).
+
+mod exec;
+mod http;
+mod tcp;
+
+use std::time::Duration;
+
+use crate::config::SimOutcome;
+use crate::proto;
+use crate::proto::TaskState;
+
+/// Longest piece of client-supplied text (a URL, a host) quoted back in an error message.
+const QUOTE_LIMIT_CHARS: usize = 200;
+
+/// A validated check, ready to run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Check {
+    /// OK when a TCP connection to `host:port` is established within the timeout.
+    Tcp {
+        /// Host name or address (an IPv6 literal without brackets).
+        host: String,
+        /// Port, 1..=65535.
+        port: u16,
+    },
+    /// Run `program` with `args` (no shell). OK on exit 0, BROKEN on any other exit.
+    Exec {
+        /// Program path or name looked up in `PATH`.
+        program: String,
+        /// Its arguments, passed as they are.
+        args: Vec<String>,
+    },
+    /// Plain HTTP GET; OK when the response status equals `expect_status`.
+    Http {
+        /// An `http://` URL (TLS is not supported).
+        url: String,
+        /// The status that means OK (200 unless the task says otherwise).
+        expect_status: u16,
+    },
+    /// A simulated check: waits `duration`, then reports `outcome` with `value`.
+    Sim {
+        /// How long the check takes; zero completes at once.
+        duration: Duration,
+        /// What it reports.
+        outcome: SimOutcome,
+        /// The value it reports.
+        value: f64,
+    },
+}
+
+/// Why a check sent by the supervisor cannot be run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    /// The task carries no check at all.
+    #[error("task has no check")]
+    Missing,
+    /// The check message has none of its `kind` fields set.
+    #[error("check has no kind (expected one of tcp, exec, http, sim)")]
+    MissingKind,
+    /// A tcp check with an empty host.
+    #[error("tcp check has an empty host")]
+    EmptyHost,
+    /// A tcp check whose port is 0 or above 65535.
+    #[error("tcp check port {0} is out of range 1..=65535")]
+    PortOutOfRange(u32),
+    /// An exec check with an empty program.
+    #[error("exec check has an empty program")]
+    EmptyProgram,
+    /// An http check whose URL cannot be parsed or has no host.
+    #[error("http check url `{url}` is invalid: {reason}")]
+    InvalidUrl {
+        /// The URL as sent (clipped to 200 characters).
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An http check whose URL is not `http://` (`https://` needs TLS, which is not supported).
+    #[error("http check url `{url}` is not http:// (only plain http is supported, no TLS)")]
+    UnsupportedScheme {
+        /// The URL as sent (clipped to 200 characters).
+        url: String,
+    },
+    /// An http check whose expected status is not an HTTP status code.
+    #[error("http check expect_status {0} is not an HTTP status code (100..=999)")]
+    ExpectStatusOutOfRange(u32),
+    /// A sim check whose outcome is not OK, BROKEN or FAILED.
+    #[error(
+        "sim check outcome {0} is not one of TASK_STATE_OK, TASK_STATE_BROKEN, TASK_STATE_FAILED"
+    )]
+    SimOutcome(String),
+}
+
+/// The outcome of one run of a check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckResult {
+    /// `Ok`, `Broken`, `Failed` or `TimedOut`.
+    pub state: TaskState,
+    /// The measured value: connect time in ms (tcp), exit code (exec), HTTP status (http), the
+    /// configured value (sim).
+    pub value: f64,
+    /// Human-readable detail: error text, the first bytes of output.
+    pub message: String,
+}
+
+impl CheckResult {
+    /// An OK result.
+    pub fn ok(value: f64, message: String) -> Self {
+        Self {
+            state: TaskState::Ok,
+            value,
+            message,
+        }
+    }
+
+    /// A BROKEN result: the rule does not hold.
+    pub fn broken(value: f64, message: String) -> Self {
+        Self {
+            state: TaskState::Broken,
+            value,
+            message,
+        }
+    }
+
+    /// A FAILED result: the check itself could not be carried out.
+    pub fn failed(message: String) -> Self {
+        Self {
+            state: TaskState::Failed,
+            value: 0.0,
+            message,
+        }
+    }
+
+    /// A TIMED_OUT result after `timeout`.
+    pub fn timed_out(timeout: Duration, detail: &str) -> Self {
+        let mut message = format!("timed out after {}", humantime::format_duration(timeout));
+        if !detail.is_empty() {
+            message.push_str(": ");
+            message.push_str(detail);
+        }
+        Self {
+            state: TaskState::TimedOut,
+            value: 0.0,
+            message,
+        }
+    }
+}
+
+impl Check {
+    /// The kind's name as the configuration spells it: `tcp`, `exec`, `http` or `sim`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Check::Tcp { .. } => "tcp",
+            Check::Exec { .. } => "exec",
+            Check::Http { .. } => "http",
+            Check::Sim { .. } => "sim",
+        }
+    }
+
+    /// The result of a check that completes at once without waiting for anything (a `sim`
+    /// check of zero duration), or `None` when the check has to be run.
+    ///
+    /// The engine uses this to complete such checks inline, without a task of their own.
+    pub fn instant_result(&self) -> Option<CheckResult> {
+        match self {
+            Check::Sim {
+                duration,
+                outcome,
+                value,
+            } if duration.is_zero() => Some(sim_result(*outcome, *value)),
+            _ => None,
+        }
+    }
+}
+
+impl TryFrom<&proto::Check> for Check {
+    type Error = CheckError;
+
+    fn try_from(check: &proto::Check) -> Result<Self, Self::Error> {
+        Check::try_from(check.clone())
+    }
+}
+
+impl TryFrom<proto::Check> for Check {
+    type Error = CheckError;
+
+    /// Validates and converts without copying the strings.
+    fn try_from(check: proto::Check) -> Result<Self, Self::Error> {
+        use proto::check::Kind;
+        match check.kind.ok_or(CheckError::MissingKind)? {
+            Kind::Tcp(tcp) => {
+                let host = tcp::normalise_host(tcp.host);
+                if host.is_empty() {
+                    return Err(CheckError::EmptyHost);
+                }
+                let port = u16::try_from(tcp.port)
+                    .ok()
+                    .filter(|port| *port != 0)
+                    .ok_or(CheckError::PortOutOfRange(tcp.port))?;
+                Ok(Check::Tcp { host, port })
+            }
+            Kind::Exec(exec) => {
+                if exec.program.is_empty() {
+                    return Err(CheckError::EmptyProgram);
+                }
+                Ok(Check::Exec {
+                    program: exec.program,
+                    args: exec.args,
+                })
+            }
+            Kind::Http(http) => {
+                http::validate_url(&http.url)?;
+                let expect_status = match http.expect_status {
+                    0 => 200,
+                    code @ 100..=999 => code as u16,
+                    other => return Err(CheckError::ExpectStatusOutOfRange(other)),
+                };
+                Ok(Check::Http {
+                    url: http.url,
+                    expect_status,
+                })
+            }
+            Kind::Sim(sim) => {
+                let outcome = match TaskState::try_from(sim.outcome) {
+                    Ok(TaskState::Ok) => SimOutcome::Ok,
+                    Ok(TaskState::Broken) => SimOutcome::Broken,
+                    Ok(TaskState::Failed) => SimOutcome::Failed,
+                    Ok(other) => return Err(CheckError::SimOutcome(other.as_str_name().into())),
+                    Err(_) => return Err(CheckError::SimOutcome(sim.outcome.to_string())),
+                };
+                Ok(Check::Sim {
+                    duration: Duration::from_millis(sim.duration_ms),
+                    outcome,
+                    value: sim.value,
+                })
+            }
+        }
+    }
+}
+
+impl TryFrom<Option<proto::Check>> for Check {
+    type Error = CheckError;
+
+    /// A task's optional check: `None` is [`CheckError::Missing`].
+    fn try_from(check: Option<proto::Check>) -> Result<Self, Self::Error> {
+        Check::try_from(check.ok_or(CheckError::Missing)?)
+    }
+}
+
+/// Runs `check`, giving up after `timeout`; `exec` keeps the first `output_limit_bytes` bytes of
+/// the program's combined stdout and stderr in the message.
+pub async fn run(check: &Check, timeout: Duration, output_limit_bytes: usize) -> CheckResult {
+    match check {
+        Check::Tcp { host, port } => tcp::run(host, *port, timeout).await,
+        Check::Exec { program, args } => {
+            exec::run(program, args, timeout, output_limit_bytes).await
+        }
+        Check::Http { url, expect_status } => http::run(url, *expect_status, timeout).await,
+        Check::Sim {
+            duration,
+            outcome,
+            value,
+        } => {
+            if duration.is_zero() {
+                return sim_result(*outcome, *value);
+            }
+            if *duration > timeout {
+                tokio::time::sleep(timeout).await;
+                return CheckResult::timed_out(timeout, "simulated check takes longer");
+            }
+            tokio::time::sleep(*duration).await;
+            sim_result(*outcome, *value)
+        }
+    }
+}
+
+fn sim_result(outcome: SimOutcome, value: f64) -> CheckResult {
+    let state = match outcome {
+        SimOutcome::Ok => TaskState::Ok,
+        SimOutcome::Broken => TaskState::Broken,
+        SimOutcome::Failed => TaskState::Failed,
+    };
+    CheckResult {
+        state,
+        value,
+        message: String::new(),
+    }
+}
+
+/// `text` cut to at most [`QUOTE_LIMIT_CHARS`] characters, for quoting in an error message.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(QUOTE_LIMIT_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(host: &str, port: u32) -> proto::Check {
+        proto::Check {
+            kind: Some(proto::check::Kind::Tcp(proto::TcpCheck {
+                host: host.into(),
+                port,
+            })),
+        }
+    }
+
+    fn http(url: &str, expect_status: u32) -> proto::Check {
+        proto::Check {
+            kind: Some(proto::check::Kind::Http(proto::HttpCheck {
+                url: url.into(),
+                expect_status,
+            })),
+        }
+    }
+
+    #[test]
+    fn tcp_check_needs_a_host_and_a_port_in_range() {
+        assert_eq!(Check::try_from(&tcp("", 80)), Err(CheckError::EmptyHost));
+        assert_eq!(
+            Check::try_from(&tcp("h", 0)),
+            Err(CheckError::PortOutOfRange(0))
+        );
+        assert_eq!(
+            Check::try_from(&tcp("h", 65536)),
+            Err(CheckError::PortOutOfRange(65536))
+        );
+        assert_eq!(
+            Check::try_from(&tcp("[::1]", 22)),
+            Ok(Check::Tcp {
+                host: "::1".into(),
+                port: 22
+            })
+        );
+    }
+
+    #[test]
+    fn http_check_refuses_https_and_hostless_urls_and_defaults_to_200() {
+        let err = Check::try_from(&http("https://example.com/", 0)).unwrap_err();
+        assert!(matches!(err, CheckError::UnsupportedScheme { .. }), "{err}");
+        assert!(err.to_string().contains("no TLS"));
+        assert!(matches!(
+            Check::try_from(&http("example.com/x", 0)),
+            Err(CheckError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            Check::try_from(&http("http:///x", 0)),
+            Err(CheckError::InvalidUrl { .. })
+        ));
+        assert_eq!(
+            Check::try_from(&http("http://h/", 1000)),
+            Err(CheckError::ExpectStatusOutOfRange(1000))
+        );
+        assert_eq!(
+            Check::try_from(&http("http://h:8080/health?x=1", 0)),
+            Ok(Check::Http {
+                url: "http://h:8080/health?x=1".into(),
+                expect_status: 200
+            })
+        );
+    }
+
+    #[test]
+    fn sim_check_outcome_must_be_ok_broken_or_failed() {
+        let sim = |outcome: i32| proto::Check {
+            kind: Some(proto::check::Kind::Sim(proto::SimCheck {
+                duration_ms: 5,
+                outcome,
+                value: 1.5,
+            })),
+        };
+        assert!(matches!(
+            Check::try_from(&sim(TaskState::Unspecified as i32)),
+            Err(CheckError::SimOutcome(_))
+        ));
+        assert!(matches!(
+            Check::try_from(&sim(TaskState::TimedOut as i32)),
+            Err(CheckError::SimOutcome(_))
+        ));
+        assert!(matches!(
+            Check::try_from(&sim(42)),
+            Err(CheckError::SimOutcome(_))
+        ));
+        assert_eq!(
+            Check::try_from(&sim(TaskState::Broken as i32)),
+            Ok(Check::Sim {
+                duration: Duration::from_millis(5),
+                outcome: SimOutcome::Broken,
+                value: 1.5
+            })
+        );
+    }
+
+    #[test]
+    fn missing_check_and_missing_kind_are_named() {
+        assert_eq!(Check::try_from(None), Err(CheckError::Missing));
+        assert_eq!(
+            Check::try_from(&proto::Check { kind: None }),
+            Err(CheckError::MissingKind)
+        );
+    }
+
+    #[test]
+    fn long_urls_are_clipped_in_errors() {
+        let url = format!("ftp://{}", "x".repeat(5000));
+        let err = Check::try_from(&http(&url, 0)).unwrap_err();
+        assert!(err.to_string().len() < 400, "{err}");
+    }
+}

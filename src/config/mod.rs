@@ -13,5 +13,6 @@ pub use load::{check_file, load_engine, load_supervisor, parse_engine, parse_sup
 pub use model::*;
 pub use reload::{RELOAD_POLL_INTERVAL, watch_supervisor, watch_supervisor_every};
 pub use validate::{
-    INFO_BATCH_WARN_AT, LINK_PROFILE_NAMES, MAX_BATCH_SIZE, validate_engine, validate_supervisor,
+    INFO_BATCH_WARN_AT, LINK_PROFILE_NAMES, MAX_BATCH_SIZE, MAX_BATCH_WINDOW,
+    MAX_RANDOMIZE_PERCENT, MAX_RESERVED_PERCENT, MAX_RETRIES, validate_engine, validate_supervisor,
 };

@@ -35,6 +35,33 @@ pub struct SupervisorConfig {
     /// Largest gRPC message either side sends or accepts, in bytes.
     #[serde(default = "defaults::max_message_bytes")]
     pub max_message_bytes: usize,
+    /// How long a batch (or a turbo-off call) may wait for its reply before it is sent again.
+    #[serde(default = "defaults::batch_timeout", with = "humantime_serde")]
+    pub batch_timeout: Duration,
+    /// Tasks due within this span of each other go out in the same submission loop.
+    #[serde(default = "defaults::batch_window", with = "humantime_serde")]
+    pub batch_window: Duration,
+    /// Default for relators: how often a failed or timed-out task is tried again.
+    #[serde(default = "defaults::max_retries")]
+    pub max_retries: u32,
+    /// Default for relators: wait this long before a retry.
+    #[serde(default = "defaults::retry_period", with = "humantime_serde")]
+    pub retry_period: Duration,
+    /// How the supervisor learns that tasks finished: `poll` (status batches every
+    /// `status_check_interval`) or `push` (the engine streams completions as they happen; the
+    /// monitor loop still runs to reconcile).
+    #[serde(default)]
+    pub status_mode: StatusMode,
+    /// Push mode: the engine gathers completions for this long before sending them together.
+    #[serde(default = "defaults::push_flush_window", with = "humantime_serde")]
+    pub push_flush_window: Duration,
+    /// Batches (or turbo-off connections) in flight across all engines at once.
+    #[serde(default = "defaults::max_sessions")]
+    pub max_sessions: usize,
+    /// Share of `max_sessions` no single engine may take, so one dead or slow engine cannot
+    /// starve the others (0 to 90).
+    #[serde(default = "defaults::reserved_percent")]
+    pub reserved_percent: u8,
     /// Engines the supervisor sends tasks to.
     #[serde(default)]
     pub engines: Vec<EngineEntry>,
@@ -53,7 +80,7 @@ pub struct SupervisorConfig {
 }
 
 /// One engine the supervisor talks to, with optional per-engine overrides of the turbo keys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct EngineEntry {
     /// Name used by groups and in statistics.
@@ -84,6 +111,9 @@ pub struct EngineEntry {
     /// Override of the top-level key of the same name.
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// Override of the top-level key of the same name.
+    #[serde(default)]
+    pub status_mode: Option<StatusMode>,
 }
 
 /// A named list of nodes, all served by one engine.
@@ -176,12 +206,78 @@ pub struct RelatorConfig {
     pub group: String,
     /// Rules checked on every node.
     pub rules: Vec<String>,
-    /// How often the relator fires.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
+    /// How often the relator fires. A relator without an interval runs only when another
+    /// relator chains to it (`on_ok` / `on_broken`).
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// Span after each firing within which its tasks must start (default: the interval).
+    /// Retries never go beyond it.
+    #[serde(default, with = "humantime_serde")]
+    pub start_window: Option<Duration>,
+    /// Percentage (0 to 50) of the start window over which task starts are spread, by a
+    /// stable hash of (relator, node), so thousands of tasks do not hit an engine at once.
+    #[serde(default = "defaults::randomize")]
+    pub randomize: u8,
+    /// Retries of a failed or timed-out task (default: the top-level `max_retries`).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// Wait before a retry (default: the top-level `retry_period`).
+    #[serde(default, with = "humantime_serde")]
+    pub retry_period: Option<Duration>,
+    /// Relators run on the same node as soon as a task of this one finishes ok.
+    #[serde(default)]
+    pub on_ok: Vec<String>,
+    /// Relators run on the same node as soon as a task of this one finishes broken.
+    #[serde(default)]
+    pub on_broken: Vec<String>,
+    /// What to do about firings missed while the engine was unreachable.
+    #[serde(default)]
+    pub catch_up: CatchUp,
+    /// Order within a loop (high first) and shedding order under a cap (low first).
+    #[serde(default)]
+    pub priority: Priority,
     /// Alert actions fired when a rule is broken.
     #[serde(default)]
     pub alerts: Vec<String>,
+}
+
+/// How completions reach the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusMode {
+    /// Status batches every `status_check_interval` (the seed's behaviour).
+    #[default]
+    Poll,
+    /// The engine streams completion notices as tasks finish.
+    Push,
+}
+
+/// Firings missed while an engine was unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUp {
+    /// Run only the next due firing; missed ones are counted and dropped.
+    #[default]
+    Skip,
+    /// Run once now for the latest missed instant.
+    Latest,
+    /// Run every missed instant, at most one firing per relator every `batch_window` × 10.
+    Replay,
+}
+
+/// A relator's priority.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Sent first, shed last.
+    High,
+    /// The default.
+    #[default]
+    Normal,
+    /// Sent last, shed first.
+    Low,
 }
 
 /// What an alert action does.
@@ -235,6 +331,8 @@ pub struct Tunables {
     pub max_inflight_batches: usize,
     /// Turbo off: connections at once.
     pub max_connections: usize,
+    /// Poll or push.
+    pub status_mode: StatusMode,
 }
 
 impl SupervisorConfig {
@@ -256,6 +354,7 @@ impl SupervisorConfig {
                 .max_inflight_batches
                 .unwrap_or(self.max_inflight_batches),
             max_connections: engine.max_connections.unwrap_or(self.max_connections),
+            status_mode: engine.status_mode.unwrap_or(self.status_mode),
         }
     }
 }
@@ -290,6 +389,26 @@ pub struct EngineConfig {
     pub output_limit_bytes: usize,
 }
 
+impl Default for RelatorConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            group: String::new(),
+            rules: Vec::new(),
+            interval: None,
+            start_window: None,
+            randomize: defaults::randomize(),
+            max_retries: None,
+            retry_period: None,
+            on_ok: Vec::new(),
+            on_broken: Vec::new(),
+            catch_up: CatchUp::default(),
+            priority: Priority::default(),
+            alerts: Vec::new(),
+        }
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
@@ -315,6 +434,14 @@ impl Default for SupervisorConfig {
             max_inflight_batches: defaults::max_inflight_batches(),
             max_connections: defaults::max_connections(),
             max_message_bytes: defaults::max_message_bytes(),
+            batch_timeout: defaults::batch_timeout(),
+            batch_window: defaults::batch_window(),
+            max_retries: defaults::max_retries(),
+            retry_period: defaults::retry_period(),
+            status_mode: StatusMode::default(),
+            push_flush_window: defaults::push_flush_window(),
+            max_sessions: defaults::max_sessions(),
+            reserved_percent: defaults::reserved_percent(),
             engines: Vec::new(),
             groups: Vec::new(),
             rules: Vec::new(),
@@ -355,6 +482,38 @@ pub mod defaults {
     /// `max_message_bytes`: 4 MiB, gRPC's usual cap.
     pub fn max_message_bytes() -> usize {
         4 * 1024 * 1024
+    }
+    /// `batch_timeout`
+    pub fn batch_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    /// `batch_window`
+    pub fn batch_window() -> Duration {
+        Duration::from_millis(100)
+    }
+    /// `max_retries`
+    pub fn max_retries() -> u32 {
+        2
+    }
+    /// `retry_period`
+    pub fn retry_period() -> Duration {
+        Duration::from_secs(30)
+    }
+    /// `push_flush_window`
+    pub fn push_flush_window() -> Duration {
+        Duration::from_millis(5)
+    }
+    /// `max_sessions`
+    pub fn max_sessions() -> usize {
+        256
+    }
+    /// `reserved_percent`
+    pub fn reserved_percent() -> u8 {
+        20
+    }
+    /// A relator's `randomize`.
+    pub fn randomize() -> u8 {
+        25
     }
     /// A rule's `timeout`.
     pub fn rule_timeout() -> Duration {

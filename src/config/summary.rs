@@ -63,17 +63,20 @@ pub(crate) fn supervisor(config: &SupervisorConfig, file: &Path) -> String {
             let group = config.groups.iter().find(|g| g.name == relator.group);
             let nodes = group.map(|g| g.nodes.len()).unwrap_or(0);
             let tasks = relator.rules.len() * nodes;
-            let seconds = relator.interval.as_secs_f64();
+            let seconds = relator.interval.map_or(0.0, |i| i.as_secs_f64());
             if seconds > 0.0 {
                 per_minute += tasks as f64 * 60.0 / seconds;
             }
             format!(
-                "{} {} × {} = {} every {} on engine {}",
+                "{} {} × {} = {} {} on engine {}",
                 relator.name,
                 plural(relator.rules.len(), "rule", "rules"),
                 plural(nodes, "node", "nodes"),
                 plural(tasks, "task", "tasks"),
-                humantime::format_duration(relator.interval),
+                relator.interval.map_or_else(
+                    || "when chained".to_string(),
+                    |i| format!("every {}", humantime::format_duration(i))
+                ),
                 group.map(|g| g.engine.as_str()).unwrap_or("?"),
             )
         })

@@ -20,6 +20,18 @@ pub const LINK_PROFILE_NAMES: [&str; 6] = ["lan", "wan", "lossy-wan", "satellite
 /// Largest batch size accepted; anything above is refused as absurd.
 pub const MAX_BATCH_SIZE: usize = 10_000;
 
+/// Largest `randomize` percentage (the seeds: at most half the start window).
+pub const MAX_RANDOMIZE_PERCENT: u8 = 50;
+
+/// Largest `max_retries`.
+pub const MAX_RETRIES: u32 = 100;
+
+/// Largest `reserved_percent`.
+pub const MAX_RESERVED_PERCENT: u8 = 90;
+
+/// Largest `batch_window` and `push_flush_window`.
+pub const MAX_BATCH_WINDOW: Duration = Duration::from_secs(5);
+
 /// `task_info_batch_size` at or above this logs a warning (SPEC section 4).
 pub const INFO_BATCH_WARN_AT: usize = 100;
 
@@ -54,6 +66,15 @@ impl Findings {
             path,
             message: message.into(),
         });
+    }
+
+    fn retries(&mut self, path: KeyPath, value: u32) {
+        if value > MAX_RETRIES {
+            self.error(
+                path,
+                format!("{value} is absurd: at most {MAX_RETRIES} retries"),
+            );
+        }
     }
 
     fn batch_size(&mut self, path: KeyPath, value: usize) {
@@ -179,6 +200,39 @@ pub(crate) fn check_supervisor(config: &SupervisorConfig) -> Findings {
     );
     findings.count(root.key("max_connections"), config.max_connections);
     findings.count(root.key("max_message_bytes"), config.max_message_bytes);
+    findings.interval(root.key("batch_timeout"), config.batch_timeout);
+    findings.interval(root.key("retry_period"), config.retry_period);
+    findings.retries(root.key("max_retries"), config.max_retries);
+    if config.batch_window > MAX_BATCH_WINDOW {
+        findings.error(
+            root.key("batch_window"),
+            format!(
+                "{} is too long: tasks would start up to that much early (at most {})",
+                humantime::format_duration(config.batch_window),
+                humantime::format_duration(MAX_BATCH_WINDOW)
+            ),
+        );
+    }
+    if config.push_flush_window > MAX_BATCH_WINDOW {
+        findings.error(
+            root.key("push_flush_window"),
+            format!(
+                "{} would delay every completion that long (at most {})",
+                humantime::format_duration(config.push_flush_window),
+                humantime::format_duration(MAX_BATCH_WINDOW)
+            ),
+        );
+    }
+    findings.count(root.key("max_sessions"), config.max_sessions);
+    if config.reserved_percent > MAX_RESERVED_PERCENT {
+        findings.error(
+            root.key("reserved_percent"),
+            format!(
+                "{}% would leave a single engine almost no slots (at most {MAX_RESERVED_PERCENT})",
+                config.reserved_percent
+            ),
+        );
+    }
 
     let mut engines = NameRegistry::new("engine");
     for (i, engine) in config.engines.iter().enumerate() {
@@ -211,11 +265,92 @@ pub(crate) fn check_supervisor(config: &SupervisorConfig) -> Findings {
     let mut relators = NameRegistry::new("relator");
     for (i, relator) in config.relators.iter().enumerate() {
         let path = root.key("relators").index(i);
-        check_relator(&mut findings, relator, &path, &groups, &rules, &alerts);
+        check_relator(
+            &mut findings,
+            config,
+            relator,
+            &path,
+            &groups,
+            &rules,
+            &alerts,
+        );
         relators.add(&mut findings, &relator.name, path.key("name"));
     }
+    check_chains(&mut findings, config, &relators);
 
     findings
+}
+
+/// Chains (`on_ok` / `on_broken`) name existing relators and never lead back to where they
+/// started; a relator without an interval must be the target of some chain.
+fn check_chains(findings: &mut Findings, config: &SupervisorConfig, relators: &NameRegistry<'_>) {
+    let root = KeyPath::root();
+    let index: HashMap<&str, usize> = config
+        .relators
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.name.as_str(), i))
+        .collect();
+    let next = |i: usize| {
+        let relator = &config.relators[i];
+        relator
+            .on_ok
+            .iter()
+            .map(|n| ("on_ok", n))
+            .chain(relator.on_broken.iter().map(|n| ("on_broken", n)))
+            .collect::<Vec<_>>()
+    };
+    let mut targeted = vec![false; config.relators.len()];
+    for (i, _) in config.relators.iter().enumerate() {
+        for (j, (key, name)) in next(i).into_iter().enumerate() {
+            let offset = if key == "on_ok" {
+                j
+            } else {
+                j - config.relators[i].on_ok.len()
+            };
+            let path = root.key("relators").index(i).key(key).index(offset);
+            match index.get(name.as_str()) {
+                Some(&t) => targeted[t] = true,
+                None => relators.require(findings, name, path),
+            }
+        }
+    }
+    for (i, relator) in config.relators.iter().enumerate() {
+        if relator.interval.is_none() && !targeted[i] {
+            findings.error(
+                root.key("relators").index(i).key("interval"),
+                "missing: a relator without an interval runs only when another relator's \
+                 on_ok/on_broken names it, and none does",
+            );
+        }
+    }
+    // A depth-first search from each relator; reaching it again is a loop.
+    for start in 0..config.relators.len() {
+        let mut stack: Vec<(usize, Vec<&str>)> =
+            vec![(start, vec![config.relators[start].name.as_str()])];
+        let mut seen = vec![false; config.relators.len()];
+        while let Some((at, trail)) = stack.pop() {
+            for (key, name) in next(at) {
+                let Some(&to) = index.get(name.as_str()) else {
+                    continue;
+                };
+                let mut trail = trail.clone();
+                trail.push(name.as_str());
+                if to == start {
+                    let path = root.key("relators").index(start).key(key);
+                    findings.error(
+                        path,
+                        format!("this chain loops back on itself: {}", trail.join(" -> ")),
+                    );
+                    return;
+                }
+                if !seen[to] {
+                    seen[to] = true;
+                    stack.push((to, trail));
+                }
+            }
+        }
+    }
 }
 
 fn check_engine_entry(findings: &mut Findings, engine: &EngineEntry, path: &KeyPath) {
@@ -425,6 +560,7 @@ fn check_alert(findings: &mut Findings, alert: &AlertConfig, path: &KeyPath) {
 
 fn check_relator(
     findings: &mut Findings,
+    config: &SupervisorConfig,
     relator: &RelatorConfig,
     path: &KeyPath,
     groups: &NameRegistry<'_>,
@@ -433,7 +569,58 @@ fn check_relator(
 ) {
     findings.name(path.key("name"), &relator.name);
     groups.require(findings, &relator.group, path.key("group"));
-    findings.interval(path.key("interval"), relator.interval);
+    if let Some(interval) = relator.interval {
+        findings.interval(path.key("interval"), interval);
+    }
+    if let Some(window) = relator.start_window {
+        findings.interval(path.key("start_window"), window);
+        if let Some(interval) = relator.interval
+            && window > interval
+        {
+            findings.error(
+                path.key("start_window"),
+                format!(
+                    "{} is longer than the interval {}: firings would overlap",
+                    humantime::format_duration(window),
+                    humantime::format_duration(interval)
+                ),
+            );
+        }
+    }
+    if relator.randomize > MAX_RANDOMIZE_PERCENT {
+        findings.error(
+            path.key("randomize"),
+            format!(
+                "{}% is over {MAX_RANDOMIZE_PERCENT}%: at most half the start window may be used to spread starts",
+                relator.randomize
+            ),
+        );
+    }
+    if let Some(retries) = relator.max_retries {
+        findings.retries(path.key("max_retries"), retries);
+    }
+    let retry_period = relator.retry_period.unwrap_or(config.retry_period);
+    if let Some(period) = relator.retry_period {
+        findings.interval(path.key("retry_period"), period);
+    }
+    if let Some(interval) = relator.interval
+        && relator.max_retries.unwrap_or(config.max_retries) > 0
+        && retry_period > interval
+    {
+        let key = if relator.retry_period.is_some() {
+            path.key("retry_period")
+        } else {
+            path.key("interval")
+        };
+        findings.error(
+            key,
+            format!(
+                "retry period {} is longer than the interval {}: a retry would start after the next firing",
+                humantime::format_duration(retry_period),
+                humantime::format_duration(interval)
+            ),
+        );
+    }
     if relator.rules.is_empty() {
         findings.error(path.key("rules"), "a relator needs at least one rule");
     }

@@ -1,17 +1,614 @@
-//! (stub until the engine branch lands)
-#![allow(missing_docs, unreachable_pub)]
+//! The monitoring engine: a gRPC server that receives tasks, runs their checks with bounded
+//! concurrency and timeouts, and keeps each task's status and result until the supervisor has
+//! collected it (SPEC section 3, `proto/turbomon/v1/engine.proto`).
+//!
+//! - Submission: each [`proto::SubmitBatch`] is answered by one [`proto::SubmitAck`] with the
+//!   same `batch_id`. A malformed batch (over `max_batch_tasks`, an empty id, an id twice) is
+//!   refused as a whole with INVALID_ARGUMENT and nothing of it is taken; the stream stays open.
+//!   Otherwise every task gets a [`proto::TaskAck`], in order: accepted, accepted as a duplicate
+//!   (the id is already held: not run again), or rejected with a reason (an invalid check, or
+//!   `RESOURCE_EXHAUSTED: ...` when `max_held_tasks` is reached; when nothing of the batch fits,
+//!   the whole batch is refused with RESOURCE_EXHAUSTED).
+//! - Status: each [`proto::StatusQuery`] is answered by one [`proto::StatusBatch`] with one
+//!   status per id in the query's order (UNKNOWN for ids not held); then its `release_ids` are
+//!   forgotten, if finished. Results nobody collects are dropped after `result_retention`.
+//! - Execution: at most `max_concurrent_checks` checks run at once; the others wait as PENDING
+//!   in a queue, and each worker takes the next waiting check when it finishes one. A `sim`
+//!   check of zero duration completes inline when it is accepted.
+//!
+//! A whole batch is handled under one acquisition of the engine's one lock. Logs go to the
+//! `turbomon::engine` target; nothing is logged per task above debug level.
+
+mod service;
+mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures::FutureExt;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tracing::{debug, info, warn};
+
+use crate::check::{self, CheckResult};
+use crate::config::EngineConfig;
+use crate::proto::engine_server::EngineServer;
+use crate::proto::{self, TaskState};
+
+pub use service::EngineService;
+use store::{Admission, Job, Limits, Now, Store};
+
+/// How long a shutdown waits for running and pending checks before abandoning them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// After the checks are done (or abandoned), how long open connections get to close.
+const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Messages buffered per stream between the engine and tonic's encoder.
+const STREAM_BUFFER_MESSAGES: usize = 64;
+
+/// HTTP/2 flow-control windows: room for many batches in flight before the engine reads them.
+const STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
+const CONNECTION_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+
+/// `google.rpc.Code` values used in [`proto::BatchError`].
+const CODE_INVALID_ARGUMENT: i32 = 3;
+const CODE_RESOURCE_EXHAUSTED: i32 = 8;
+const CODE_UNAVAILABLE: i32 = 14;
+
+/// Longest piece of a client-supplied id quoted back in an error message.
+const QUOTE_LIMIT_CHARS: usize = 120;
+
+const LOG_TARGET: &str = "turbomon::engine";
+
+/// Why the engine cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The configured `listen` address cannot be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address from the configuration.
+        address: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The listener handed to [`Engine::serve`] has no local address.
+    #[error("listener has no local address: {0}")]
+    Listener(#[source] std::io::Error),
+    /// The gRPC server stopped with an error.
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// What the engine has done since it started, plus a few gauges of what it holds now.
+///
+/// Every task received ends up in exactly one of accepted, duplicates, rejected:
+/// `tasks_received == tasks_accepted + duplicates + tasks_rejected` (tasks of a batch refused as
+/// a whole count as rejected).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EngineCounters {
+    /// Tasks that arrived, in batches or one by one.
+    pub tasks_received: u64,
+    /// New tasks taken in (each runs once).
+    pub tasks_accepted: u64,
+    /// Tasks whose id was already held: acknowledged again, not run again.
+    pub duplicates: u64,
+    /// Tasks refused: an invalid check, no room (`max_held_tasks`), or in a refused batch.
+    pub tasks_rejected: u64,
+    /// Checks started (including instant ones completed inline).
+    pub checks_started: u64,
+    /// Checks finished, whatever their outcome.
+    pub checks_finished: u64,
+    /// Finished results forgotten because the supervisor released them.
+    pub results_released: u64,
+    /// Finished results dropped because nobody collected them within `result_retention`.
+    pub results_expired: u64,
+    /// Submission batches refused as a whole.
+    pub batches_refused: u64,
+    /// Status queries refused as a whole.
+    pub queries_refused: u64,
+    /// Gauge: tasks held now (pending, running, finished and not yet released).
+    pub tasks_held: u64,
+    /// Gauge: checks waiting for a free slot now.
+    pub checks_pending: u64,
+    /// Gauge: checks running now.
+    pub checks_running: u64,
+    /// Most checks ever running at once.
+    pub checks_running_peak: u64,
+}
+
+/// The monitoring engine. Cheap to clone: all clones share one task store.
 #[derive(Clone)]
-pub struct Engine;
-impl Engine {
-    pub fn new(_c: crate::config::EngineConfig) -> Self {
-        Engine
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Engine {
+    /// The configuration and the counters (not the tasks, which may be many).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.shared.config)
+            .field("counters", &self.counters())
+            .finish()
     }
+}
+
+struct Shared {
+    config: EngineConfig,
+    limits: Limits,
+    store: Mutex<Store>,
+    /// Signalled when the last running check finishes and nothing waits.
+    idle: Notify,
+    /// Set at the end of a shutdown: open streams end.
+    closing: watch::Sender<bool>,
+}
+
+impl Engine {
+    /// An engine with `config`'s limits. The configuration is expected to be validated already;
+    /// a `max_concurrent_checks` of 0 (which would never run anything) is treated as 1, with a
+    /// warning.
+    pub fn new(config: EngineConfig) -> Engine {
+        if config.max_concurrent_checks == 0 {
+            warn!(
+                target: LOG_TARGET,
+                "max_concurrent_checks is 0; running one check at a time"
+            );
+        }
+        let limits = Limits::from_config(&config);
+        Engine {
+            shared: Arc::new(Shared {
+                config,
+                limits,
+                store: Mutex::new(Store::new(limits)),
+                idle: Notify::new(),
+                closing: watch::Sender::new(false),
+            }),
+        }
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.shared.config
+    }
+
+    /// The tonic service, with the maximum encoding and decoding message sizes set to
+    /// `max_message_bytes`. [`Engine::serve`] uses it; it is public for callers that build their
+    /// own server.
+    pub fn grpc_service(&self) -> EngineServer<EngineService> {
+        let limit = self.shared.config.max_message_bytes;
+        EngineServer::new(EngineService::new(self.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
+    }
+
+    /// Binds the configured `listen` address.
+    pub async fn bind(&self) -> Result<TcpListener, EngineError> {
+        let address = &self.shared.config.listen;
+        TcpListener::bind(address)
+            .await
+            .map_err(|source| EngineError::Bind {
+                address: address.clone(),
+                source,
+            })
+    }
+
+    /// Serves the engine and the standard gRPC health service (`turbomon.v1.Engine` reported
+    /// SERVING) on `listener`, with TCP_NODELAY, until `shutdown` resolves.
+    ///
+    /// Shutdown is graceful: the listener is closed and the health status turns NOT_SERVING; new
+    /// tasks are refused with UNAVAILABLE while the checks already taken in finish (for at most
+    /// [`SHUTDOWN_GRACE`]); streams already open keep answering status queries meanwhile, so a
+    /// supervisor can collect the last results. Then the open streams are ended and the server
+    /// returns.
     pub async fn serve(
         self,
-        _l: tokio::net::TcpListener,
-        s: impl std::future::Future<Output = ()> + Send,
-    ) -> Result<(), std::io::Error> {
-        s.await;
-        Ok(())
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), EngineError> {
+        let local_addr: SocketAddr = listener.local_addr().map_err(EngineError::Listener)?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<EngineServer<EngineService>>().await;
+
+        let (stop_accepting, stop_accepting_rx) = tokio::sync::oneshot::channel::<()>();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server = Server::builder()
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .add_service(health_service)
+            .add_service(self.grpc_service())
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop_accepting_rx.await;
+            });
+        let mut server = std::pin::pin!(server);
+        let sweeper = AbortOnDrop(tokio::spawn(sweep_periodically(self.clone())));
+        info!(target: LOG_TARGET, %local_addr, "engine serving");
+
+        tokio::select! {
+            result = &mut server => {
+                // The server stopped by itself: only an error does that.
+                return result.map_err(EngineError::Serve);
+            }
+            () = shutdown => {}
+        }
+
+        info!(
+            target: LOG_TARGET,
+            unfinished_checks = self.lock().unfinished_checks(),
+            "shutting down: refusing new tasks, waiting for checks to finish"
+        );
+        self.lock().draining = true;
+        health
+            .set_not_serving::<EngineServer<EngineService>>()
+            .await;
+        let _ = stop_accepting.send(());
+
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        let checks_done = tokio::time::timeout_at(deadline, self.wait_until_idle());
+        let mut checks_done = std::pin::pin!(checks_done);
+        let mut server_result = None;
+        let checks_finished_in_time = loop {
+            tokio::select! {
+                done = &mut checks_done => break done.is_ok(),
+                result = &mut server, if server_result.is_none() => server_result = Some(result),
+            }
+        };
+        if !checks_finished_in_time {
+            let counters = self.counters();
+            warn!(
+                target: LOG_TARGET,
+                running = counters.checks_running,
+                pending = counters.checks_pending,
+                "shutdown grace of {SHUTDOWN_GRACE:?} is over: abandoning unfinished checks"
+            );
+        }
+
+        self.shared.closing.send_replace(true);
+        let server_result = match server_result {
+            Some(result) => result,
+            None => match tokio::time::timeout(CONNECTION_CLOSE_GRACE, &mut server).await {
+                Ok(result) => result,
+                Err(_) => {
+                    warn!(target: LOG_TARGET, "connections still open after shutdown; leaving them");
+                    Ok(())
+                }
+            },
+        };
+        drop(sweeper);
+        info!(target: LOG_TARGET, %local_addr, "engine stopped");
+        server_result.map_err(EngineError::Serve)
+    }
+
+    /// The counters now.
+    pub fn counters(&self) -> EngineCounters {
+        self.lock().counters()
+    }
+
+    /// Handles one submission batch, exactly as the `Submit` stream does, and returns its ack.
+    /// Must be called within a tokio runtime (checks that take time run as tasks on it).
+    pub fn submit_batch(&self, batch: proto::SubmitBatch) -> proto::SubmitAck {
+        let batch_id = batch.batch_id;
+        let task_count = batch.tasks.len();
+        if let Err(message) =
+            check_batch_shape(batch_id, &batch.tasks, self.shared.limits.max_batch_tasks)
+        {
+            return self.refuse_batch(batch_id, task_count, CODE_INVALID_ARGUMENT, message);
+        }
+
+        let now = Now::read();
+        let mut acks = Vec::with_capacity(task_count);
+        let mut start_now = Vec::new();
+        let mut exhausted = 0usize;
+        {
+            let mut store = self.lock();
+            if store.draining {
+                store.count_refused_batch(task_count);
+                drop(store);
+                return refused(batch_id, CODE_UNAVAILABLE, "engine is shutting down".into());
+            }
+            store.sweep_if_due(now.instant);
+            for task in batch.tasks {
+                let attempt_ack = match store.admit(task, now, &mut start_now) {
+                    (task_id, Admission::Accepted) => accepted(task_id, false),
+                    (task_id, Admission::Duplicate) => accepted(task_id, true),
+                    (task_id, Admission::Invalid(reason)) => rejected(task_id, reason),
+                    (task_id, Admission::Exhausted(reason)) => {
+                        exhausted += 1;
+                        rejected(task_id, reason)
+                    }
+                };
+                acks.push(attempt_ack);
+            }
+            if exhausted > 0 && acks.iter().all(|ack| !ack.accepted) {
+                // Nothing fitted: refuse the batch as a whole (its tasks are already counted as
+                // rejected one by one).
+                store.count_refused_batch(0);
+                drop(store);
+                let limit = self.shared.limits.max_held_tasks;
+                debug!(target: LOG_TARGET, batch_id, "batch refused: engine full");
+                return refused(
+                    batch_id,
+                    CODE_RESOURCE_EXHAUSTED,
+                    format!(
+                        "engine holds max_held_tasks {limit} tasks: none of the {task_count} tasks of batch {batch_id} fits"
+                    ),
+                );
+            }
+        }
+        self.start_workers(start_now);
+        proto::SubmitAck {
+            batch_id,
+            acks,
+            error: None,
+        }
+    }
+
+    /// Handles one task outside a batch (`SubmitOne`): an accepted or duplicate ack, or the
+    /// reason it is refused.
+    pub fn submit_one(&self, task: proto::Task) -> Result<proto::TaskAck, tonic::Status> {
+        if task.id.is_empty() {
+            self.lock().count_rejected_task();
+            return Err(tonic::Status::invalid_argument("task has an empty id"));
+        }
+        let now = Now::read();
+        let mut start_now = Vec::new();
+        let admitted = {
+            let mut store = self.lock();
+            if store.draining {
+                store.count_rejected_task();
+                return Err(tonic::Status::unavailable("engine is shutting down"));
+            }
+            store.sweep_if_due(now.instant);
+            store.admit(task, now, &mut start_now)
+        };
+        self.start_workers(start_now);
+        match admitted {
+            (task_id, Admission::Accepted) => Ok(accepted(task_id, false)),
+            (task_id, Admission::Duplicate) => Ok(accepted(task_id, true)),
+            (_, Admission::Invalid(reason)) => Err(tonic::Status::invalid_argument(reason)),
+            (_, Admission::Exhausted(reason)) => Err(tonic::Status::resource_exhausted(reason)),
+        }
+    }
+
+    /// Handles one status query, exactly as the `Status` stream does: statuses in the query's
+    /// order, then the releases.
+    pub fn query_status(&self, query: proto::StatusQuery) -> proto::StatusBatch {
+        let batch_id = query.batch_id;
+        let max = self.shared.limits.max_batch_tasks;
+        if let Err(message) = check_query_shape(batch_id, &query.task_ids, &query.release_ids, max)
+        {
+            self.lock().count_refused_query();
+            debug!(target: LOG_TARGET, batch_id, %message, "status query refused");
+            return proto::StatusBatch {
+                batch_id,
+                statuses: Vec::new(),
+                error: Some(proto::BatchError {
+                    code: CODE_INVALID_ARGUMENT,
+                    message,
+                }),
+            };
+        }
+        let mut statuses = Vec::with_capacity(query.task_ids.len());
+        let now = tokio::time::Instant::now();
+        let mut store = self.lock();
+        store.sweep_if_due(now);
+        for task_id in query.task_ids {
+            statuses.push(store.status(task_id));
+        }
+        for task_id in &query.release_ids {
+            store.release(task_id);
+        }
+        drop(store);
+        proto::StatusBatch {
+            batch_id,
+            statuses,
+            error: None,
+        }
+    }
+
+    /// One task's status (`StatusOne`), then the releases.
+    pub fn status_one(
+        &self,
+        task_id: String,
+        release_ids: &[String],
+    ) -> Result<proto::TaskStatus, tonic::Status> {
+        if task_id.is_empty() {
+            return Err(tonic::Status::invalid_argument("task_id is empty"));
+        }
+        let max = self.shared.limits.max_batch_tasks;
+        check_query_shape(0, &[], release_ids, max).map_err(tonic::Status::invalid_argument)?;
+        let mut store = self.lock();
+        store.sweep_if_due(tokio::time::Instant::now());
+        let status = store.status(task_id);
+        for id in release_ids {
+            store.release(id);
+        }
+        Ok(status)
+    }
+
+    fn refuse_batch(
+        &self,
+        batch_id: u64,
+        task_count: usize,
+        code: i32,
+        message: String,
+    ) -> proto::SubmitAck {
+        self.lock().count_refused_batch(task_count);
+        debug!(target: LOG_TARGET, batch_id, code, %message, "batch refused");
+        refused(batch_id, code, message)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        // A panic elsewhere while holding the lock leaves the store consistent enough to go on:
+        // every mutation is a few field updates.
+        self.shared
+            .store
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn start_workers(&self, jobs: Vec<Job>) {
+        for job in jobs {
+            tokio::spawn(work(self.clone(), job));
+        }
+    }
+
+    /// Resolves when no check is running or waiting.
+    async fn wait_until_idle(&self) {
+        loop {
+            let notified = self.shared.idle.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().unfinished_checks() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A watch that turns true when open streams must end.
+    fn closing(&self) -> watch::Receiver<bool> {
+        self.shared.closing.subscribe()
+    }
+}
+
+/// A worker: runs `job`, records its result, and goes on with the next waiting check until
+/// none is left.
+async fn work(engine: Engine, mut job: Job) {
+    let output_limit_bytes = engine.shared.config.output_limit_bytes;
+    loop {
+        let run = check::run(&job.check, job.timeout, output_limit_bytes);
+        let result = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+            Ok(result) => result,
+            Err(_) => CheckResult::failed(format!("{} check panicked", job.check.kind_name())),
+        };
+        if result.state != TaskState::Ok {
+            debug!(target: LOG_TARGET, task_id = %job.id, state = ?result.state, message = %result.message, "check finished");
+        }
+        let (next, idle) = {
+            let mut store = engine.lock();
+            let next = store.finish(&job, result, Now::read());
+            let idle = next.is_none() && store.unfinished_checks() == 0;
+            (next, idle)
+        };
+        match next {
+            Some(next) => job = next,
+            None => {
+                if idle {
+                    engine.shared.idle.notify_waiters();
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Drops expired results every sweep period, so memory stays bounded even when idle.
+async fn sweep_periodically(engine: Engine) {
+    let period = engine.shared.limits.sweep_period();
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        engine.lock().sweep_if_due(tokio::time::Instant::now());
+    }
+}
+
+/// Aborts a task this module spawned when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Refuses a batch that is too big, has an empty id, or has an id twice.
+fn check_batch_shape(batch_id: u64, tasks: &[proto::Task], max: usize) -> Result<(), String> {
+    if tasks.len() > max {
+        return Err(format!(
+            "batch of {} tasks exceeds max_batch_tasks {max}",
+            tasks.len()
+        ));
+    }
+    if let Some(index) = tasks.iter().position(|task| task.id.is_empty()) {
+        return Err(format!("task at index {index} has an empty id"));
+    }
+    if tasks.len() > 1 {
+        let mut ids: Vec<&str> = tasks.iter().map(|task| task.id.as_str()).collect();
+        ids.sort_unstable();
+        if let Some(pair) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(format!(
+                "task id `{}` appears twice in batch {batch_id}",
+                clip(pair[0])
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a status query that is too big or has an empty id.
+fn check_query_shape(
+    batch_id: u64,
+    task_ids: &[String],
+    release_ids: &[String],
+    max: usize,
+) -> Result<(), String> {
+    if task_ids.len() > max {
+        return Err(format!(
+            "status query {batch_id} asks for {} tasks, over max_batch_tasks {max}",
+            task_ids.len()
+        ));
+    }
+    if release_ids.len() > max {
+        return Err(format!(
+            "status query {batch_id} releases {} tasks, over max_batch_tasks {max}",
+            release_ids.len()
+        ));
+    }
+    if let Some(index) = task_ids.iter().position(String::is_empty) {
+        return Err(format!("task id at index {index} is empty"));
+    }
+    if let Some(index) = release_ids.iter().position(String::is_empty) {
+        return Err(format!("release id at index {index} is empty"));
+    }
+    Ok(())
+}
+
+fn accepted(task_id: String, duplicate: bool) -> proto::TaskAck {
+    proto::TaskAck {
+        task_id,
+        accepted: true,
+        reason: String::new(),
+        duplicate,
+    }
+}
+
+fn rejected(task_id: String, reason: String) -> proto::TaskAck {
+    proto::TaskAck {
+        task_id,
+        accepted: false,
+        reason,
+        duplicate: false,
+    }
+}
+
+fn refused(batch_id: u64, code: i32, message: String) -> proto::SubmitAck {
+    proto::SubmitAck {
+        batch_id,
+        acks: Vec::new(),
+        error: Some(proto::BatchError { code, message }),
+    }
+}
+
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(QUOTE_LIMIT_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
     }
 }

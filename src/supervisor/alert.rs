@@ -99,7 +99,8 @@ pub async fn fire_one(action: &AlertConfig, event: &AlertEvent) -> Result<(), Al
                 node = %event.node,
                 task = %event.task_id,
                 value = event.value,
-                "rule broken: {}",
+                "rule broken{}{}",
+                if event.message.is_empty() { "" } else { ": " },
                 event.message
             );
             Ok(())

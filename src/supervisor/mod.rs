@@ -13,6 +13,7 @@ pub mod batch;
 pub mod monitor;
 pub mod plan;
 pub mod schedule;
+mod scheduler;
 pub mod stream;
 pub mod submit;
 mod unary;
@@ -27,15 +28,13 @@ use std::time::SystemTime;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
 pub use unary::UnaryError;
 
 use crate::config::SupervisorConfig;
-use crate::proto::{Task, TaskState};
+use crate::proto::TaskState;
 use crate::stats::EngineStats;
 use crate::transport::Dialer;
-use plan::RelatorPlan;
 
 /// Why the supervisor cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +59,12 @@ pub struct Completion {
     pub engine: String,
     /// The task.
     pub task_id: String,
+    /// Its relator.
+    pub relator: String,
+    /// Its node.
+    pub node: String,
+    /// Which attempt this outcome is (1 unless retried).
+    pub attempt: u32,
     /// Final state (ok, broken, failed, timed out); failed also for a task the engine rejected.
     pub state: TaskState,
     /// Measured value.
@@ -84,8 +89,14 @@ pub struct EngineCounters {
     broken: AtomicU64,
     alerts: AtomicU64,
     resubmitted: AtomicU64,
-    dropped: AtomicU64,
+    shed: AtomicU64,
     unsent_at_shutdown: AtomicU64,
+    retries: AtomicU64,
+    lost_in_restart: AtomicU64,
+    chained: AtomicU64,
+    missed_firings: AtomicU64,
+    skipped_firings: AtomicU64,
+    caught_up_firings: AtomicU64,
 }
 
 /// A copy of one engine's counters.
@@ -109,10 +120,22 @@ pub struct CountersSnapshot {
     pub alerts: u64,
     /// Acknowledged tasks the engine later forgot, submitted again.
     pub resubmitted: u64,
-    /// Tasks dropped because the engine was down too long (logged).
-    pub dropped: u64,
+    /// Tasks shed (low priority first) because the engine was down too long (logged).
+    pub shed: u64,
     /// Tasks still waiting for an acknowledgement when the supervisor stopped (logged).
     pub unsent_at_shutdown: u64,
+    /// Failed or timed-out tasks scheduled for another attempt.
+    pub retries: u64,
+    /// Tasks the engine reported lost in a restart (retried under the retry policy).
+    pub lost_in_restart: u64,
+    /// Chained relator runs started.
+    pub chained: u64,
+    /// Firings that came while the engine was unreachable.
+    pub missed_firings: u64,
+    /// Missed firings not run (catch-up `skip`, or older than the memory of missed firings).
+    pub skipped_firings: u64,
+    /// Missed firings run when the engine came back (`latest`, `replay`).
+    pub caught_up_firings: u64,
 }
 
 /// Options that are not part of the configuration file.
@@ -139,18 +162,23 @@ impl Supervisor {
         options: SupervisorOptions,
     ) -> Result<Self, SupervisorError> {
         let initial = Arc::clone(&config.borrow());
-        let plans = plan::plan_relators(&initial)?;
+        let plans = Arc::new(plan::plan_relators(&initial)?);
+        let plan_index: Arc<HashMap<String, usize>> = Arc::new(
+            plans
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.name.clone(), i))
+                .collect(),
+        );
         let (stop, stop_rx) = watch::channel(false);
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut tasks = JoinSet::new();
         let alert_actions = alert::AlertActions::new(&initial.alerts);
-        let alerts_of: HashMap<String, Arc<[String]>> = initial
-            .relators
-            .iter()
-            .map(|r| (r.name.clone(), Arc::from(r.alerts.clone())))
-            .collect();
+        let sessions = Arc::new(tokio::sync::Semaphore::new(initial.max_sessions.max(1)));
         let mut engines = HashMap::new();
-        let mut due_senders = HashMap::new();
-        for entry in &initial.engines {
+        let mut outlets = Vec::new();
+        let mut engine_index = HashMap::new();
+        for (index, entry) in initial.engines.iter().enumerate() {
             let engine_error = |reason: String| SupervisorError::Engine {
                 engine: entry.name.clone(),
                 reason,
@@ -164,12 +192,19 @@ impl Supervisor {
                 ),
             };
             let dialer = Dialer::new(&entry.address, link, initial.max_message_bytes)
-                .map_err(|e| engine_error(e.to_string()))?;
+                .map_err(|e| engine_error(e.to_string()))?
+                .with_sessions(Arc::clone(&sessions));
+            let counters = Arc::new(EngineCounters::default());
             let (state, due) = worker::start(
                 worker::WorkerSetup {
                     name: entry.name.clone(),
+                    index,
                     dialer,
-                    alerts_of: alerts_of.clone(),
+                    counters: Arc::clone(&counters),
+                    plans: Arc::clone(&plans),
+                    plan_index: Arc::clone(&plan_index),
+                    events: events_tx.clone(),
+                    max_outbox_tasks: worker::MAX_OUTBOX_TASKS,
                     alert_actions: alert_actions.clone(),
                     observer: options.observer.clone(),
                     stats_json: options.stats_json.clone(),
@@ -179,17 +214,32 @@ impl Supervisor {
                 &mut tasks,
             );
             engines.insert(entry.name.clone(), state);
-            due_senders.insert(entry.name.clone(), due);
+            engine_index.insert(entry.name.clone(), index);
+            outlets.push(scheduler::EngineOutlet { due, counters });
         }
-        for plan in &plans {
-            if !due_senders.contains_key(&plan.engine) {
-                return Err(SupervisorError::Engine {
-                    engine: plan.engine.clone(),
-                    reason: format!("relator `{}` needs it but it is not defined", plan.name),
-                });
+        let plan_engine = plans
+            .iter()
+            .map(|plan| {
+                engine_index
+                    .get(&plan.engine)
+                    .copied()
+                    .ok_or_else(|| SupervisorError::Engine {
+                        engine: plan.engine.clone(),
+                        reason: format!("relator `{}` needs it but it is not defined", plan.name),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        tasks.spawn(
+            scheduler::Scheduler {
+                plans,
+                plan_engine,
+                engines: outlets,
+                batch_window: initial.batch_window,
+                events: events_rx,
+                stop: stop_rx,
             }
-        }
-        tasks.spawn(schedule(plans, due_senders, stop_rx));
+            .run(),
+        );
         Ok(Self {
             engines,
             stop,
@@ -246,52 +296,5 @@ impl Supervisor {
     ) -> Vec<(String, CountersSnapshot)> {
         shutdown.await;
         self.shutdown().await
-    }
-}
-
-/// Fire relators on their intervals (the first firing at start) and hand each engine the tasks
-/// due at the same instant together, so they travel as one submission loop.
-async fn schedule(
-    plans: Vec<RelatorPlan>,
-    engines: HashMap<String, mpsc::UnboundedSender<Vec<Task>>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    if plans.is_empty() {
-        return;
-    }
-    let start = Instant::now();
-    let start_wall = SystemTime::now();
-    let mut next: Vec<Instant> = vec![start; plans.len()];
-    loop {
-        let Some(&earliest) = next.iter().min() else {
-            return;
-        };
-        tokio::select! {
-            _ = stop.changed() => return,
-            () = tokio::time::sleep_until(earliest) => {}
-        }
-        if *stop.borrow() {
-            return;
-        }
-        let now = Instant::now();
-        let mut due: HashMap<&str, Vec<Task>> = HashMap::new();
-        for (plan, at) in plans.iter().zip(next.iter_mut()) {
-            if *at > now {
-                continue;
-            }
-            let scheduled = start_wall + (*at - start);
-            due.entry(plan.engine.as_str())
-                .or_default()
-                .extend(plan.tasks_at(scheduled));
-            // Missed firings (a stalled process) are skipped, not replayed in a burst.
-            while *at <= now {
-                *at += plan.interval;
-            }
-        }
-        for (engine, tasks) in due {
-            if let Some(sender) = engines.get(engine) {
-                let _ = sender.send(tasks);
-            }
-        }
     }
 }

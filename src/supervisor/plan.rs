@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::{CheckKind, RuleConfig, SimOutcome, SupervisorConfig};
+use crate::config::{CatchUp, CheckKind, Priority, RuleConfig, SimOutcome, SupervisorConfig};
 use crate::proto::{self, Task, TaskState, check::Kind};
+
+use super::schedule::splay_offset;
 
 /// A relator that cannot be expanded.
 #[derive(Debug, thiserror::Error)]
@@ -38,33 +40,112 @@ pub struct RelatorPlan {
     pub name: String,
     /// Engine that runs every task of this relator (its group's engine).
     pub engine: String,
-    /// How often it fires.
-    pub interval: Duration,
+    /// How often it fires; `None`: only when chained.
+    pub interval: Option<Duration>,
+    /// Span after a firing within which its tasks start; retries stay inside it.
+    pub start_window: Duration,
+    /// Percentage of the start window over which starts are spread.
+    pub randomize: u8,
+    /// Retries of a failed or timed-out task.
+    pub max_retries: u32,
+    /// Wait before a retry.
+    pub retry_period: Duration,
+    /// Relators (indices into the plan list) run on the same node after an ok outcome.
+    pub on_ok: Vec<usize>,
+    /// Relators (indices into the plan list) run on the same node after a broken outcome.
+    pub on_broken: Vec<usize>,
+    /// Missed firings policy.
+    pub catch_up: CatchUp,
+    /// Priority of its tasks.
+    pub priority: Priority,
     /// Alert actions for broken rules.
     pub alerts: Vec<String>,
-    /// One template per (rule, node).
+    /// The rules it checks (to expand chained runs on any node).
+    pub rules: Vec<RuleConfig>,
+    /// One template per (rule, node) of its group.
     pub templates: Vec<TaskTemplate>,
 }
 
+/// A task with the instant it is due to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueTask {
+    /// When it should start: the firing plus its node's splay offset.
+    pub due_after_firing: Duration,
+    /// The task, its `scheduled_unix_ms` being that due instant.
+    pub task: Task,
+}
+
 impl RelatorPlan {
-    /// The tasks of the firing scheduled at `scheduled`.
-    pub fn tasks_at(&self, scheduled: SystemTime) -> Vec<Task> {
-        let scheduled_unix_ms = unix_ms(scheduled);
+    /// The tasks of the firing at `fired`, each due at its node's stable splay offset.
+    pub fn tasks_at(&self, fired: SystemTime) -> Vec<DueTask> {
         self.templates
             .iter()
-            .map(|t| Task {
-                id: task_id(&self.name, &t.rule, &t.node, scheduled_unix_ms),
-                relator: self.name.clone(),
-                rule: t.rule.clone(),
-                node: t.node.clone(),
-                scheduled_unix_ms,
-                attempt: 1,
-                timeout_ms: t.timeout.as_millis().try_into().unwrap_or(u64::MAX),
-                check: Some(t.check.clone()),
+            .map(|t| {
+                let offset = splay_offset(&self.name, &t.node, self.start_window, self.randomize);
+                DueTask {
+                    due_after_firing: offset,
+                    task: self.task(t, fired + offset),
+                }
             })
             .collect()
     }
+
+    /// The tasks of a chained run on `node` (due now).
+    pub fn chained_tasks(&self, node: &str, now: SystemTime) -> Vec<Task> {
+        self.rules
+            .iter()
+            .filter_map(|rule| match check_for(rule, node) {
+                Ok(check) => Some(TaskTemplate {
+                    rule: rule.name.clone(),
+                    node: node.to_string(),
+                    check,
+                    timeout: rule.timeout,
+                }),
+                Err(reason) => {
+                    tracing::error!(target: "turbomon::supervisor", relator = %self.name, %reason, "chained run skipped");
+                    None
+                }
+            })
+            .map(|t| self.task(&t, now))
+            .collect()
+    }
+
+    fn task(&self, t: &TaskTemplate, scheduled: SystemTime) -> Task {
+        let scheduled_unix_ms = unix_ms(scheduled);
+        Task {
+            id: task_id(&self.name, &t.rule, &t.node, scheduled_unix_ms),
+            relator: self.name.clone(),
+            rule: t.rule.clone(),
+            node: t.node.clone(),
+            scheduled_unix_ms,
+            attempt: 1,
+            timeout_ms: t.timeout.as_millis().try_into().unwrap_or(u64::MAX),
+            check: Some(t.check.clone()),
+            priority: wire_priority(self.priority) as i32,
+        }
+    }
 }
+
+/// The wire form of a priority.
+pub fn wire_priority(priority: Priority) -> proto::Priority {
+    match priority {
+        Priority::High => proto::Priority::High,
+        Priority::Normal => proto::Priority::Normal,
+        Priority::Low => proto::Priority::Low,
+    }
+}
+
+/// Sort key of a wire priority: high first, unknown values as normal.
+pub fn priority_rank(priority: i32) -> u8 {
+    match proto::Priority::try_from(priority) {
+        Ok(proto::Priority::High) => 0,
+        Ok(proto::Priority::Low) => 2,
+        _ => 1,
+    }
+}
+
+/// Start window of relators that only run when chained.
+const CHAINED_START_WINDOW: Duration = Duration::from_secs(60);
 
 /// The stable identity of a task.
 pub fn task_id(relator: &str, rule: &str, node: &str, scheduled_unix_ms: i64) -> String {
@@ -82,6 +163,12 @@ pub fn unix_ms(t: SystemTime) -> i64 {
 /// Expand every relator of a (validated) configuration.
 pub fn plan_relators(config: &SupervisorConfig) -> Result<Vec<RelatorPlan>, PlanError> {
     let groups: HashMap<&str, _> = config.groups.iter().map(|g| (g.name.as_str(), g)).collect();
+    let relator_index: HashMap<&str, usize> = config
+        .relators
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.name.as_str(), i))
+        .collect();
     let rules: HashMap<&str, _> = config.rules.iter().map(|r| (r.name.as_str(), r)).collect();
     config
         .relators
@@ -95,10 +182,12 @@ pub fn plan_relators(config: &SupervisorConfig) -> Result<Vec<RelatorPlan>, Plan
                 .get(relator.group.as_str())
                 .ok_or_else(|| error(format!("group `{}` is not defined", relator.group)))?;
             let mut templates = Vec::with_capacity(relator.rules.len() * group.nodes.len());
+            let mut relator_rules = Vec::with_capacity(relator.rules.len());
             for rule_name in &relator.rules {
                 let rule = rules
                     .get(rule_name.as_str())
                     .ok_or_else(|| error(format!("rule `{rule_name}` is not defined")))?;
+                relator_rules.push((*rule).clone());
                 for node in &group.nodes {
                     templates.push(TaskTemplate {
                         rule: rule.name.clone(),
@@ -108,11 +197,34 @@ pub fn plan_relators(config: &SupervisorConfig) -> Result<Vec<RelatorPlan>, Plan
                     });
                 }
             }
+            let targets = |names: &[String]| {
+                names
+                    .iter()
+                    .map(|n| {
+                        relator_index
+                            .get(n.as_str())
+                            .copied()
+                            .ok_or_else(|| error(format!("chained relator `{n}` is not defined")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            };
             Ok(RelatorPlan {
                 name: relator.name.clone(),
                 engine: group.engine.clone(),
                 interval: relator.interval,
+                start_window: relator
+                    .start_window
+                    .or(relator.interval)
+                    .unwrap_or(CHAINED_START_WINDOW),
+                randomize: relator.randomize,
+                max_retries: relator.max_retries.unwrap_or(config.max_retries),
+                retry_period: relator.retry_period.unwrap_or(config.retry_period),
+                on_ok: targets(&relator.on_ok)?,
+                on_broken: targets(&relator.on_broken)?,
+                catch_up: relator.catch_up,
+                priority: relator.priority,
                 alerts: relator.alerts.clone(),
+                rules: relator_rules,
                 templates,
             })
         })
@@ -190,9 +302,13 @@ mod tests {
     fn a_firing_expands_to_one_task_per_rule_and_node() {
         let plans = plan_relators(&config()).expect("plans");
         let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
-        let tasks = plans[0].tasks_at(at);
+        let tasks: Vec<Task> = plans[0].tasks_at(at).into_iter().map(|d| d.task).collect();
         assert_eq!(tasks.len(), 6);
-        assert_eq!(tasks[0].id, "r/port/a/1700000000000");
+        let offset = splay_offset("r", "a", Duration::from_secs(10), 25).as_millis();
+        assert_eq!(
+            tasks[0].id,
+            format!("r/port/a/{}", 1_700_000_000_000 + offset)
+        );
         assert_eq!(plans[0].engine, "e1");
         let ids: std::collections::HashSet<_> = tasks.iter().map(|t| &t.id).collect();
         assert_eq!(ids.len(), 6, "ids are unique");

@@ -56,6 +56,7 @@ struct Shared<Resp> {
 pub struct BatchStream<Req, Resp> {
     outbound: mpsc::Sender<Req>,
     shared: Arc<Mutex<Shared<Resp>>>,
+    sessions: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// The submission stream.
@@ -128,7 +129,17 @@ where
             // Dropping the senders wakes every waiter with an error.
             shared.waiters.clear();
         });
-        Self { outbound, shared }
+        Self {
+            outbound,
+            shared,
+            sessions: None,
+        }
+    }
+
+    /// Take one of `sessions`' slots for every batch in flight.
+    pub fn with_sessions(mut self, sessions: Option<Arc<tokio::sync::Semaphore>>) -> Self {
+        self.sessions = sessions;
+        self
     }
 
     /// Whether the stream has ended; a closed stream answers every call with an error.
@@ -139,6 +150,13 @@ where
     /// Send one batch and wait for its reply.
     pub async fn call(&self, request: Req) -> Result<Resp, StreamError> {
         let batch_id = request.batch_id();
+        let _slot = match &self.sessions {
+            Some(sessions) => Some(sessions.acquire().await.map_err(|_| StreamError::Closed {
+                batch_id,
+                reason: Some("the supervisor is shutting down".to_string()),
+            })?),
+            None => None,
+        };
         let (tx, rx) = oneshot::channel();
         {
             let mut shared = lock(&self.shared);

@@ -33,18 +33,26 @@ where
     F: FnOnce(EngineClient<Channel>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
 {
-    let exchange = async {
-        let (client, closed) = dialer
-            .connect_tracked()
-            .await
-            .map_err(|e| UnaryError::Connect(e.to_string()))?;
-        // The future owns the client: once it completes, the connection has no user left.
-        let reply = call(client).await;
-        closed.wait().await;
-        reply
-            .map(tonic::Response::into_inner)
-            .map_err(UnaryError::Refused)
-    };
+    let exchange =
+        async {
+            let _slot =
+                match dialer.sessions() {
+                    Some(sessions) => Some(sessions.acquire().await.map_err(|_| {
+                        UnaryError::Connect("the supervisor is shutting down".into())
+                    })?),
+                    None => None,
+                };
+            let (client, closed) = dialer
+                .connect_tracked()
+                .await
+                .map_err(|e| UnaryError::Connect(e.to_string()))?;
+            // The future owns the client: once it completes, the connection has no user left.
+            let reply = call(client).await;
+            closed.wait().await;
+            reply
+                .map(tonic::Response::into_inner)
+                .map_err(UnaryError::Refused)
+        };
     tokio::time::timeout(timeout, exchange)
         .await
         .unwrap_or(Err(UnaryError::Timeout(timeout)))

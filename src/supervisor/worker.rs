@@ -15,6 +15,8 @@ use tokio::time::Instant;
 use super::alert::{AlertActions, AlertEvent};
 use super::batch::BatchIds;
 use super::monitor::{MonitorOutcome, monitor_turbo, monitor_unary};
+use super::plan::{RelatorPlan, priority_rank};
+use super::scheduler::ScheduleEvent;
 use super::stream::{StatusStream, SubmitStream};
 use super::submit::{Delivery, LoopLimits, SubmissionOutcome, submit_turbo, submit_unary};
 use super::{Completion, EngineCounters};
@@ -24,32 +26,37 @@ use crate::proto::{Task, TaskState, TaskStatus};
 use crate::stats::{EngineStats, Mode};
 use crate::transport::Dialer;
 
-/// How long one batch or unary call may wait for its reply.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Tasks waiting for an engine that is down; beyond this the oldest are dropped, counted, logged.
-const MAX_OUTBOX_TASKS: usize = 200_000;
+/// Tasks waiting for an engine that is down; beyond this, low priority first, then the oldest,
+/// are shed (counted and logged).
+pub(super) const MAX_OUTBOX_TASKS: usize = 200_000;
 
 /// A submitted task the supervisor waits to hear the end of.
 #[derive(Debug)]
 struct Unfinished {
     task: Task,
-    alerts: Arc<[String]>,
+    /// Index of its relator's plan.
+    relator: Option<usize>,
 }
 
 /// Everything the loops of one engine share.
 pub(super) struct EngineState {
     pub(super) name: String,
+    pub(super) index: usize,
     pub(super) dialer: Dialer,
-    pub(super) counters: EngineCounters,
+    pub(super) counters: Arc<EngineCounters>,
     stats: Mutex<EngineStats>,
     unfinished: Mutex<HashMap<String, Unfinished>>,
     release: Mutex<Vec<String>>,
     client: tokio::sync::Mutex<Option<EngineClient<tonic::transport::Channel>>>,
     batch_ids: BatchIds,
-    alerts_of: HashMap<String, Arc<[String]>>,
+    plans: Arc<Vec<RelatorPlan>>,
+    plan_index: Arc<HashMap<String, usize>>,
     alert_actions: AlertActions,
     observer: Option<mpsc::UnboundedSender<Completion>>,
     resubmit: mpsc::UnboundedSender<Vec<Task>>,
+    events: mpsc::UnboundedSender<ScheduleEvent>,
+    reachable: std::sync::atomic::AtomicBool,
+    max_outbox_tasks: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -59,8 +66,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// What the worker needs to start.
 pub(super) struct WorkerSetup {
     pub(super) name: String,
+    pub(super) index: usize,
     pub(super) dialer: Dialer,
-    pub(super) alerts_of: HashMap<String, Arc<[String]>>,
+    pub(super) counters: Arc<EngineCounters>,
+    pub(super) plans: Arc<Vec<RelatorPlan>>,
+    pub(super) plan_index: Arc<HashMap<String, usize>>,
+    pub(super) events: mpsc::UnboundedSender<ScheduleEvent>,
+    pub(super) max_outbox_tasks: usize,
     pub(super) alert_actions: AlertActions,
     pub(super) observer: Option<mpsc::UnboundedSender<Completion>>,
     pub(super) stats_json: Option<PathBuf>,
@@ -77,16 +89,21 @@ pub(super) fn start(
     let state = Arc::new(EngineState {
         stats: Mutex::new(EngineStats::new(setup.name.clone(), SystemTime::now())),
         name: setup.name,
+        index: setup.index,
         dialer: setup.dialer,
-        counters: EngineCounters::default(),
+        counters: setup.counters,
         unfinished: Mutex::new(HashMap::new()),
         release: Mutex::new(Vec::new()),
         client: tokio::sync::Mutex::new(None),
         batch_ids: BatchIds::default(),
-        alerts_of: setup.alerts_of,
+        plans: setup.plans,
+        plan_index: setup.plan_index,
         alert_actions: setup.alert_actions,
         observer: setup.observer,
         resubmit: due_tx.clone(),
+        events: setup.events,
+        reachable: std::sync::atomic::AtomicBool::new(true),
+        max_outbox_tasks: setup.max_outbox_tasks,
     });
     let tunables = TunablesSource {
         engine: state.name.clone(),
@@ -127,6 +144,11 @@ struct TunablesSource {
 }
 
 impl TunablesSource {
+    /// The whole configuration in force.
+    fn config(&self) -> Arc<SupervisorConfig> {
+        Arc::clone(&self.config.borrow())
+    }
+
     fn current(&mut self) -> Tunables {
         let config = Arc::clone(&self.config.borrow_and_update());
         let now = config
@@ -142,18 +164,7 @@ impl TunablesSource {
         // An engine dropped from the file keeps its last settings until restart.
         let now = now.or(self.last).unwrap_or_else(|| {
             let defaults = SupervisorConfig::default();
-            defaults.tunables(&crate::config::EngineEntry {
-                name: self.engine.clone(),
-                address: String::new(),
-                link: None,
-                turbo_monitoring: None,
-                task_submit_batch_size: None,
-                task_info_batch_size: None,
-                status_check_interval: None,
-                stats_interval: None,
-                max_inflight_batches: None,
-                max_connections: None,
-            })
+            defaults.tunables(&crate::config::EngineEntry::default())
         });
         self.last = Some(now);
         now
@@ -197,6 +208,23 @@ impl EngineState {
         let fresh = self.dialer.connect().await.map_err(|e| e.to_string())?;
         *client = Some(fresh.clone());
         Ok(fresh)
+    }
+
+    fn is_reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    /// Record whether the engine answers; tell the scheduler when that changes.
+    fn set_reachable(&self, up: bool) {
+        if self.reachable.swap(up, Ordering::Relaxed) != up {
+            let event = if up {
+                tracing::info!(target: "turbomon::supervisor", engine = %self.name, "engine answers again");
+                ScheduleEvent::EngineUp(self.index)
+            } else {
+                ScheduleEvent::EngineDown(self.index)
+            };
+            let _ = self.events.send(event);
+        }
     }
 
     async fn forget_client(&self) {
@@ -249,17 +277,13 @@ impl EngineState {
                     if duplicate {
                         self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                     }
-                    let alerts = self
-                        .alerts_of
-                        .get(&task.relator)
-                        .cloned()
-                        .unwrap_or_default();
-                    unfinished.insert(task.id.clone(), Unfinished { task, alerts });
+                    let relator = self.plan_index.get(&task.relator).copied();
+                    unfinished.insert(task.id.clone(), Unfinished { task, relator });
                 }
                 Delivery::Rejected { reason } => {
                     self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(target: "turbomon::supervisor", engine = %self.name, task = %task.id, %reason, "engine rejected task");
-                    self.observe(&task.id, TaskState::Failed, 0.0, &reason, 0);
+                    self.observe(&task, TaskState::Failed, 0.0, &reason, 0);
                 }
                 Delivery::Retry { .. } => retry.push(task),
             }
@@ -267,9 +291,10 @@ impl EngineState {
         retry
     }
 
-    /// Sort the statuses of a monitor loop: finished tasks leave the unfinished set, are released
-    /// on the engine next loop, and fire alerts when broken.
-    fn absorb_statuses(&self, statuses: Vec<TaskStatus>) {
+    /// Sort the statuses of a monitor loop (or a pushed completion batch): finished tasks leave
+    /// the unfinished set; failed ones are retried while the relator allows; final ones are
+    /// released on the engine next loop, fire alerts when broken and start chained relators.
+    pub(super) fn absorb_statuses(&self, statuses: Vec<TaskStatus>) {
         let mut resubmit = Vec::new();
         let mut finished = Vec::new();
         {
@@ -277,8 +302,15 @@ impl EngineState {
             for status in statuses {
                 let state = TaskState::try_from(status.state).unwrap_or(TaskState::Unspecified);
                 match state {
-                    TaskState::Ok | TaskState::Broken | TaskState::Failed | TaskState::TimedOut => {
-                        if let Some(entry) = unfinished.remove(&status.task_id) {
+                    TaskState::Ok
+                    | TaskState::Broken
+                    | TaskState::Failed
+                    | TaskState::TimedOut
+                    | TaskState::LostInRestart => {
+                        let current = unfinished.get(&status.task_id).is_some_and(|u| {
+                            u.task.attempt == status.attempt || status.attempt == 0
+                        });
+                        if current && let Some(entry) = unfinished.remove(&status.task_id) {
                             finished.push((entry, state, status));
                         }
                     }
@@ -300,9 +332,25 @@ impl EngineState {
         }
         let mut release = Vec::with_capacity(finished.len());
         for (entry, state, status) in finished {
+            let plan = entry.relator.and_then(|r| self.plans.get(r));
+            if state == TaskState::LostInRestart {
+                self.counters
+                    .lost_in_restart
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target: "turbomon::supervisor", engine = %self.name, task = %entry.task.id, "task was running when the engine restarted");
+            }
+            if matches!(
+                state,
+                TaskState::Failed | TaskState::TimedOut | TaskState::LostInRestart
+            ) && let Some(plan) = plan
+                && self.schedule_retry(plan, &entry.task)
+            {
+                // Not final: the next attempt replaces this one on the engine.
+                continue;
+            }
             self.counters.completed.fetch_add(1, Ordering::Relaxed);
             self.observe(
-                &status.task_id,
+                &entry.task,
                 state,
                 status.value,
                 &status.message,
@@ -310,22 +358,39 @@ impl EngineState {
             );
             if state == TaskState::Broken {
                 self.counters.broken.fetch_add(1, Ordering::Relaxed);
-                if !entry.alerts.is_empty() {
+                if let Some(plan) = plan
+                    && !plan.alerts.is_empty()
+                {
                     self.counters.alerts.fetch_add(1, Ordering::Relaxed);
                     self.alert_actions.fire(
-                        &entry.alerts,
+                        &plan.alerts,
                         AlertEvent {
                             engine: self.name.clone(),
-                            relator: entry.task.relator,
-                            rule: entry.task.rule,
-                            node: entry.task.node,
+                            relator: entry.task.relator.clone(),
+                            rule: entry.task.rule.clone(),
+                            node: entry.task.node.clone(),
                             task_id: status.task_id.clone(),
                             state: "broken".to_string(),
                             value: status.value,
-                            message: status.message,
+                            message: status.message.clone(),
                             finished_unix_ms: status.finished_unix_ms,
                         },
                     );
+                }
+            }
+            if let Some(plan) = plan {
+                let next = match state {
+                    TaskState::Ok => plan.on_ok.as_slice(),
+                    TaskState::Broken => plan.on_broken.as_slice(),
+                    _ => &[],
+                };
+                for &relator in next {
+                    self.counters.chained.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.events.send(ScheduleEvent::Chain {
+                        engine: self.index,
+                        relator,
+                        node: entry.task.node.clone(),
+                    });
                 }
             }
             release.push(status.task_id);
@@ -333,11 +398,38 @@ impl EngineState {
         lock(&self.release).extend(release);
     }
 
-    fn observe(&self, task_id: &str, state: TaskState, value: f64, message: &str, finished: i64) {
+    /// Schedule the next attempt of a failed task if its relator allows one that still starts
+    /// inside the start window. Returns whether a retry was scheduled.
+    fn schedule_retry(&self, plan: &RelatorPlan, task: &Task) -> bool {
+        if task.attempt > plan.max_retries {
+            return false;
+        }
+        let window_end = std::time::UNIX_EPOCH
+            + Duration::from_millis(u64::try_from(task.scheduled_unix_ms).unwrap_or(0))
+            + plan.start_window;
+        if SystemTime::now() + plan.retry_period > window_end {
+            return false;
+        }
+        let mut next = task.clone();
+        next.attempt += 1;
+        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(target: "turbomon::supervisor", engine = %self.name, task = %task.id, attempt = next.attempt, "task failed; retrying after the retry period");
+        let _ = self.events.send(ScheduleEvent::Retry {
+            engine: self.index,
+            task: next,
+            due: Instant::now() + plan.retry_period,
+        });
+        true
+    }
+
+    fn observe(&self, task: &Task, state: TaskState, value: f64, message: &str, finished: i64) {
         if let Some(observer) = &self.observer {
             let _ = observer.send(Completion {
                 engine: self.name.clone(),
-                task_id: task_id.to_string(),
+                task_id: task.id.clone(),
+                relator: task.relator.clone(),
+                node: task.node.clone(),
+                attempt: task.attempt,
                 state,
                 value,
                 message: message.to_string(),
@@ -348,17 +440,23 @@ impl EngineState {
     }
 }
 
-fn limits(batch_size: usize, tunables: &Tunables) -> LoopLimits {
-    let in_flight = if tunables.turbo_monitoring {
+fn limits(batch_size: usize, tunables: &Tunables, config: &SupervisorConfig) -> LoopLimits {
+    let own = if tunables.turbo_monitoring {
         tunables.max_inflight_batches
     } else {
         tunables.max_connections
     };
     LoopLimits {
         batch_size,
-        in_flight,
-        reply_timeout: REPLY_TIMEOUT,
+        in_flight: own.min(engine_share(config)),
+        reply_timeout: config.batch_timeout,
     }
+}
+
+/// The most of `max_sessions` one engine may hold: all but the reserved share (at least one).
+pub(super) fn engine_share(config: &SupervisorConfig) -> usize {
+    let reserved = config.max_sessions * usize::from(config.reserved_percent.min(100)) / 100;
+    (config.max_sessions - reserved).max(1)
 }
 
 /// Wait until `deadline` while collecting due tasks; false when stopping or the channel closed.
@@ -397,14 +495,15 @@ async fn collect_until(
 async fn submission_worker(
     state: Arc<EngineState>,
     mut due: mpsc::UnboundedReceiver<Vec<Task>>,
-    mut tunables: TunablesSource,
+    mut source: TunablesSource,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut outbox: Vec<Task> = Vec::new();
     let mut backoff = Backoff::default();
     let mut stream: Option<SubmitStream> = None;
     loop {
-        let deadline = if outbox.is_empty() {
+        // While the engine is down (or tasks wait for a retry) wake at the backoff instant.
+        let deadline = if outbox.is_empty() && state.is_reachable() {
             None
         } else {
             backoff.retry_at
@@ -417,13 +516,18 @@ async fn submission_worker(
         while let Ok(more) = due.try_recv() {
             outbox.extend(more);
         }
-        trim_outbox(&state, &mut outbox);
+        shed_outbox(&state, &mut outbox);
+        let tunables = source.current();
+        let config = source.config();
         if outbox.is_empty() {
+            if !state.is_reachable() {
+                probe(&state, &mut stream, &mut backoff, tunables.turbo_monitoring).await;
+            }
             continue;
         }
-        let tunables = tunables.current();
-        let limits = limits(tunables.task_submit_batch_size, &tunables);
-        let tasks = std::mem::take(&mut outbox);
+        let limits = limits(tunables.task_submit_batch_size, &tunables, &config);
+        let mut tasks = std::mem::take(&mut outbox);
+        tasks.sort_by_key(|t| priority_rank(t.priority));
         let count = tasks.len() as u64;
         let outcome = if tunables.turbo_monitoring {
             match open_submit_stream(&state, &mut stream).await {
@@ -431,6 +535,7 @@ async fn submission_worker(
                 Err(reason) => {
                     outbox = tasks;
                     lock(&state.stats).submission.record_failed_loop();
+                    state.set_reachable(false);
                     let delay = backoff.failed();
                     tracing::warn!(target: "turbomon::supervisor", engine = %state.name, %reason, retry_in = ?delay, pending = outbox.len(), "engine unreachable; tasks kept for the next attempt");
                     continue;
@@ -450,6 +555,7 @@ async fn submission_worker(
         let retry = state.absorb_deliveries(outcome);
         if completed {
             backoff.succeeded();
+            state.set_reachable(true);
         } else {
             state
                 .counters
@@ -457,6 +563,7 @@ async fn submission_worker(
                 .fetch_add(retry.len() as u64, Ordering::Relaxed);
             if stream.as_ref().is_some_and(SubmitStream::is_closed) {
                 stream = None;
+                state.set_reachable(false);
             }
             let delay = backoff.failed();
             tracing::warn!(target: "turbomon::supervisor", engine = %state.name, reason = failure.as_deref().unwrap_or(""), unacknowledged = retry.len(), retry_in = ?delay, "submission loop incomplete; unacknowledged tasks will be sent again");
@@ -472,16 +579,54 @@ async fn submission_worker(
     }
 }
 
-fn trim_outbox(state: &EngineState, outbox: &mut Vec<Task>) {
-    if outbox.len() > MAX_OUTBOX_TASKS {
-        let excess = outbox.len() - MAX_OUTBOX_TASKS;
-        outbox.drain(..excess);
-        state
-            .counters
-            .dropped
-            .fetch_add(excess as u64, Ordering::Relaxed);
-        tracing::error!(target: "turbomon::supervisor", engine = %state.name, dropped = excess, "engine down too long: oldest waiting tasks dropped");
+/// With nothing to send to an engine that is down, check whether it answers again.
+async fn probe(
+    state: &EngineState,
+    stream: &mut Option<SubmitStream>,
+    backoff: &mut Backoff,
+    turbo: bool,
+) {
+    let answered = if turbo {
+        open_submit_stream(state, stream).await.is_ok()
+    } else {
+        state.dialer.connect().await.is_ok()
+    };
+    if answered {
+        backoff.succeeded();
+        state.set_reachable(true);
+    } else {
+        backoff.failed();
     }
+}
+
+/// Over the cap, shed low priority first, then normal, then high; the oldest first within each.
+fn shed_outbox(state: &EngineState, outbox: &mut Vec<Task>) {
+    let cap = state.max_outbox_tasks;
+    if outbox.len() <= cap {
+        return;
+    }
+    let mut excess = outbox.len() - cap;
+    let mut shed = [0usize; 3];
+    for rank in (0..=2u8).rev() {
+        if excess == 0 {
+            break;
+        }
+        outbox.retain(|t| {
+            if excess > 0 && priority_rank(t.priority) == rank {
+                excess -= 1;
+                shed[usize::from(rank)] += 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+    let total: usize = shed.iter().sum();
+    state
+        .counters
+        .shed
+        .fetch_add(total as u64, Ordering::Relaxed);
+    tracing::error!(target: "turbomon::supervisor", engine = %state.name, shed_high = shed[0], shed_normal = shed[1], shed_low = shed[2], "engine down too long: waiting tasks over the cap were shed, low priority first");
 }
 
 async fn open_submit_stream<'a>(
@@ -491,7 +636,7 @@ async fn open_submit_stream<'a>(
     if stream.as_ref().is_none_or(SubmitStream::is_closed) {
         let mut client = state.client().await?;
         match SubmitStream::open(&mut client).await {
-            Ok(open) => *stream = Some(open),
+            Ok(open) => *stream = Some(open.with_sessions(state.dialer.sessions().cloned())),
             Err(e) => {
                 state.forget_client().await;
                 return Err(e.to_string());
@@ -508,7 +653,7 @@ async fn open_status_stream<'a>(
     if stream.as_ref().is_none_or(StatusStream::is_closed) {
         let mut client = state.client().await?;
         match StatusStream::open(&mut client).await {
-            Ok(open) => *stream = Some(open),
+            Ok(open) => *stream = Some(open.with_sessions(state.dialer.sessions().cloned())),
             Err(e) => {
                 state.forget_client().await;
                 return Err(e.to_string());
@@ -520,12 +665,12 @@ async fn open_status_stream<'a>(
 
 async fn monitor_worker(
     state: Arc<EngineState>,
-    mut tunables: TunablesSource,
+    mut source: TunablesSource,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut stream: Option<StatusStream> = None;
     loop {
-        let interval = tunables.current().status_check_interval;
+        let interval = source.current().status_check_interval;
         tokio::select! {
             _ = stop.changed() => break,
             () = tokio::time::sleep(interval) => {}
@@ -538,8 +683,8 @@ async fn monitor_worker(
         if ids.is_empty() && release.is_empty() {
             continue;
         }
-        let tunables = tunables.current();
-        let limits = limits(tunables.task_info_batch_size, &tunables);
+        let tunables = source.current();
+        let limits = limits(tunables.task_info_batch_size, &tunables, &source.config());
         let outcome = if tunables.turbo_monitoring {
             match open_status_stream(&state, &mut stream).await {
                 Ok(open) => monitor_turbo(open, ids, release, limits, &state.batch_ids).await,
@@ -621,8 +766,14 @@ impl EngineCounters {
             broken: get(&self.broken),
             alerts: get(&self.alerts),
             resubmitted: get(&self.resubmitted),
-            dropped: get(&self.dropped),
+            shed: get(&self.shed),
             unsent_at_shutdown: get(&self.unsent_at_shutdown),
+            retries: get(&self.retries),
+            lost_in_restart: get(&self.lost_in_restart),
+            chained: get(&self.chained),
+            missed_firings: get(&self.missed_firings),
+            skipped_firings: get(&self.skipped_firings),
+            caught_up_firings: get(&self.caught_up_firings),
         }
     }
 }

@@ -97,6 +97,14 @@ impl MockEngine {
 impl Engine for MockEngine {
     type SubmitStream = ReceiverStream<Result<SubmitAck, Status>>;
     type StatusStream = ReceiverStream<Result<StatusBatch, Status>>;
+    type CompletionsStream = ReceiverStream<Result<turbomon::proto::CompletionBatch, Status>>;
+
+    async fn completions(
+        &self,
+        _request: Request<turbomon::proto::CompletionsRequest>,
+    ) -> Result<Response<Self::CompletionsStream>, Status> {
+        Err(Status::unimplemented("the mock engine does not push"))
+    }
 
     async fn submit(
         &self,

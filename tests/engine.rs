@@ -1,0 +1,690 @@
+//! The monitoring engine as a supervisor sees it: a real gRPC client over loopback.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use tonic::transport::Channel;
+use turbomon::config::EngineConfig;
+use turbomon::engine::{Engine, EngineError};
+use turbomon::proto::engine_client::EngineClient;
+use turbomon::proto::{self, TaskState};
+
+/// An engine serving on a free loopback port.
+struct RunningEngine {
+    engine: Engine,
+    address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    served: JoinHandle<Result<(), EngineError>>,
+}
+
+impl RunningEngine {
+    async fn start(config: EngineConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let engine = Engine::new(config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = tokio::spawn(engine.clone().serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            engine,
+            address,
+            stop: Some(stop),
+            served,
+        }
+    }
+
+    async fn client(&self) -> EngineClient<Channel> {
+        EngineClient::connect(format!("http://{}", self.address))
+            .await
+            .unwrap()
+    }
+
+    /// Asks the engine to shut down; returns the serve result.
+    async fn shutdown(mut self) -> Result<(), EngineError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(20), &mut self.served)
+            .await
+            .expect("serve returned within its grace")
+            .unwrap()
+    }
+}
+
+/// Both directions of a bidirectional stream.
+struct Stream<Req, Resp> {
+    requests: mpsc::Sender<Req>,
+    responses: tonic::Streaming<Resp>,
+}
+
+impl<Req, Resp> Stream<Req, Resp> {
+    async fn exchange(&mut self, request: Req) -> Resp {
+        self.requests.send(request).await.ok().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.responses.message())
+            .await
+            .expect("answer within 10 s")
+            .unwrap()
+            .expect("stream still open")
+    }
+}
+
+async fn submit_stream(
+    client: &mut EngineClient<Channel>,
+) -> Stream<proto::SubmitBatch, proto::SubmitAck> {
+    let (requests, rx) = mpsc::channel(16);
+    let responses = client
+        .submit(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    Stream {
+        requests,
+        responses,
+    }
+}
+
+async fn status_stream(
+    client: &mut EngineClient<Channel>,
+) -> Stream<proto::StatusQuery, proto::StatusBatch> {
+    let (requests, rx) = mpsc::channel(16);
+    let responses = client
+        .status(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    Stream {
+        requests,
+        responses,
+    }
+}
+
+fn sim_task(id: &str, duration_ms: u64, outcome: TaskState, value: f64) -> proto::Task {
+    proto::Task {
+        id: id.into(),
+        relator: "r".into(),
+        rule: "sim".into(),
+        node: "n".into(),
+        scheduled_unix_ms: 0,
+        attempt: 1,
+        timeout_ms: 10_000,
+        check: Some(proto::Check {
+            kind: Some(proto::check::Kind::Sim(proto::SimCheck {
+                duration_ms,
+                outcome: outcome as i32,
+                value,
+            })),
+        }),
+        ..Default::default()
+    }
+}
+
+fn ok_task(id: &str, duration_ms: u64) -> proto::Task {
+    sim_task(id, duration_ms, TaskState::Ok, 1.0)
+}
+
+fn batch(batch_id: u64, tasks: Vec<proto::Task>) -> proto::SubmitBatch {
+    proto::SubmitBatch { batch_id, tasks }
+}
+
+fn query(batch_id: u64, ids: &[String], release: &[String]) -> proto::StatusQuery {
+    proto::StatusQuery {
+        batch_id,
+        task_ids: ids.to_vec(),
+        release_ids: release.to_vec(),
+    }
+}
+
+fn states(reply: &proto::StatusBatch) -> Vec<TaskState> {
+    reply
+        .statuses
+        .iter()
+        .map(|status| TaskState::try_from(status.state).unwrap())
+        .collect()
+}
+
+fn ids(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// Polls the status of `ids` until none is pending or running (at most 5 s).
+async fn wait_finished(
+    status: &mut Stream<proto::StatusQuery, proto::StatusBatch>,
+    ids: &[String],
+) -> proto::StatusBatch {
+    for round in 0..250 {
+        let reply = status.exchange(query(10_000 + round, ids, &[])).await;
+        if states(&reply)
+            .iter()
+            .all(|s| !matches!(s, TaskState::Pending | TaskState::Running))
+        {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("tasks still unfinished after 5 s");
+}
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        listen: "127.0.0.1:0".into(),
+        ..EngineConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_30_sim_tasks_is_acked_in_order_and_all_report_ok() {
+    let running = RunningEngine::start(config()).await;
+    let mut client = running.client().await;
+    let mut submit = submit_stream(&mut client).await;
+    let task_ids = ids("thirty", 30);
+    let tasks = task_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| sim_task(id, (i as u64 % 3) * 20, TaskState::Ok, i as f64))
+        .collect();
+
+    let ack = submit.exchange(batch(7, tasks)).await;
+    assert_eq!(ack.batch_id, 7);
+    assert!(ack.error.is_none(), "{:?}", ack.error);
+    let acked: Vec<&str> = ack.acks.iter().map(|a| a.task_id.as_str()).collect();
+    assert_eq!(acked, task_ids);
+    assert!(ack.acks.iter().all(|a| a.accepted && !a.duplicate));
+
+    let mut status = status_stream(&mut client).await;
+    let reply = wait_finished(&mut status, &task_ids).await;
+    assert_eq!(states(&reply), vec![TaskState::Ok; 30]);
+    for (i, status) in reply.statuses.iter().enumerate() {
+        assert_eq!(status.task_id, task_ids[i]);
+        assert_eq!(status.value, i as f64);
+        assert_eq!(status.attempt, 1);
+        assert!(status.started_unix_ms > 0 && status.finished_unix_ms >= status.started_unix_ms);
+    }
+    let counters = running.engine.counters();
+    assert_eq!(counters.tasks_accepted, 30);
+    assert_eq!(counters.checks_finished, 30);
+}
+
+#[tokio::test]
+async fn a_task_id_sent_twice_is_acknowledged_again_but_runs_once() {
+    let running = RunningEngine::start(config()).await;
+    let mut client = running.client().await;
+    let mut submit = submit_stream(&mut client).await;
+
+    let ack = submit
+        .exchange(batch(1, vec![ok_task("twice", 0), ok_task("twice", 0)]))
+        .await;
+    let error = ack.error.expect("a batch with an id twice is refused");
+    assert_eq!(error.code, Code::InvalidArgument as i32);
+    assert!(
+        error.message.contains("`twice` appears twice in batch 1"),
+        "{}",
+        error.message
+    );
+    assert!(ack.acks.is_empty());
+    assert_eq!(running.engine.counters().checks_started, 0, "nothing taken");
+
+    let first = submit.exchange(batch(2, vec![ok_task("twice", 50)])).await;
+    assert!(first.acks[0].accepted && !first.acks[0].duplicate);
+    let again = submit
+        .exchange(batch(3, vec![ok_task("twice", 50), ok_task("other", 0)]))
+        .await;
+    assert!(again.acks[0].accepted && again.acks[0].duplicate);
+    assert!(again.acks[1].accepted && !again.acks[1].duplicate);
+
+    let mut status = status_stream(&mut client).await;
+    wait_finished(&mut status, &["twice".to_string()]).await;
+    let after = submit.exchange(batch(4, vec![ok_task("twice", 0)])).await;
+    assert!(
+        after.acks[0].duplicate,
+        "a finished, unreleased id is still held"
+    );
+
+    let counters = running.engine.counters();
+    assert_eq!(counters.checks_started, 2, "`twice` and `other`, once each");
+    assert_eq!(counters.duplicates, 2);
+}
+
+#[tokio::test]
+async fn malformed_batches_are_refused_whole_and_the_stream_stays_open() {
+    let running = RunningEngine::start(EngineConfig {
+        max_batch_tasks: 10,
+        ..config()
+    })
+    .await;
+    let mut client = running.client().await;
+    let mut submit = submit_stream(&mut client).await;
+
+    let mut tasks: Vec<_> = ids("e", 5).iter().map(|id| ok_task(id, 0)).collect();
+    tasks[4].id.clear();
+    let ack = submit.exchange(batch(1, tasks)).await;
+    let error = ack.error.unwrap();
+    assert_eq!(error.code, Code::InvalidArgument as i32);
+    assert!(
+        error.message.contains("index 4 has an empty id"),
+        "{}",
+        error.message
+    );
+
+    let tasks = ids("big", 11).iter().map(|id| ok_task(id, 0)).collect();
+    let ack = submit.exchange(batch(2, tasks)).await;
+    let error = ack.error.unwrap();
+    assert_eq!(error.code, Code::InvalidArgument as i32);
+    assert!(
+        error
+            .message
+            .contains("batch of 11 tasks exceeds max_batch_tasks 10"),
+        "{}",
+        error.message
+    );
+    assert_eq!(running.engine.counters().tasks_accepted, 0);
+
+    // The same stream goes on; a task with a bad check is rejected on its own.
+    let mut bad = ok_task("bad-port", 0);
+    bad.check = Some(proto::Check {
+        kind: Some(proto::check::Kind::Tcp(proto::TcpCheck {
+            host: "127.0.0.1".into(),
+            port: 70_000,
+        })),
+    });
+    let ack = submit
+        .exchange(batch(
+            3,
+            vec![ok_task("fine", 0), bad, ok_task("fine-too", 0)],
+        ))
+        .await;
+    assert_eq!(ack.batch_id, 3);
+    assert!(ack.error.is_none());
+    let verdicts: Vec<bool> = ack.acks.iter().map(|a| a.accepted).collect();
+    assert_eq!(verdicts, [true, false, true]);
+    assert!(
+        ack.acks[1].reason.contains("port 70000"),
+        "{}",
+        ack.acks[1].reason
+    );
+
+    let counters = running.engine.counters();
+    assert_eq!(counters.batches_refused, 2);
+    assert_eq!(counters.tasks_accepted, 2);
+    assert_eq!(
+        counters.tasks_received,
+        counters.tasks_accepted + counters.duplicates + counters.tasks_rejected
+    );
+}
+
+#[tokio::test]
+async fn status_answers_every_id_in_order_with_unknown_for_ids_not_held() {
+    let running = RunningEngine::start(config()).await;
+    let mut client = running.client().await;
+    let mut submit = submit_stream(&mut client).await;
+    submit
+        .exchange(batch(
+            1,
+            vec![
+                sim_task("broken", 0, TaskState::Broken, 9.0),
+                ok_task("slow", 5_000),
+            ],
+        ))
+        .await;
+    let mut status = status_stream(&mut client).await;
+    let asked = ["never-sent", "broken", "slow", "also-never"].map(String::from);
+    let reply = status.exchange(query(42, &asked, &[])).await;
+    assert_eq!(reply.batch_id, 42);
+    assert_eq!(
+        states(&reply),
+        [
+            TaskState::Unknown,
+            TaskState::Broken,
+            TaskState::Running,
+            TaskState::Unknown
+        ]
+    );
+    let answered: Vec<&str> = reply.statuses.iter().map(|s| s.task_id.as_str()).collect();
+    assert_eq!(answered, asked);
+    assert_eq!(reply.statuses[1].value, 9.0);
+    assert!(reply.statuses[2].started_unix_ms > 0);
+    assert_eq!(reply.statuses[2].finished_unix_ms, 0);
+
+    // A malformed query is refused; the stream stays open.
+    let refused = status
+        .exchange(query(43, &["x".into(), String::new()], &[]))
+        .await;
+    assert_eq!(refused.error.unwrap().code, Code::InvalidArgument as i32);
+    let again = status.exchange(query(44, &["broken".into()], &[])).await;
+    assert_eq!(states(&again), [TaskState::Broken]);
+}
+
+#[tokio::test]
+async fn released_results_are_forgotten_but_running_tasks_are_not() {
+    let running = RunningEngine::start(config()).await;
+    let mut client = running.client().await;
+    let mut submit = submit_stream(&mut client).await;
+    submit
+        .exchange(batch(1, vec![ok_task("done", 0), ok_task("busy", 5_000)]))
+        .await;
+    let both = ["done".to_string(), "busy".to_string()];
+    let mut status = status_stream(&mut client).await;
+
+    let reply = status.exchange(query(1, &both, &both)).await;
+    assert_eq!(
+        states(&reply),
+        [TaskState::Ok, TaskState::Running],
+        "statuses are answered before the releases apply"
+    );
+    let reply = status.exchange(query(2, &both, &[])).await;
+    assert_eq!(states(&reply), [TaskState::Unknown, TaskState::Running]);
+    let counters = running.engine.counters();
+    assert_eq!(counters.results_released, 1);
+    assert_eq!(counters.tasks_held, 1);
+
+    // Once released, the id may be submitted again as a new task.
+    let ack = submit.exchange(batch(2, vec![ok_task("done", 0)])).await;
+    assert!(ack.acks[0].accepted && !ack.acks[0].duplicate);
+}
+
+#[tokio::test]
+async fn results_nobody_collects_are_dropped_after_result_retention() {
+    let running = RunningEngine::start(EngineConfig {
+        result_retention: Duration::from_millis(200),
+        ..config()
+    })
+    .await;
+    let mut client = running.client().await;
+    let mut submit = submit_stream(&mut client).await;
+    submit
+        .exchange(batch(
+            1,
+            vec![ok_task("forgotten", 0), ok_task("busy", 3_000)],
+        ))
+        .await;
+    let mut status = status_stream(&mut client).await;
+    let both = ["forgotten".to_string(), "busy".to_string()];
+    let reply = status.exchange(query(1, &both, &[])).await;
+    assert_eq!(states(&reply), [TaskState::Ok, TaskState::Running]);
+
+    let mut expired = 0;
+    for _ in 0..100 {
+        expired = running.engine.counters().results_expired;
+        if expired > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(expired, 1);
+    let reply = status.exchange(query(2, &both, &[])).await;
+    assert_eq!(
+        states(&reply),
+        [TaskState::Unknown, TaskState::Running],
+        "a running task is never dropped"
+    );
+}
+
+#[tokio::test]
+async fn a_full_engine_rejects_with_resource_exhausted_and_loses_nothing() {
+    let running = RunningEngine::start(EngineConfig {
+        max_held_tasks: 5,
+        ..config()
+    })
+    .await;
+    let mut client = running.client().await;
+    let mut submit = submit_stream(&mut client).await;
+
+    let first_ids = ids("fill", 8);
+    let ack = submit
+        .exchange(batch(
+            1,
+            first_ids.iter().map(|id| ok_task(id, 0)).collect(),
+        ))
+        .await;
+    assert_eq!(ack.acks.len(), 8, "every task is answered");
+    assert!(ack.acks[..5].iter().all(|a| a.accepted));
+    for refused in &ack.acks[5..] {
+        assert!(!refused.accepted);
+        assert!(
+            refused.reason.starts_with("RESOURCE_EXHAUSTED:"),
+            "{}",
+            refused.reason
+        );
+    }
+
+    let ack = submit
+        .exchange(batch(2, vec![ok_task("late-1", 0), ok_task("late-2", 0)]))
+        .await;
+    let error = ack.error.expect("nothing fits: the batch is refused");
+    assert_eq!(error.code, Code::ResourceExhausted as i32);
+
+    // Collecting the results makes room again.
+    let mut status = status_stream(&mut client).await;
+    status.exchange(query(1, &[], &first_ids[..5])).await;
+    let ack = submit
+        .exchange(batch(3, vec![ok_task("late-1", 0), ok_task("late-2", 0)]))
+        .await;
+    assert!(ack.acks.iter().all(|a| a.accepted && !a.duplicate));
+
+    let counters = running.engine.counters();
+    assert_eq!(counters.tasks_accepted, 7);
+    assert_eq!(counters.tasks_rejected, 5);
+    assert_eq!(
+        counters.tasks_received,
+        counters.tasks_accepted + counters.duplicates + counters.tasks_rejected
+    );
+}
+
+#[tokio::test]
+async fn running_checks_never_exceed_max_concurrent_checks() {
+    let running = RunningEngine::start(EngineConfig {
+        max_concurrent_checks: 3,
+        ..config()
+    })
+    .await;
+    let mut client = running.client().await;
+    let mut submit = submit_stream(&mut client).await;
+    let task_ids = ids("slot", 10);
+    let started = Instant::now();
+    let ack = submit
+        .exchange(batch(
+            1,
+            task_ids.iter().map(|id| ok_task(id, 150)).collect(),
+        ))
+        .await;
+    assert!(ack.acks.iter().all(|a| a.accepted));
+
+    let mut status = status_stream(&mut client).await;
+    let mut saw_pending = false;
+    for round in 0..200 {
+        let reply = status.exchange(query(round, &task_ids, &[])).await;
+        let states = states(&reply);
+        let running_now = states.iter().filter(|s| **s == TaskState::Running).count();
+        assert!(running_now <= 3, "{running_now} running at once");
+        saw_pending |= states.contains(&TaskState::Pending);
+        if states.iter().all(|s| *s == TaskState::Ok) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(saw_pending, "the tasks beyond the limit waited as PENDING");
+    assert!(
+        started.elapsed() >= Duration::from_millis(4 * 150),
+        "10 checks of 150 ms, 3 at a time, take 4 rounds"
+    );
+    let counters = running.engine.counters();
+    assert_eq!(counters.checks_running_peak, 3);
+    assert_eq!(counters.checks_finished, 10);
+    assert_eq!(counters.checks_running, 0);
+}
+
+#[tokio::test]
+async fn unary_submit_one_and_status_one_work_and_refuse_bad_tasks() {
+    let running = RunningEngine::start(config()).await;
+    let mut client = running.client().await;
+
+    let reply = client
+        .submit_one(proto::SubmitOneRequest {
+            task: Some(sim_task("one", 0, TaskState::Broken, 4.0)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ack = reply.ack.unwrap();
+    assert!(ack.accepted && !ack.duplicate);
+    let reply = client
+        .submit_one(proto::SubmitOneRequest {
+            task: Some(sim_task("one", 0, TaskState::Broken, 4.0)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.ack.unwrap().duplicate);
+
+    let mut bad = ok_task("bad", 0);
+    bad.check = Some(proto::Check {
+        kind: Some(proto::check::Kind::Exec(proto::ExecCheck {
+            program: String::new(),
+            args: vec![],
+        })),
+    });
+    let error = client
+        .submit_one(proto::SubmitOneRequest { task: Some(bad) })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(
+        error.message().contains("empty program"),
+        "{}",
+        error.message()
+    );
+    let error = client
+        .submit_one(proto::SubmitOneRequest { task: None })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+
+    let status = client
+        .status_one(proto::StatusOneRequest {
+            task_id: "one".into(),
+            release_ids: vec!["one".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.state, TaskState::Broken as i32);
+    assert_eq!(status.value, 4.0);
+    let status = client
+        .status_one(proto::StatusOneRequest {
+            task_id: "one".into(),
+            release_ids: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.state, TaskState::Unknown as i32, "released");
+    let error = client
+        .status_one(proto::StatusOneRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn health_service_reports_the_engine_serving() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let running = RunningEngine::start(config()).await;
+    let channel = Channel::from_shared(format!("http://{}", running.address))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    for service in ["turbomon.v1.Engine", ""] {
+        let reply = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            reply.status,
+            ServingStatus::Serving as i32,
+            "service {service:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_a_running_check_finish_and_refuses_new_tasks() {
+    let running = RunningEngine::start(config()).await;
+    let address = running.address;
+    let engine = running.engine.clone();
+    let mut client = running.client().await;
+    let mut submit = submit_stream(&mut client).await;
+    submit.exchange(batch(1, vec![ok_task("last", 400)])).await;
+    assert_eq!(engine.counters().checks_running, 1);
+
+    let stop_requested = Instant::now();
+    let mut running = running;
+    let stop = running.stop.take().unwrap();
+    let _ = stop.send(());
+    // While draining, the open stream still answers, refusing new tasks.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ack = submit
+        .exchange(batch(2, vec![ok_task("too-late", 0)]))
+        .await;
+    assert_eq!(ack.error.unwrap().code, Code::Unavailable as i32);
+
+    running.shutdown().await.unwrap();
+    assert!(
+        stop_requested.elapsed() >= Duration::from_millis(300),
+        "serve waited for the running check"
+    );
+    let counters = engine.counters();
+    assert_eq!(counters.checks_finished, 1);
+    assert_eq!(counters.tasks_accepted, 1);
+    assert!(
+        tokio::net::TcpStream::connect(address).await.is_err(),
+        "the listener is closed"
+    );
+}
+
+#[tokio::test]
+async fn a_message_over_max_message_bytes_ends_only_its_own_stream() {
+    let running = RunningEngine::start(EngineConfig {
+        max_message_bytes: 16 * 1024,
+        ..config()
+    })
+    .await;
+    let mut client = running.client().await;
+    let mut submit = submit_stream(&mut client).await;
+    let mut huge = ok_task("huge", 0);
+    huge.node = "x".repeat(64 * 1024);
+    submit.requests.send(batch(1, vec![huge])).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), submit.responses.message())
+        .await
+        .unwrap();
+    let error = answer.expect_err("the oversized message is refused");
+    assert_eq!(error.code(), Code::OutOfRange, "{error}");
+
+    let mut fresh = submit_stream(&mut client).await;
+    let ack = fresh.exchange(batch(2, vec![ok_task("small", 0)])).await;
+    assert!(ack.acks[0].accepted);
+    assert_eq!(running.engine.counters().tasks_received, 1);
+}
+
+#[test]
+fn shipped_engine_config_parses_to_the_defaults() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/engine.toml"))
+        .unwrap();
+    let parsed: EngineConfig = toml::from_str(&text).unwrap();
+    assert_eq!(parsed, EngineConfig::default());
+}
