@@ -152,8 +152,8 @@ pub struct TuneArgs {
     /// Tasks per loop, as many as one engine gets due at once.
     #[arg(long, default_value_t = 300)]
     pub tasks: usize,
-    /// Loops per batch size (the median loop time decides).
-    #[arg(long, default_value_t = 5)]
+    /// Loops per batch size (the median loop time decides, so one slow loop does not).
+    #[arg(long, default_value_t = 9)]
     pub loops: usize,
     /// Batch sizes to try, comma separated.
     #[arg(

@@ -87,10 +87,11 @@ pub fn progress_bar(total_steps: u64, quiet: bool) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(total_steps);
     let style = indicatif::ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} loops  {msg}",
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} loops, eta {eta}  {msg}",
     )
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
+    bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }
 

@@ -27,6 +27,7 @@ const COLOURS: [RGBColor; 8] = [
 /// One panel: its title, its y unit and how to read the value from a row.
 struct Panel {
     title: &'static str,
+    legend: SeriesLabelPosition,
     unit: &'static str,
     value: fn(&Row) -> f64,
 }
@@ -34,21 +35,25 @@ struct Panel {
 const PANELS: [Panel; 4] = [
     Panel {
         title: "Submission loop time (mean)",
+        legend: SeriesLabelPosition::UpperRight,
         unit: "seconds",
         value: |r| r.submit_loop_s.avg,
     },
     Panel {
         title: "Monitor loop time (mean)",
+        legend: SeriesLabelPosition::UpperRight,
         unit: "seconds",
         value: |r| r.monitor_loop_s.avg,
     },
     Panel {
-        title: "Submission packet (mean)",
+        title: "Submission packet (mean; the same on every link)",
+        legend: SeriesLabelPosition::UpperLeft,
         unit: "KB",
         value: |r| r.submit_packet_kb.avg,
     },
     Panel {
-        title: "Monitor packet (mean)",
+        title: "Monitor packet (mean; the same on every link)",
+        legend: SeriesLabelPosition::UpperLeft,
         unit: "KB",
         value: |r| r.monitor_packet_kb.avg,
     },
@@ -158,7 +163,10 @@ fn draw(rows: &[Row], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
             .draw()?;
         for (i, line) in series.iter().enumerate() {
             let colour = COLOURS[i % COLOURS.len()];
-            let style = colour.stroke_width(2);
+            // Earlier lines are drawn wider, so a line hidden under a later identical one (packet
+            // sizes do not depend on the link) still shows as a halo around it.
+            let width = 2 + (series.len() - 1 - i).min(3) as u32;
+            let style = colour.stroke_width(width);
             let points: Vec<(f64, f64)> = line
                 .rows
                 .iter()
@@ -183,12 +191,12 @@ fn draw(rows: &[Row], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
                 _ => chart.draw_series(LineSeries::new(points, style))?,
             };
             drawn.label(line.label.clone()).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(2))
+                PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(width))
             });
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(panel.legend.clone())
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .draw()?;
