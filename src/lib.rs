@@ -15,6 +15,7 @@
 //! - [`supervisor`]: scheduling, submission and monitor loops, alerts.
 //! - [`chaos`]: link cuts and engine restarts, counting lost and duplicated tasks.
 //! - [`demo`]: supervisor and engines on loopback for a first look.
+//! - [`bench`]: `turbomon bench` and `turbomon tune`: the batch-size trade-off measured.
 
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 
@@ -24,6 +25,7 @@ pub mod proto {
     tonic::include_proto!("turbomon.v1");
 }
 
+pub mod bench;
 pub mod chaos;
 pub mod check;
 pub mod config;

@@ -17,9 +17,10 @@ use turbomon::supervisor::{Supervisor, SupervisorOptions};
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
-    /// Log filter (tracing-subscriber syntax), e.g. `info`, `turbomon=debug`.
-    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
-    log: String,
+    /// Log filter (tracing-subscriber syntax), e.g. `info`, `turbomon=debug` [default: `info`;
+    /// `warn` for bench and tune, whose logs go to stderr].
+    #[arg(long, global = true, env = "RUST_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -117,6 +118,12 @@ enum Command {
         #[arg(long)]
         profiles: Option<PathBuf>,
     },
+    /// Measure loop time, packet size, wire bytes and efficiency for every combination of link
+    /// profile, turbo mode and batch size, each against a fresh in-process engine on loopback.
+    Bench(turbomon::bench::BenchArgs),
+    /// Sweep batch sizes on one link and recommend task_submit_batch_size and
+    /// task_info_batch_size.
+    Tune(turbomon::bench::TuneArgs),
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -129,10 +136,16 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Logs go to stderr: bench, tune and chaos keep stdout for their table or JSON.
+    let measuring = matches!(cli.command, Command::Bench(_) | Command::Tune(_));
+    let filter = cli
+        .log
+        .clone()
+        .unwrap_or_else(|| if measuring { "warn" } else { "info" }.to_string());
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .with_context(|| format!("bad --log filter `{}`", cli.log))?,
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .with_context(|| format!("bad --log filter `{filter}`"))?,
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -272,6 +285,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Command::Bench(args) => turbomon::bench::run_cli(args).await?,
+        Command::Tune(args) => turbomon::bench::tune_cli(args).await?,
         Command::CheckConfig { file } => match config::check_file(&file) {
             Ok(summary) => println!("{}: ok\n{summary}", file.display()),
             Err(e) => {

@@ -1,0 +1,541 @@
+//! The `bench` and `tune` command lines, and their validation into a [`BenchPlan`]: every bad
+//! value is refused before anything starts, with the flag named.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+use super::BenchError;
+use super::bound;
+use super::run::{Combination, RunSettings};
+use crate::link::{LinkProfile, builtin_profiles, load_profiles};
+
+/// The link name that means "no simulated link": plain loopback.
+pub const NO_LINK: &str = "none";
+/// Largest batch size accepted (a batch of this many tasks is about 1 MB).
+pub const MAX_BATCH_SIZE: usize = 10_000;
+/// Most tasks per loop accepted.
+pub const MAX_TASKS: usize = 1_000_000;
+/// Most loops accepted.
+pub const MAX_LOOPS: usize = 10_000;
+/// Most tasks an engine holds during one combination (`--tasks` × `--loops`): every submission
+/// loop runs before the monitor loops collect and release the results.
+pub const MAX_HELD_TASKS: usize = 2_000_000;
+/// Most connections (turbo off) or batches (turbo on) in flight accepted.
+pub const MAX_IN_FLIGHT: usize = 10_000;
+/// How long one batch or call may wait for its reply, as in the supervisor.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default packet cap of the recommendation, in KB (1 KB = 1024 bytes).
+pub const DEFAULT_SAFE_PACKET_KB: u64 = 64;
+
+/// How tasks travel in one combination.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TurboMode {
+    /// Batches over one long-lived stream (the supervisor's turbo loops).
+    On,
+    /// One unary call per task, each on its own new connection (the supervisor's turbo-off loops).
+    Off,
+    /// Baseline: the same batches over a plain tonic stream to a server that acknowledges without
+    /// storing anything; no supervisor code, no statistics, no link.
+    Bare,
+}
+
+impl TurboMode {
+    /// `on`, `off` or `bare`, as in the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TurboMode::On => "on",
+            TurboMode::Off => "off",
+            TurboMode::Bare => "bare",
+        }
+    }
+}
+
+impl std::fmt::Display for TurboMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A link to run over: a named profile, or `none` (plain loopback, no shaping, no counters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkChoice {
+    /// The name given on the command line.
+    pub name: String,
+    /// The profile; `None` for `none`.
+    pub profile: Option<LinkProfile>,
+}
+
+impl LinkChoice {
+    /// Plain loopback.
+    pub fn none() -> Self {
+        Self {
+            name: NO_LINK.to_string(),
+            profile: None,
+        }
+    }
+}
+
+/// `turbomon bench`: measure loop time, packet size, wire bytes and efficiency for every
+/// combination of link, turbo mode and batch size.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Link profiles to run over, comma separated (`none` = plain loopback without a simulated
+    /// link; built in: lan, wan, lossy-wan, satellite, modem; more with --profiles).
+    #[arg(long, value_delimiter = ',', default_value = "lan,wan")]
+    pub links: Vec<String>,
+    /// Tasks per batch to try, comma separated (each at least 1). Turbo off sends one task per
+    /// call whatever this says, so it runs once per link and is reported at batch size 1.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,30,60,100")]
+    pub batch_sizes: Vec<usize>,
+    /// Turbo modes, comma separated: `on` (batches on one stream), `off` (one call per task on
+    /// its own connection), `bare` (baseline: a plain tonic stream, no supervisor code; link
+    /// `none` only).
+    #[arg(long, value_delimiter = ',', default_value = "on,off")]
+    pub turbo: Vec<TurboMode>,
+    /// Tasks per loop (each loop sends new tasks with their own ids).
+    #[arg(long, default_value_t = 300)]
+    pub tasks: usize,
+    /// Submission loops, then as many monitor loops, per combination.
+    #[arg(long, default_value_t = 5)]
+    pub loops: usize,
+    /// Turbo off: connections open at once (the supervisor's `max_connections`).
+    #[arg(long, default_value_t = crate::config::defaults::max_connections())]
+    pub max_connections: usize,
+    /// Turbo on and bare: batches in flight at once (the supervisor's `max_inflight_batches`).
+    #[arg(long, default_value_t = crate::config::defaults::max_inflight_batches())]
+    pub max_inflight_batches: usize,
+    /// Refuse to start when the estimated run time exceeds this, and stop a run that takes
+    /// longer (e.g. 90s, 10m).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub max_time: Duration,
+    /// Print only a JSON array of rows on stdout (no table, no progress bar).
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the rows as CSV to this file.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Also draw loop time and packet KB against batch size, one line per link and turbo mode,
+    /// as an SVG file with four panels (submission and monitor loop time, submission and
+    /// monitor packet size).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// After the table, recommend submission and status batch sizes for each link from the
+    /// turbo-on rows (see `turbomon tune`).
+    #[arg(long)]
+    pub recommend: bool,
+    /// With --recommend: refuse batch sizes whose packets exceed this many KB.
+    #[arg(long, default_value_t = DEFAULT_SAFE_PACKET_KB)]
+    pub max_packet_kb: u64,
+    /// Link profiles file (shape of config/links.toml) whose profiles are added to the built-in
+    /// ones.
+    #[arg(long, value_name = "FILE")]
+    pub profiles: Option<PathBuf>,
+    /// Seed for the links' jitter and loss, for repeatable runs.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// `turbomon tune`: sweep batch sizes for submission and for status checks on one link and
+/// recommend the smallest batch whose loop time is within 5 % of the best.
+#[derive(Debug, Clone, Args)]
+pub struct TuneArgs {
+    /// The link profile to tune for (e.g. wan, lossy-wan; `none` = plain loopback).
+    #[arg(long)]
+    pub link: String,
+    /// Tasks per loop, as many as one engine gets due at once.
+    #[arg(long, default_value_t = 300)]
+    pub tasks: usize,
+    /// Loops per batch size (the median loop time decides, so one slow loop does not).
+    #[arg(long, default_value_t = 9)]
+    pub loops: usize,
+    /// Batch sizes to try, comma separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,2,5,10,20,30,50,75,100,150,200,300"
+    )]
+    pub batch_sizes: Vec<usize>,
+    /// Refuse batch sizes whose packets (request plus reply) exceed this many KB, besides the
+    /// link's black-hole size.
+    #[arg(long, default_value_t = DEFAULT_SAFE_PACKET_KB)]
+    pub max_packet_kb: u64,
+    /// Batches in flight at once (the supervisor's `max_inflight_batches`).
+    #[arg(long, default_value_t = crate::config::defaults::max_inflight_batches())]
+    pub max_inflight_batches: usize,
+    /// Refuse to start when the estimated sweep time exceeds this, and stop one that takes
+    /// longer.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub max_time: Duration,
+    /// Print the recommendation as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Link profiles file (shape of config/links.toml) added to the built-in profiles.
+    #[arg(long, value_name = "FILE")]
+    pub profiles: Option<PathBuf>,
+    /// Seed for the link's jitter and loss, for repeatable runs.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// A validated run: the combinations in order, the loop settings and the time bound.
+#[derive(Debug, Clone)]
+pub struct BenchPlan {
+    /// Every combination to run, in order.
+    pub combinations: Vec<Combination>,
+    /// Tasks, loops and limits shared by every combination.
+    pub settings: RunSettings,
+    /// The run is refused above this estimate and stopped past it.
+    pub max_time: Duration,
+    /// What the run is estimated to take.
+    pub estimated: Duration,
+    /// Packet cap for recommendations, in bytes.
+    pub safe_packet_bytes: u64,
+    /// Things the user should know about the plan (skipped or merged combinations).
+    pub notes: Vec<String>,
+}
+
+impl BenchPlan {
+    /// Loops (submission plus monitor) the whole plan runs: the progress bar's length.
+    pub fn total_loops(&self) -> u64 {
+        (self.combinations.len() * self.settings.loops * 2) as u64
+    }
+}
+
+fn invalid(flag: &'static str, reason: impl Into<String>) -> BenchError {
+    BenchError::InvalidArgument {
+        flag,
+        reason: reason.into(),
+    }
+}
+
+/// The built-in link profiles plus those of `file`, if given.
+pub fn known_profiles(
+    file: Option<&std::path::Path>,
+) -> Result<BTreeMap<String, LinkProfile>, BenchError> {
+    let mut profiles = builtin_profiles();
+    if let Some(file) = file {
+        profiles.extend(load_profiles(file).map_err(BenchError::Profiles)?);
+    }
+    Ok(profiles)
+}
+
+/// Resolve one link name (`none` or a known profile), naming `flag` when it is unknown.
+pub fn resolve_link(
+    flag: &'static str,
+    name: &str,
+    profiles: &BTreeMap<String, LinkProfile>,
+) -> Result<LinkChoice, BenchError> {
+    let name = name.trim();
+    if name == NO_LINK {
+        return Ok(LinkChoice::none());
+    }
+    match profiles.get(name) {
+        Some(profile) => {
+            profile
+                .validate()
+                .map_err(|e| invalid(flag, format!("link profile `{name}` is unusable: {e}")))?;
+            Ok(LinkChoice {
+                name: name.to_string(),
+                profile: Some(profile.clone()),
+            })
+        }
+        None => {
+            let known: Vec<&str> = std::iter::once(NO_LINK)
+                .chain(profiles.keys().map(String::as_str))
+                .collect();
+            Err(invalid(
+                flag,
+                format!("unknown link profile `{name}`; known: {}", known.join(", ")),
+            ))
+        }
+    }
+}
+
+/// Check a batch size list: not empty, no 0, none absurd, no duplicates. Returns it sorted.
+pub fn check_batch_sizes(sizes: &[usize]) -> Result<Vec<usize>, BenchError> {
+    const FLAG: &str = "--batch-sizes";
+    if sizes.is_empty() {
+        return Err(invalid(FLAG, "give at least one batch size"));
+    }
+    let mut sorted = sizes.to_vec();
+    sorted.sort_unstable();
+    if sorted.first() == Some(&0) {
+        return Err(invalid(
+            FLAG,
+            "batch size 0 is not allowed: every batch carries at least one task",
+        ));
+    }
+    if let Some(&largest) = sorted.last()
+        && largest > MAX_BATCH_SIZE
+    {
+        return Err(invalid(
+            FLAG,
+            format!("batch size {largest} is above the largest accepted, {MAX_BATCH_SIZE}"),
+        ));
+    }
+    if let Some(pair) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        return Err(invalid(
+            FLAG,
+            format!("batch size {} is listed twice", pair[0]),
+        ));
+    }
+    Ok(sorted)
+}
+
+fn check_count(flag: &'static str, value: usize, max: usize, what: &str) -> Result<(), BenchError> {
+    if value == 0 {
+        return Err(invalid(flag, format!("{what} must be at least 1")));
+    }
+    if value > max {
+        return Err(invalid(
+            flag,
+            format!("{value} {what} is above the largest accepted, {max}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_held(tasks: usize, loops: usize) -> Result<(), BenchError> {
+    let held = tasks.saturating_mul(loops);
+    if held > MAX_HELD_TASKS {
+        return Err(invalid(
+            "--tasks",
+            format!(
+                "{tasks} tasks × {loops} loops = {held} tasks held by the engine before the monitor loops release them; at most {MAX_HELD_TASKS}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_max_time(max_time: Duration, estimated: Duration) -> Result<(), BenchError> {
+    if max_time.is_zero() {
+        return Err(invalid("--max-time", "must be longer than 0"));
+    }
+    if estimated > max_time {
+        return Err(invalid(
+            "--max-time",
+            format!(
+                "this run is estimated to take about {}, more than the {} allowed; raise --max-time or run fewer links, batch sizes, tasks or loops",
+                format_estimate(estimated),
+                humantime::format_duration(max_time)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A duration rounded to whole seconds for messages.
+pub fn format_estimate(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs().max(1))).to_string()
+}
+
+fn check_packet_cap(max_packet_kb: u64) -> Result<u64, BenchError> {
+    if max_packet_kb == 0 {
+        return Err(invalid("--max-packet-kb", "must be at least 1"));
+    }
+    max_packet_kb
+        .checked_mul(1024)
+        .ok_or_else(|| invalid("--max-packet-kb", "is absurdly large"))
+}
+
+impl BenchArgs {
+    /// Validate every argument and build the run. Refused (naming the flag): an unknown link
+    /// profile, a batch size of 0, 0 tasks or loops, `bare` without link `none`, an estimated
+    /// run time over `--max-time`.
+    pub fn plan(&self) -> Result<BenchPlan, BenchError> {
+        let profiles = known_profiles(self.profiles.as_deref())?;
+        if self.links.is_empty() {
+            return Err(invalid("--links", "give at least one link"));
+        }
+        let mut links: Vec<LinkChoice> = Vec::new();
+        for name in &self.links {
+            let link = resolve_link("--links", name, &profiles)?;
+            if links.iter().any(|l| l.name == link.name) {
+                return Err(invalid(
+                    "--links",
+                    format!("`{}` is listed twice", link.name),
+                ));
+            }
+            links.push(link);
+        }
+        let batch_sizes = check_batch_sizes(&self.batch_sizes)?;
+        if self.turbo.is_empty() {
+            return Err(invalid("--turbo", "give at least one of on, off, bare"));
+        }
+        let mut turbo = self.turbo.clone();
+        turbo.sort_unstable();
+        if let Some(pair) = turbo.windows(2).find(|w| w[0] == w[1]) {
+            return Err(invalid("--turbo", format!("`{}` is listed twice", pair[0])));
+        }
+        check_count("--tasks", self.tasks, MAX_TASKS, "tasks")?;
+        check_count("--loops", self.loops, MAX_LOOPS, "loops")?;
+        check_held(self.tasks, self.loops)?;
+        check_count(
+            "--max-connections",
+            self.max_connections,
+            MAX_IN_FLIGHT,
+            "connections",
+        )?;
+        check_count(
+            "--max-inflight-batches",
+            self.max_inflight_batches,
+            MAX_IN_FLIGHT,
+            "batches",
+        )?;
+        let safe_packet_bytes = check_packet_cap(self.max_packet_kb)?;
+
+        let mut notes = Vec::new();
+        if turbo.contains(&TurboMode::Bare) {
+            let shaped: Vec<&str> = links
+                .iter()
+                .filter(|l| l.profile.is_some())
+                .map(|l| l.name.as_str())
+                .collect();
+            if shaped.len() == links.len() {
+                return Err(invalid(
+                    "--turbo",
+                    "`bare` is a plain tonic stream without a simulated link: it needs `none` in --links",
+                ));
+            }
+            if !shaped.is_empty() {
+                notes.push(format!(
+                    "turbo bare runs on link none only (a plain stream without shaping); skipped for {}",
+                    shaped.join(", ")
+                ));
+            }
+        }
+        if turbo.contains(&TurboMode::Off) && batch_sizes != [1] {
+            notes.push(
+                "turbo off sends one task per call on its own connection, so batch sizes do not apply: it runs once per link and is reported at batch size 1"
+                    .to_string(),
+            );
+        }
+
+        let mut combinations = Vec::new();
+        for link in &links {
+            for &mode in &turbo {
+                match mode {
+                    TurboMode::Off => combinations.push(Combination {
+                        link: link.clone(),
+                        turbo: mode,
+                        batch_size: 1,
+                    }),
+                    TurboMode::Bare if link.profile.is_some() => {}
+                    TurboMode::On | TurboMode::Bare => {
+                        combinations.extend(batch_sizes.iter().map(|&batch_size| Combination {
+                            link: link.clone(),
+                            turbo: mode,
+                            batch_size,
+                        }))
+                    }
+                }
+            }
+        }
+        let settings = RunSettings {
+            tasks: self.tasks,
+            loops: self.loops,
+            max_connections: self.max_connections,
+            max_inflight_batches: self.max_inflight_batches,
+            reply_timeout: REPLY_TIMEOUT.min(self.max_time),
+            seed: self.seed,
+        };
+        let estimated = bound::estimate_plan(&combinations, &settings);
+        check_max_time(self.max_time, estimated)?;
+        Ok(BenchPlan {
+            combinations,
+            settings,
+            max_time: self.max_time,
+            estimated,
+            safe_packet_bytes,
+            notes,
+        })
+    }
+}
+
+impl TuneArgs {
+    /// Validate every argument and build the sweep: turbo on over the link for every batch size.
+    /// Batch sizes refused before running (packets over a cap) are left out by the caller.
+    pub fn plan(&self) -> Result<BenchPlan, BenchError> {
+        let profiles = known_profiles(self.profiles.as_deref())?;
+        let link = resolve_link("--link", &self.link, &profiles)?;
+        let batch_sizes = check_batch_sizes(&self.batch_sizes)?;
+        check_count("--tasks", self.tasks, MAX_TASKS, "tasks")?;
+        check_count("--loops", self.loops, MAX_LOOPS, "loops")?;
+        check_held(self.tasks, self.loops)?;
+        check_count(
+            "--max-inflight-batches",
+            self.max_inflight_batches,
+            MAX_IN_FLIGHT,
+            "batches",
+        )?;
+        let safe_packet_bytes = check_packet_cap(self.max_packet_kb)?;
+        let combinations: Vec<Combination> = batch_sizes
+            .iter()
+            .map(|&batch_size| Combination {
+                link: link.clone(),
+                turbo: TurboMode::On,
+                batch_size,
+            })
+            .collect();
+        let settings = RunSettings {
+            tasks: self.tasks,
+            loops: self.loops,
+            max_connections: crate::config::defaults::max_connections(),
+            max_inflight_batches: self.max_inflight_batches,
+            reply_timeout: REPLY_TIMEOUT.min(self.max_time),
+            seed: self.seed,
+        };
+        let estimated = bound::estimate_plan(&combinations, &settings);
+        check_max_time(self.max_time, estimated)?;
+        Ok(BenchPlan {
+            combinations,
+            settings,
+            max_time: self.max_time,
+            estimated,
+            safe_packet_bytes,
+            notes: Vec::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_sizes_are_sorted_and_zero_or_duplicates_are_refused() {
+        assert_eq!(check_batch_sizes(&[30, 1, 10]).ok(), Some(vec![1, 10, 30]));
+        let zero = check_batch_sizes(&[1, 0]).unwrap_err().to_string();
+        assert!(zero.starts_with("--batch-sizes:"), "{zero}");
+        assert!(zero.contains("0"), "{zero}");
+        let twice = check_batch_sizes(&[5, 5]).unwrap_err().to_string();
+        assert!(twice.contains("listed twice"), "{twice}");
+        let huge = check_batch_sizes(&[MAX_BATCH_SIZE + 1])
+            .unwrap_err()
+            .to_string();
+        assert!(huge.contains("largest accepted"), "{huge}");
+    }
+
+    #[test]
+    fn an_unknown_link_lists_the_known_ones() {
+        let profiles = builtin_profiles();
+        let error = resolve_link("--links", "moon", &profiles)
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("--links:"), "{error}");
+        assert!(error.contains("`moon`"), "{error}");
+        assert!(error.contains("none") && error.contains("wan"), "{error}");
+        assert_eq!(
+            resolve_link("--links", "none", &profiles).ok(),
+            Some(LinkChoice::none())
+        );
+    }
+}

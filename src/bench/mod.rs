@@ -1,0 +1,160 @@
+//! `turbomon bench` and `turbomon tune`: the batch-size trade-off measured on one machine.
+//!
+//! `bench` starts, for every combination of link, turbo mode and batch size, a fresh in-process
+//! engine on loopback behind a fresh simulated link, drives the supervisor's own submission and
+//! monitor loop functions against it (no scheduler in between, so the real pipeline is what is
+//! measured), and reports per combination loop times, packet sizes, wire bytes per task, tasks
+//! per second, the physical bound the link alone forces and the efficiency (bound ÷ measured loop
+//! time). `--turbo bare` adds a baseline: the same batches over a plain tonic stream to a server
+//! that acknowledges without storing anything. `tune` sweeps batch sizes on one link and
+//! recommends the smallest batch whose loop time is within 5 % of the best.
+//!
+//! - [`args`]: command-line arguments and their validation into a [`BenchPlan`].
+//! - [`bound`]: the physical bound of a loop and the run-time estimate (pure arithmetic).
+//! - [`run`]: running one combination and a whole plan.
+//! - [`bare`]: the bare tonic baseline (server and client).
+//! - [`report`]: rows, and their table, JSON and CSV forms.
+//! - [`plot`]: the SVG figure.
+//! - [`tune`]: the recommendation (a pure function) and the `tune` command.
+
+pub mod args;
+pub mod bare;
+pub mod bound;
+pub mod plot;
+pub mod report;
+pub mod run;
+pub mod tune;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use args::{BenchArgs, BenchPlan, LinkChoice, TuneArgs, TurboMode};
+pub use report::Row;
+pub use run::{Combination, RunSettings, run_plan};
+
+/// Why a bench or tune run was refused or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// An argument is invalid; `flag` names it.
+    #[error("{flag}: {reason}")]
+    InvalidArgument {
+        /// The flag, e.g. `--batch-sizes`.
+        flag: &'static str,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+    /// The link profiles file could not be loaded.
+    #[error("--profiles: {0}")]
+    Profiles(#[source] crate::link::LinkError),
+    /// A combination could not be set up or one of its loops failed.
+    #[error("{combination}: {reason}")]
+    Combination {
+        /// Which combination (link, turbo mode, batch size).
+        combination: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The run went past `--max-time`.
+    #[error(
+        "stopped after {} (--max-time) during {combination}, with {done} of {total} combinations done; raise --max-time or run fewer combinations",
+        humantime::format_duration(*max_time)
+    )]
+    TimedOut {
+        /// The time bound.
+        max_time: Duration,
+        /// The combination that was running.
+        combination: String,
+        /// Combinations finished.
+        done: usize,
+        /// Combinations planned.
+        total: usize,
+    },
+    /// A report file could not be written.
+    #[error("cannot write {}: {reason}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        reason: String,
+    },
+}
+
+/// A progress bar on stderr, or a hidden one when stderr is not a terminal or `quiet` is set.
+pub fn progress_bar(total_steps: u64, quiet: bool) -> indicatif::ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total_steps);
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} loops, eta {eta}  {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// `turbomon bench`: validate, run, and print the table (or JSON), CSV, plot and
+/// recommendations the arguments ask for. Nothing starts when an argument is invalid.
+pub async fn run_cli(args: BenchArgs) -> Result<(), BenchError> {
+    let plan = args.plan()?;
+    if args.json {
+        // The table carries the notes; with --json they go to stderr.
+        for note in &plan.notes {
+            eprintln!("note: {note}");
+        }
+    }
+    let progress = progress_bar(plan.total_loops(), args.json);
+    let outcome = run_plan(&plan, &progress).await;
+    progress.finish_and_clear();
+    let (rows, failure) = match outcome {
+        Ok(rows) => (rows, None),
+        Err((rows, error)) => (rows, Some(error)),
+    };
+    if let Some(error) = &failure {
+        eprintln!("error: {error}");
+        if !rows.is_empty() {
+            eprintln!("reporting the {} rows measured before it", rows.len());
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    let written = if args.json {
+        writeln!(stdout, "{}", report::to_json(&rows))
+    } else {
+        writeln!(stdout, "{}", report::render_table(&rows, &plan))
+    };
+    written.map_err(|e| BenchError::Write {
+        path: PathBuf::from("<stdout>"),
+        reason: e.to_string(),
+    })?;
+    if let Some(path) = &args.csv {
+        std::fs::write(path, report::to_csv(&rows)).map_err(|e| BenchError::Write {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    if let Some(path) = &args.plot {
+        plot::write_svg(&rows, path)?;
+    }
+    if args.recommend {
+        let text = tune::recommend_from_rows(&rows, &plan);
+        if args.json {
+            eprintln!("{text}");
+        } else {
+            writeln!(stdout, "{text}").map_err(|e| BenchError::Write {
+                path: PathBuf::from("<stdout>"),
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// `turbomon tune`: sweep batch sizes on one link and print the recommendation.
+pub async fn tune_cli(args: TuneArgs) -> Result<(), BenchError> {
+    tune::run_cli(args).await
+}

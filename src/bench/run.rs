@@ -1,0 +1,489 @@
+//! Running the bench: one combination (link, turbo mode, batch size) at a time, each against a
+//! fresh in-process engine on loopback behind a fresh link, driven by the supervisor's own loop
+//! functions ([`submit_turbo`], [`monitor_turbo`], [`submit_unary`], [`monitor_unary`]) exactly as
+//! its workers call them, so the real pipeline is what gets measured.
+//!
+//! Per combination: `loops` submission loops of `tasks` new sim tasks (duration 0, ids unique per
+//! loop), then `loops` monitor loops, loop i asking for the tasks of submission loop i and
+//! releasing the results collected in loop i − 1, as the supervisor does. The link's byte
+//! counters are read before and after every submission loop.
+
+use std::time::Duration;
+
+use indicatif::ProgressBar;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::BenchError;
+use super::args::{BenchPlan, LinkChoice, TurboMode};
+use super::bare;
+use super::bound::{self, LoopBytes};
+use super::report::Row;
+use crate::config::{EngineConfig, defaults};
+use crate::engine::Engine;
+use crate::link::{Link, LinkCounters};
+use crate::proto::{Check, Priority, SimCheck, Task, TaskState, check::Kind};
+use crate::supervisor::batch::BatchIds;
+use crate::supervisor::monitor::{MonitorOutcome, monitor_turbo, monitor_unary};
+use crate::supervisor::plan::task_id;
+use crate::supervisor::stream::{StatusStream, SubmitStream};
+use crate::supervisor::submit::{
+    Delivery, LoopLimits, SubmissionOutcome, submit_turbo, submit_unary,
+};
+use crate::transport::Dialer;
+
+/// One row's worth of work: a link, a turbo mode and a batch size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Combination {
+    /// The link between supervisor and engine.
+    pub link: LinkChoice,
+    /// How tasks travel.
+    pub turbo: TurboMode,
+    /// Tasks per batch (1 for turbo off).
+    pub batch_size: usize,
+}
+
+impl std::fmt::Display for Combination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "link {} turbo {} batch {}",
+            self.link.name, self.turbo, self.batch_size
+        )
+    }
+}
+
+/// Settings shared by every combination of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSettings {
+    /// Tasks per loop.
+    pub tasks: usize,
+    /// Submission loops, then as many monitor loops.
+    pub loops: usize,
+    /// Turbo off: connections at once.
+    pub max_connections: usize,
+    /// Turbo on and bare: batches in flight at once.
+    pub max_inflight_batches: usize,
+    /// How long one batch or call may wait for its reply.
+    pub reply_timeout: Duration,
+    /// Seed for the link's jitter and loss; random when `None`.
+    pub seed: Option<u64>,
+}
+
+/// What one combination measured.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Measurement {
+    /// Duration of each submission loop.
+    pub submit_loops: Vec<Duration>,
+    /// Duration of each monitor loop.
+    pub monitor_loops: Vec<Duration>,
+    /// Bytes of every submission packet (request plus reply, gRPC framing included).
+    pub submit_packets: Vec<u64>,
+    /// Bytes of every monitor packet.
+    pub monitor_packets: Vec<u64>,
+    /// Bytes the link carried during each submission loop; `None` without a link.
+    pub submit_wire: Option<Vec<LoopBytes>>,
+}
+
+/// Scheduled instant of the first bench loop, ms since the epoch; each loop is one second later,
+/// so every loop's task ids are new.
+const FIRST_LOOP_UNIX_MS: i64 = 1_700_000_000_000;
+/// How long a stopping engine may take before it is abandoned.
+const ENGINE_STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// The sim tasks of loop `loop_index`: `count` tasks of duration 0 with ids unique per loop,
+/// shaped like a supervisor's (`relator/rule/node/scheduled-ms`).
+pub fn bench_tasks(loop_index: usize, count: usize) -> Vec<Task> {
+    let scheduled_unix_ms = FIRST_LOOP_UNIX_MS + 1000 * i64::try_from(loop_index).unwrap_or(0);
+    (0..count)
+        .map(|i| {
+            let node = format!("node-{i:05}");
+            Task {
+                id: task_id("bench", "sim", &node, scheduled_unix_ms),
+                relator: "bench".to_string(),
+                rule: "sim".to_string(),
+                node,
+                scheduled_unix_ms,
+                attempt: 1,
+                timeout_ms: 10_000,
+                check: Some(Check {
+                    kind: Some(Kind::Sim(SimCheck {
+                        duration_ms: 0,
+                        outcome: TaskState::Ok as i32,
+                        value: 1.0,
+                    })),
+                }),
+                priority: Priority::Normal as i32,
+            }
+        })
+        .collect()
+}
+
+/// Engine settings for a bench combination: caps raised so the bench never hits them.
+pub fn bench_engine_config(combination: &Combination, settings: &RunSettings) -> EngineConfig {
+    let packet = bound::submit_packet_bytes(combination.batch_size)
+        .max(bound::status_packet_bytes(combination.batch_size));
+    EngineConfig {
+        listen: "127.0.0.1:0".to_string(),
+        max_batch_tasks: defaults::max_batch_tasks().max(combination.batch_size),
+        // Every submission loop runs before the monitor loops release anything.
+        max_held_tasks: defaults::max_held_tasks()
+            .max(settings.tasks.saturating_mul(settings.loops + 1)),
+        max_message_bytes: bench_message_bytes(packet),
+        ..EngineConfig::default()
+    }
+}
+
+/// Largest message either side accepts: the default, or room for the largest packet.
+pub(super) fn bench_message_bytes(largest_packet_bytes: u64) -> usize {
+    let needed = usize::try_from(largest_packet_bytes.saturating_mul(2)).unwrap_or(usize::MAX);
+    defaults::max_message_bytes().max(needed)
+}
+
+/// An engine served on loopback for one combination; stopped when dropped.
+struct RunningEngine {
+    address: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+}
+
+impl RunningEngine {
+    async fn start(config: EngineConfig) -> Result<Self, String> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("cannot bind a loopback port for the engine: {e}"))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| format!("engine listener has no address: {e}"))?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serve = Engine::new(config).serve(listener, async move {
+            let _ = stopped.await;
+        });
+        let server = tokio::spawn(async move {
+            if let Err(error) = serve.await {
+                tracing::warn!(target: "turbomon::bench", %error, "bench engine stopped with an error");
+            }
+        });
+        Ok(Self {
+            address,
+            stop: Some(stop),
+            server,
+        })
+    }
+
+    /// Stop gracefully (bounded); the engine is abandoned if it takes too long.
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(ENGINE_STOP_GRACE, &mut self.server).await;
+    }
+}
+
+impl Drop for RunningEngine {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Run one combination. Errors say what failed, for the caller to name the combination.
+pub async fn run_combination(
+    combination: &Combination,
+    settings: &RunSettings,
+    progress: &ProgressBar,
+) -> Result<Measurement, String> {
+    if combination.turbo == TurboMode::Bare {
+        return bare::run_bare(combination.batch_size, settings, progress).await;
+    }
+    let engine = RunningEngine::start(bench_engine_config(combination, settings)).await?;
+    let link = match &combination.link.profile {
+        None => None,
+        Some(profile) => Some(
+            match settings.seed {
+                Some(seed) => Link::with_seed(profile.clone(), seed),
+                None => Link::new(profile.clone()),
+            }
+            .map_err(|e| e.to_string())?,
+        ),
+    };
+    let message_bytes = bench_message_bytes(
+        bound::submit_packet_bytes(combination.batch_size)
+            .max(bound::status_packet_bytes(combination.batch_size)),
+    );
+    let dialer = Dialer::new(&engine.address.to_string(), link.clone(), message_bytes)
+        .map_err(|e| e.to_string())?;
+    let driver = Driver {
+        combination,
+        settings,
+        link: link.as_ref(),
+        progress,
+    };
+    let measured = match combination.turbo {
+        TurboMode::On => driver.turbo(&dialer).await,
+        _ => driver.unary(&dialer).await,
+    };
+    drop(dialer);
+    engine.stop().await;
+    measured
+}
+
+struct Driver<'a> {
+    combination: &'a Combination,
+    settings: &'a RunSettings,
+    link: Option<&'a Link>,
+    progress: &'a ProgressBar,
+}
+
+impl Driver<'_> {
+    fn limits(&self) -> LoopLimits {
+        let in_flight = match self.combination.turbo {
+            TurboMode::Off => self.settings.max_connections,
+            TurboMode::On | TurboMode::Bare => self.settings.max_inflight_batches,
+        };
+        LoopLimits {
+            batch_size: self.combination.batch_size,
+            in_flight,
+            reply_timeout: self.settings.reply_timeout,
+            max_message_bytes: crate::config::defaults::max_message_bytes(),
+        }
+    }
+
+    fn counters(&self) -> Option<LinkCounters> {
+        self.link.map(Link::counters)
+    }
+
+    /// Record one submission loop; refuse a loop in which a task was not accepted.
+    fn record_submission(
+        &self,
+        measured: &mut Measurement,
+        loop_index: usize,
+        outcome: SubmissionOutcome,
+        before: Option<LinkCounters>,
+    ) -> Result<(), String> {
+        check_submission(loop_index, &outcome)?;
+        measured.submit_loops.push(outcome.elapsed);
+        measured.submit_packets.extend(outcome.packets_bytes);
+        if let (Some(before), Some(after)) = (before, self.counters()) {
+            measured
+                .submit_wire
+                .get_or_insert_with(Vec::new)
+                .push(LoopBytes {
+                    client_to_server: after
+                        .client_to_server_bytes
+                        .saturating_sub(before.client_to_server_bytes),
+                    server_to_client: after
+                        .server_to_client_bytes
+                        .saturating_sub(before.server_to_client_bytes),
+                });
+        }
+        self.progress.inc(1);
+        Ok(())
+    }
+
+    /// Record one monitor loop and return the ids whose result is final, to release next loop.
+    fn record_monitor(
+        &self,
+        measured: &mut Measurement,
+        loop_index: usize,
+        asked: usize,
+        outcome: MonitorOutcome,
+    ) -> Result<Vec<String>, String> {
+        if let Some(failure) = &outcome.failure {
+            return Err(format!("monitor loop {}: {failure}", loop_index + 1));
+        }
+        if outcome.statuses.len() != asked {
+            return Err(format!(
+                "monitor loop {}: {} statuses for {asked} tasks asked",
+                loop_index + 1,
+                outcome.statuses.len()
+            ));
+        }
+        measured.monitor_loops.push(outcome.elapsed);
+        measured.monitor_packets.extend(outcome.packets_bytes);
+        self.progress.inc(1);
+        Ok(outcome
+            .statuses
+            .into_iter()
+            .filter(|s| is_final(s.state))
+            .map(|s| s.task_id)
+            .collect())
+    }
+
+    async fn turbo(&self, dialer: &Dialer) -> Result<Measurement, String> {
+        let mut client = dialer.connect().await.map_err(|e| e.to_string())?;
+        let submit = SubmitStream::open(&mut client)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = StatusStream::open(&mut client)
+            .await
+            .map_err(|e| e.to_string())?;
+        let batch_ids = BatchIds::default();
+        let limits = self.limits();
+        let mut measured = Measurement::default();
+        let mut asked: Vec<Vec<String>> = Vec::with_capacity(self.settings.loops);
+        for loop_index in 0..self.settings.loops {
+            let tasks = bench_tasks(loop_index, self.settings.tasks);
+            asked.push(tasks.iter().map(|t| t.id.clone()).collect());
+            let before = self.counters();
+            let outcome = submit_turbo(&submit, tasks, limits, &batch_ids).await;
+            self.record_submission(&mut measured, loop_index, outcome, before)?;
+        }
+        let mut release = Vec::new();
+        for (loop_index, ids) in asked.into_iter().enumerate() {
+            let count = ids.len();
+            let outcome = monitor_turbo(
+                &status,
+                ids,
+                std::mem::take(&mut release),
+                limits,
+                &batch_ids,
+            )
+            .await;
+            release = self.record_monitor(&mut measured, loop_index, count, outcome)?;
+        }
+        Ok(measured)
+    }
+
+    async fn unary(&self, dialer: &Dialer) -> Result<Measurement, String> {
+        let limits = self.limits();
+        let mut measured = Measurement::default();
+        let mut asked: Vec<Vec<String>> = Vec::with_capacity(self.settings.loops);
+        for loop_index in 0..self.settings.loops {
+            let tasks = bench_tasks(loop_index, self.settings.tasks);
+            asked.push(tasks.iter().map(|t| t.id.clone()).collect());
+            let before = self.counters();
+            let outcome = submit_unary(dialer, tasks, limits).await;
+            self.record_submission(&mut measured, loop_index, outcome, before)?;
+        }
+        let mut release = Vec::new();
+        for (loop_index, ids) in asked.into_iter().enumerate() {
+            let count = ids.len();
+            let outcome = monitor_unary(dialer, ids, std::mem::take(&mut release), limits).await;
+            release = self.record_monitor(&mut measured, loop_index, count, outcome)?;
+        }
+        Ok(measured)
+    }
+}
+
+fn is_final(state: i32) -> bool {
+    matches!(
+        TaskState::try_from(state),
+        Ok(TaskState::Ok
+            | TaskState::Broken
+            | TaskState::Failed
+            | TaskState::TimedOut
+            | TaskState::LostInRestart)
+    )
+}
+
+/// A bench loop must have every task accepted once: anything else is a failed measurement.
+fn check_submission(loop_index: usize, outcome: &SubmissionOutcome) -> Result<(), String> {
+    let mut refused = outcome
+        .deliveries
+        .iter()
+        .filter_map(|(task, delivery)| match delivery {
+            Delivery::Accepted { duplicate: false } => None,
+            Delivery::Accepted { duplicate: true } => {
+                Some(format!("task {} was already held by the engine", task.id))
+            }
+            Delivery::Rejected { reason } | Delivery::Retry { reason, .. } => Some(reason.clone()),
+        });
+    match refused.next() {
+        None => Ok(()),
+        Some(first) => Err(format!(
+            "submission loop {}: {} of {} tasks not accepted; first: {first}",
+            loop_index + 1,
+            refused.count() + 1,
+            outcome.deliveries.len()
+        )),
+    }
+}
+
+/// Run every combination of `plan` in order, within `plan.max_time`. On a failure, the rows
+/// measured so far come back with the error.
+pub async fn run_plan(
+    plan: &BenchPlan,
+    progress: &ProgressBar,
+) -> Result<Vec<Row>, (Vec<Row>, BenchError)> {
+    let deadline = tokio::time::Instant::now() + plan.max_time;
+    let total = plan.combinations.len();
+    let mut rows = Vec::with_capacity(total);
+    for combination in &plan.combinations {
+        progress.set_message(combination.to_string());
+        let measured = tokio::time::timeout_at(
+            deadline,
+            run_combination(combination, &plan.settings, progress),
+        )
+        .await;
+        match measured {
+            Ok(Ok(measured)) => rows.push(Row::new(combination, &plan.settings, &measured)),
+            Ok(Err(reason)) => {
+                return Err((
+                    rows,
+                    BenchError::Combination {
+                        combination: combination.to_string(),
+                        reason,
+                    },
+                ));
+            }
+            Err(_) => {
+                let done = rows.len();
+                return Err((
+                    rows,
+                    BenchError::TimedOut {
+                        max_time: plan.max_time,
+                        combination: combination.to_string(),
+                        done,
+                        total,
+                    },
+                ));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_task_ids_are_unique_within_and_across_loops() {
+        let mut ids: Vec<String> = (0..3)
+            .flat_map(|l| bench_tasks(l, 50))
+            .map(|t| t.id)
+            .collect();
+        let all = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), all);
+        assert_eq!(all, 150);
+    }
+
+    #[test]
+    fn a_loop_with_a_refused_task_is_a_failed_measurement() {
+        let tasks = bench_tasks(0, 2);
+        let outcome = SubmissionOutcome {
+            started_at: std::time::SystemTime::now(),
+            size_splits: 0,
+            elapsed: Duration::from_millis(1),
+            packets_bytes: vec![100],
+            deliveries: vec![
+                (tasks[0].clone(), Delivery::Accepted { duplicate: false }),
+                (
+                    tasks[1].clone(),
+                    Delivery::Rejected {
+                        reason: "no room".to_string(),
+                    },
+                ),
+            ],
+        };
+        let error = check_submission(2, &outcome).unwrap_err();
+        assert!(error.contains("loop 3"), "{error}");
+        assert!(
+            error.contains("1 of 2") && error.contains("no room"),
+            "{error}"
+        );
+    }
+}

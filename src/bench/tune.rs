@@ -1,0 +1,665 @@
+//! The batch-size recommendation: for submission and for status checks, the smallest batch
+//! whose median loop time is within 5 % of the best, never one whose packets exceed the link's
+//! black-hole size or the safe packet cap. [`recommend`] is pure; [`run_cli`] is `turbomon tune`
+//! (a sweep of turbo-on loops over one link), and [`recommend_from_rows`] serves
+//! `bench --recommend`.
+//!
+//! The median decides rather than the mean so that one retransmission timeout on a lossy link
+//! does not pick the batch size. Packets are compared whole (request plus reply), which is never
+//! smaller than the larger of the two messages: a conservative test against a black hole that
+//! stalls on one message.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::BenchError;
+use super::args::{BenchPlan, LinkChoice, TuneArgs, TurboMode};
+use super::bound;
+use super::report::Row;
+use super::run::{Measurement, run_combination};
+
+/// How close to the best loop time a smaller batch must come to be preferred: 5 %.
+pub const WITHIN_BEST: f64 = 0.05;
+
+/// Which loop a recommendation is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoopKind {
+    /// Submission loops: `task_submit_batch_size`.
+    Submission,
+    /// Status checks (monitor loops): `task_info_batch_size`.
+    Status,
+}
+
+impl LoopKind {
+    /// The configuration key the recommendation is for.
+    pub fn config_key(self) -> &'static str {
+        match self {
+            LoopKind::Submission => "task_submit_batch_size",
+            LoopKind::Status => "task_info_batch_size",
+        }
+    }
+
+    fn loop_name(self) -> &'static str {
+        match self {
+            LoopKind::Submission => "submission loop",
+            LoopKind::Status => "monitor loop",
+        }
+    }
+}
+
+/// One measured batch size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    /// Tasks (or ids) per batch.
+    pub batch_size: usize,
+    /// Median loop time at that size.
+    pub loop_time: Duration,
+    /// Largest packet (request plus reply) seen at that size, in bytes.
+    pub max_packet_bytes: u64,
+}
+
+/// The packet limits a recommendation respects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketCaps {
+    /// The link's black-hole size, if it has one.
+    pub blackhole_bytes: Option<u64>,
+    /// The safe cap (`--max-packet-kb`).
+    pub safe_packet_bytes: u64,
+}
+
+/// Why a batch size cannot be recommended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "cap", rename_all = "snake_case")]
+pub enum Refusal {
+    /// Its packets exceed the link's black-hole size: they would stall the connection.
+    BlackHole {
+        /// Packet size, bytes.
+        packet_bytes: u64,
+        /// The black-hole size, bytes.
+        limit_bytes: u64,
+    },
+    /// Its packets exceed the safe cap.
+    SafeCap {
+        /// Packet size, bytes.
+        packet_bytes: u64,
+        /// The cap, bytes.
+        limit_bytes: u64,
+    },
+    /// It was not measured (its other loop's packets are over a cap, or the run failed).
+    NotMeasured {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::BlackHole {
+                packet_bytes,
+                limit_bytes,
+            } => write!(
+                f,
+                "packets of {} over the link's {} black hole",
+                kb(*packet_bytes),
+                kb(*limit_bytes)
+            ),
+            Refusal::SafeCap {
+                packet_bytes,
+                limit_bytes,
+            } => write!(
+                f,
+                "packets of {} over the {} safe cap",
+                kb(*packet_bytes),
+                kb(*limit_bytes)
+            ),
+            Refusal::NotMeasured { reason } => write!(f, "not measured: {reason}"),
+        }
+    }
+}
+
+/// A batch size left out, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RefusedSize {
+    /// The batch size.
+    pub batch_size: usize,
+    /// Why.
+    #[serde(flatten)]
+    pub refusal: Refusal,
+}
+
+/// What to set, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recommendation {
+    /// Which loop.
+    pub kind: LoopKind,
+    /// The configuration key to set.
+    pub config_key: &'static str,
+    /// The recommended batch size.
+    pub batch_size: usize,
+    /// Its median loop time, seconds.
+    pub loop_s: f64,
+    /// Its largest packet, bytes.
+    pub max_packet_bytes: u64,
+    /// The batch size with the shortest median loop.
+    pub best_batch_size: usize,
+    /// That shortest median loop, seconds.
+    pub best_loop_s: f64,
+    /// Batch sizes refused, and why.
+    pub refused: Vec<RefusedSize>,
+    /// One or two sentences saying why.
+    pub reason: String,
+}
+
+/// Why no recommendation could be made.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("no {kind} batch size can be recommended: {}", describe_refusals(.refused).unwrap_or_else(|| "none was measured".to_string()))]
+pub struct NoCandidate {
+    /// Which loop.
+    pub kind: &'static str,
+    /// Every size left out, and why.
+    pub refused: Vec<RefusedSize>,
+}
+
+/// Whether a packet of `packet_bytes` is over a cap (the black hole is checked first).
+pub fn refusal(packet_bytes: u64, caps: &PacketCaps) -> Option<Refusal> {
+    if let Some(limit_bytes) = caps.blackhole_bytes
+        && packet_bytes > limit_bytes
+    {
+        return Some(Refusal::BlackHole {
+            packet_bytes,
+            limit_bytes,
+        });
+    }
+    (packet_bytes > caps.safe_packet_bytes).then_some(Refusal::SafeCap {
+        packet_bytes,
+        limit_bytes: caps.safe_packet_bytes,
+    })
+}
+
+fn kb(bytes: u64) -> String {
+    format!("{:.1} KB", bytes as f64 / 1024.0)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn describe_refusals(refused: &[RefusedSize]) -> Option<String> {
+    if refused.is_empty() {
+        return None;
+    }
+    Some(
+        refused
+            .iter()
+            .map(|r| format!("{} ({})", r.batch_size, r.refusal))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// Recommend a batch size for `kind` from measured `candidates`: refuse those whose packets
+/// exceed `caps`, then take the smallest whose loop time is within [`WITHIN_BEST`] of the best
+/// remaining one. `already_refused` (sizes never measured) are reported with the rest.
+pub fn recommend(
+    kind: LoopKind,
+    candidates: &[Candidate],
+    already_refused: Vec<RefusedSize>,
+    caps: &PacketCaps,
+) -> Result<Recommendation, NoCandidate> {
+    let mut refused = already_refused;
+    let mut allowed: Vec<Candidate> = Vec::new();
+    for candidate in candidates {
+        match refusal(candidate.max_packet_bytes, caps) {
+            Some(refusal) => refused.push(RefusedSize {
+                batch_size: candidate.batch_size,
+                refusal,
+            }),
+            None => allowed.push(*candidate),
+        }
+    }
+    refused.sort_by_key(|r| r.batch_size);
+    allowed.sort_by_key(|c| c.batch_size);
+    let Some(best) = allowed
+        .iter()
+        .min_by(|a, b| {
+            a.loop_time
+                .cmp(&b.loop_time)
+                .then(a.batch_size.cmp(&b.batch_size))
+        })
+        .copied()
+    else {
+        return Err(NoCandidate {
+            kind: kind.loop_name(),
+            refused,
+        });
+    };
+    let threshold = best.loop_time.as_secs_f64() * (1.0 + WITHIN_BEST);
+    let chosen = allowed
+        .iter()
+        .find(|c| c.loop_time.as_secs_f64() <= threshold)
+        .copied()
+        .unwrap_or(best);
+    let mut reason = if chosen.batch_size == best.batch_size {
+        format!(
+            "Batch {} gives the shortest median {} ({}) and no smaller batch comes within {}% of it; its packets reach {}.",
+            chosen.batch_size,
+            kind.loop_name(),
+            ms(chosen.loop_time),
+            WITHIN_BEST * 100.0,
+            kb(chosen.max_packet_bytes)
+        )
+    } else {
+        format!(
+            "Batch {} is the smallest whose median {} ({}) is within {}% of the best ({} at batch {}), with packets of {} instead of {}.",
+            chosen.batch_size,
+            kind.loop_name(),
+            ms(chosen.loop_time),
+            WITHIN_BEST * 100.0,
+            ms(best.loop_time),
+            best.batch_size,
+            kb(chosen.max_packet_bytes),
+            kb(best.max_packet_bytes)
+        )
+    };
+    if let Some(list) = describe_refusals(&refused) {
+        reason.push_str(&format!(" Refused: {list}."));
+    }
+    Ok(Recommendation {
+        kind,
+        config_key: kind.config_key(),
+        batch_size: chosen.batch_size,
+        loop_s: chosen.loop_time.as_secs_f64(),
+        max_packet_bytes: chosen.max_packet_bytes,
+        best_batch_size: best.batch_size,
+        best_loop_s: best.loop_time.as_secs_f64(),
+        refused,
+        reason,
+    })
+}
+
+fn median(durations: &[Duration]) -> Duration {
+    let mut sorted = durations.to_vec();
+    sorted.sort_unstable();
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[(sorted.len() - 1) / 2]
+}
+
+fn caps_for(link: &LinkChoice, safe_packet_bytes: u64) -> PacketCaps {
+    PacketCaps {
+        blackhole_bytes: link
+            .profile
+            .as_ref()
+            .and_then(|p| p.blackhole_bytes)
+            .map(|b| b as u64),
+        safe_packet_bytes,
+    }
+}
+
+/// A one-line description of a link for reports.
+pub fn describe_link(link: &LinkChoice) -> String {
+    match &link.profile {
+        None => format!("{} (plain loopback, no simulated link)", link.name),
+        Some(p) => {
+            let bandwidth = p.bandwidth_bps.map_or_else(
+                || "unlimited".to_string(),
+                |bps| format!("{}/s", crate::link::format_bandwidth(bps)),
+            );
+            let mut text = format!(
+                "{}: {} one-way, {bandwidth} each way, {}% loss",
+                link.name,
+                humantime::format_duration(p.latency),
+                p.loss * 100.0
+            );
+            if let Some(bytes) = p.blackhole_bytes {
+                text.push_str(&format!(", black hole above {bytes} bytes"));
+            }
+            text
+        }
+    }
+}
+
+/// The sweep's measurements for one batch size.
+#[derive(Debug, Clone, Serialize)]
+struct SweepPoint {
+    batch_size: usize,
+    submit_loop_p50_s: f64,
+    submit_packet_max_kb: f64,
+    monitor_loop_p50_s: f64,
+    monitor_packet_max_kb: f64,
+}
+
+/// What `tune --json` prints.
+#[derive(Debug, Serialize)]
+struct TuneReport {
+    link: String,
+    tasks: usize,
+    loops: usize,
+    sweep: Vec<SweepPoint>,
+    task_submit_batch_size: Option<Recommendation>,
+    task_info_batch_size: Option<Recommendation>,
+    errors: Vec<String>,
+}
+
+/// `turbomon tune`: sweep, recommend, print.
+pub async fn run_cli(args: TuneArgs) -> Result<(), BenchError> {
+    let plan = args.plan()?;
+    let Some(link) = plan.combinations.first().map(|c| c.link.clone()) else {
+        return Err(BenchError::InvalidArgument {
+            flag: "--batch-sizes",
+            reason: "give at least one batch size".to_string(),
+        });
+    };
+    let caps = caps_for(&link, plan.safe_packet_bytes);
+    let mut submit_refused = Vec::new();
+    let mut status_refused = Vec::new();
+    let mut to_run = Vec::new();
+    for combination in &plan.combinations {
+        let b = combination.batch_size;
+        let submit = refusal(bound::submit_packet_bytes(b), &caps);
+        let status = refusal(bound::status_packet_bytes(b), &caps);
+        if submit.is_none() && status.is_none() {
+            to_run.push(combination.clone());
+            continue;
+        }
+        let skipped = |own: Option<Refusal>, other: &Option<Refusal>, other_name: &str| {
+            own.unwrap_or_else(|| Refusal::NotMeasured {
+                reason: format!(
+                    "its {other_name} {}",
+                    other.as_ref().map(|r| r.to_string()).unwrap_or_default()
+                ),
+            })
+        };
+        submit_refused.push(RefusedSize {
+            batch_size: b,
+            refusal: skipped(submit.clone(), &status, "status"),
+        });
+        status_refused.push(RefusedSize {
+            batch_size: b,
+            refusal: skipped(status, &submit, "submission"),
+        });
+    }
+    let progress = super::progress_bar((to_run.len() * plan.settings.loops * 2) as u64, args.json);
+    let deadline = tokio::time::Instant::now() + plan.max_time;
+    let mut measured: Vec<(usize, Measurement)> = Vec::new();
+    for (done, combination) in to_run.iter().enumerate() {
+        progress.set_message(combination.to_string());
+        let outcome = tokio::time::timeout_at(
+            deadline,
+            run_combination(combination, &plan.settings, &progress),
+        )
+        .await;
+        match outcome {
+            Ok(Ok(m)) => measured.push((combination.batch_size, m)),
+            Ok(Err(reason)) => {
+                for refused in [&mut submit_refused, &mut status_refused] {
+                    refused.push(RefusedSize {
+                        batch_size: combination.batch_size,
+                        refusal: Refusal::NotMeasured {
+                            reason: reason.clone(),
+                        },
+                    });
+                }
+            }
+            Err(_) => {
+                progress.finish_and_clear();
+                return Err(BenchError::TimedOut {
+                    max_time: plan.max_time,
+                    combination: combination.to_string(),
+                    done,
+                    total: to_run.len(),
+                });
+            }
+        }
+    }
+    progress.finish_and_clear();
+
+    let candidates = |kind: LoopKind| -> Vec<Candidate> {
+        measured
+            .iter()
+            .map(|(batch_size, m)| {
+                let (loops, packets) = match kind {
+                    LoopKind::Submission => (&m.submit_loops, &m.submit_packets),
+                    LoopKind::Status => (&m.monitor_loops, &m.monitor_packets),
+                };
+                Candidate {
+                    batch_size: *batch_size,
+                    loop_time: median(loops),
+                    max_packet_bytes: packets.iter().copied().max().unwrap_or(0),
+                }
+            })
+            .collect()
+    };
+    let submit = recommend(
+        LoopKind::Submission,
+        &candidates(LoopKind::Submission),
+        submit_refused,
+        &caps,
+    );
+    let status = recommend(
+        LoopKind::Status,
+        &candidates(LoopKind::Status),
+        status_refused,
+        &caps,
+    );
+    let sweep: Vec<SweepPoint> = measured
+        .iter()
+        .map(|(batch_size, m)| SweepPoint {
+            batch_size: *batch_size,
+            submit_loop_p50_s: median(&m.submit_loops).as_secs_f64(),
+            submit_packet_max_kb: m.submit_packets.iter().copied().max().unwrap_or(0) as f64
+                / 1024.0,
+            monitor_loop_p50_s: median(&m.monitor_loops).as_secs_f64(),
+            monitor_packet_max_kb: m.monitor_packets.iter().copied().max().unwrap_or(0) as f64
+                / 1024.0,
+        })
+        .collect();
+    let errors: Vec<String> = [&submit, &status]
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+        .collect();
+    if args.json {
+        let report = TuneReport {
+            link: link.name.clone(),
+            tasks: plan.settings.tasks,
+            loops: plan.settings.loops,
+            sweep,
+            task_submit_batch_size: submit.clone().ok(),
+            task_info_batch_size: status.clone().ok(),
+            errors: errors.clone(),
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report)
+                .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+        );
+    } else {
+        println!(
+            "tune {}\n{} tasks per loop, {} loops per batch size, turbo on, {} batches in flight; median loop times\n",
+            describe_link(&link),
+            plan.settings.tasks,
+            plan.settings.loops,
+            plan.settings.max_inflight_batches
+        );
+        println!(
+            "{:>6}  {:>14}  {:>13}  {:>14}  {:>13}",
+            "batch", "submit p50 ms", "submit max KB", "monitor p50 ms", "monitor max KB"
+        );
+        for p in &sweep {
+            println!(
+                "{:>6}  {:>14.2}  {:>13.2}  {:>14.2}  {:>13.2}",
+                p.batch_size,
+                p.submit_loop_p50_s * 1000.0,
+                p.submit_packet_max_kb,
+                p.monitor_loop_p50_s * 1000.0,
+                p.monitor_packet_max_kb
+            );
+        }
+        println!();
+        for recommendation in [&submit, &status].into_iter().flatten() {
+            println!(
+                "{} = {}\n  {}",
+                recommendation.config_key, recommendation.batch_size, recommendation.reason
+            );
+        }
+    }
+    match errors.into_iter().next() {
+        Some(first) => Err(BenchError::InvalidArgument {
+            flag: "--batch-sizes",
+            reason: first,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `bench --recommend`: recommendations per link from the turbo-on rows, as text.
+pub fn recommend_from_rows(rows: &[Row], plan: &BenchPlan) -> String {
+    let mut by_link: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+    for row in rows.iter().filter(|r| r.turbo == TurboMode::On) {
+        by_link.entry(row.link.as_str()).or_default().push(row);
+    }
+    if by_link.is_empty() {
+        return "recommendations: none (they need turbo `on` rows)".to_string();
+    }
+    let mut out = String::from("recommendations (median loop time, within 5% of the best):\n");
+    for (link_name, rows) in by_link {
+        let link = plan
+            .combinations
+            .iter()
+            .map(|c| &c.link)
+            .find(|l| l.name == link_name)
+            .cloned()
+            .unwrap_or_else(LinkChoice::none);
+        let caps = caps_for(&link, plan.safe_packet_bytes);
+        let kb_to_bytes = |kb: f64| (kb * 1024.0).round() as u64;
+        let candidates = |kind: LoopKind| -> Vec<Candidate> {
+            rows.iter()
+                .map(|r| {
+                    let (p50, max_kb) = match kind {
+                        LoopKind::Submission => (r.submit_loop_s.p50, r.submit_packet_kb.max),
+                        LoopKind::Status => (r.monitor_loop_s.p50, r.monitor_packet_kb.max),
+                    };
+                    Candidate {
+                        batch_size: r.batch_size,
+                        loop_time: Duration::from_secs_f64(p50.max(0.0)),
+                        max_packet_bytes: kb_to_bytes(max_kb),
+                    }
+                })
+                .collect()
+        };
+        out.push_str(&format!("{}\n", describe_link(&link)));
+        for kind in [LoopKind::Submission, LoopKind::Status] {
+            match recommend(kind, &candidates(kind), Vec::new(), &caps) {
+                Ok(r) => out.push_str(&format!(
+                    "  {} = {}\n    {}\n",
+                    r.config_key, r.batch_size, r.reason
+                )),
+                Err(e) => out.push_str(&format!("  {}: {e}\n", kind.config_key())),
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(batch_size: usize, loop_ms: u64, packet_bytes: u64) -> Candidate {
+        Candidate {
+            batch_size,
+            loop_time: Duration::from_millis(loop_ms),
+            max_packet_bytes: packet_bytes,
+        }
+    }
+
+    const NO_HOLE: PacketCaps = PacketCaps {
+        blackhole_bytes: None,
+        safe_packet_bytes: 64 * 1024,
+    };
+
+    #[test]
+    fn the_smallest_batch_within_five_percent_of_the_best_is_recommended() {
+        let sweep = [
+            candidate(1, 400, 200),
+            candidate(10, 110, 1_500),
+            candidate(30, 104, 4_000),
+            candidate(100, 100, 13_000),
+        ];
+        let r = recommend(LoopKind::Submission, &sweep, Vec::new(), &NO_HOLE).expect("one");
+        assert_eq!(r.batch_size, 30);
+        assert_eq!(r.best_batch_size, 100);
+        assert_eq!(r.config_key, "task_submit_batch_size");
+        assert!(r.reason.contains("Batch 30"), "{}", r.reason);
+        assert!(r.reason.contains("100.0 ms at batch 100"), "{}", r.reason);
+    }
+
+    #[test]
+    fn a_batch_just_over_five_percent_is_not_enough() {
+        let sweep = [candidate(10, 106, 1_500), candidate(30, 100, 4_000)];
+        let r = recommend(LoopKind::Status, &sweep, Vec::new(), &NO_HOLE).expect("one");
+        assert_eq!(r.batch_size, 30);
+        assert!(r.reason.contains("shortest"), "{}", r.reason);
+    }
+
+    #[test]
+    fn sizes_with_packets_over_the_black_hole_or_the_safe_cap_are_refused() {
+        let caps = PacketCaps {
+            blackhole_bytes: Some(8_000),
+            safe_packet_bytes: 64 * 1024,
+        };
+        // The fastest sizes are over the black hole: 30 is recommended though 100 is faster.
+        let sweep = [
+            candidate(10, 150, 1_500),
+            candidate(30, 120, 4_000),
+            candidate(100, 100, 13_000),
+            candidate(1000, 90, 130_000),
+        ];
+        let r = recommend(LoopKind::Submission, &sweep, Vec::new(), &caps).expect("one");
+        assert_eq!(r.batch_size, 30);
+        assert_eq!(
+            r.refused,
+            vec![
+                RefusedSize {
+                    batch_size: 100,
+                    refusal: Refusal::BlackHole {
+                        packet_bytes: 13_000,
+                        limit_bytes: 8_000
+                    }
+                },
+                RefusedSize {
+                    batch_size: 1000,
+                    refusal: Refusal::BlackHole {
+                        packet_bytes: 130_000,
+                        limit_bytes: 8_000
+                    }
+                },
+            ]
+        );
+        assert!(r.reason.contains("black hole"), "{}", r.reason);
+        let no_hole = recommend(LoopKind::Submission, &sweep, Vec::new(), &NO_HOLE).expect("one");
+        assert_eq!(no_hole.batch_size, 100, "1000 is over the 64 KB safe cap");
+        assert!(no_hole.reason.contains("safe cap"), "{}", no_hole.reason);
+    }
+
+    #[test]
+    fn nothing_under_the_caps_means_no_recommendation() {
+        let caps = PacketCaps {
+            blackhole_bytes: Some(100),
+            safe_packet_bytes: 64 * 1024,
+        };
+        let error = recommend(
+            LoopKind::Submission,
+            &[candidate(1, 10, 300)],
+            Vec::new(),
+            &caps,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("black hole"), "{error}");
+    }
+}
