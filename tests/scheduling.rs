@@ -440,3 +440,22 @@ alerts = ["log"]
     assert_eq!(counts, [3, 3, 3, 3, 3]);
     supervisor.shutdown().await;
 }
+
+#[tokio::test]
+async fn alerts_arrive_within_100ms_in_push_mode_and_within_the_interval_in_poll_mode() {
+    use turbomon::bench::{LinkChoice, alerts};
+    use turbomon::config::StatusMode;
+    let push = alerts::measure(&LinkChoice::none(), StatusMode::Push, 10)
+        .await
+        .expect("push run");
+    assert!(push.max < 0.1, "push alert latency {push:?}");
+    let poll = alerts::measure(&LinkChoice::none(), StatusMode::Poll, 10)
+        .await
+        .expect("poll run");
+    let interval = alerts::POLL_INTERVAL.as_secs_f64();
+    assert!(poll.max <= interval + 0.1, "poll alert latency {poll:?}");
+    assert!(
+        poll.p50 > push.p50,
+        "polling waits for the next tick: {poll:?} vs {push:?}"
+    );
+}

@@ -140,6 +140,22 @@ pub struct BenchArgs {
     /// Seed for the links' jitter and loss, for repeatable runs.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Also measure alert latency for these status modes, comma separated (`poll`, `push`):
+    /// a supervisor with a sim rule set to break, per link; turbo-on rows are given once per
+    /// mode with `status_mode` and `alert_latency_s`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_status_mode)]
+    pub status_mode: Vec<crate::config::StatusMode>,
+    /// With --status-mode: broken tasks measured per link and mode.
+    #[arg(long, default_value_t = 40)]
+    pub alert_samples: usize,
+}
+
+fn parse_status_mode(s: &str) -> Result<crate::config::StatusMode, String> {
+    match s {
+        "poll" => Ok(crate::config::StatusMode::Poll),
+        "push" => Ok(crate::config::StatusMode::Push),
+        _ => Err(format!("expected `poll` or `push`, got `{s}`")),
+    }
 }
 
 /// `turbomon tune`: sweep batch sizes for submission and for status checks on one link and
@@ -377,6 +393,9 @@ impl BenchArgs {
         }
         check_count("--tasks", self.tasks, MAX_TASKS, "tasks")?;
         check_count("--loops", self.loops, MAX_LOOPS, "loops")?;
+        if !self.status_mode.is_empty() {
+            check_count("--alert-samples", self.alert_samples, 10_000, "tasks")?;
+        }
         check_held(self.tasks, self.loops)?;
         check_count(
             "--max-connections",

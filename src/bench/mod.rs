@@ -9,6 +9,7 @@
 //! that acknowledges without storing anything. `tune` sweeps batch sizes on one link and
 //! recommends the smallest batch whose loop time is within 5 % of the best.
 //!
+//! - [`alerts`]: alert latency by status mode (poll or push).
 //! - [`args`]: command-line arguments and their validation into a [`BenchPlan`].
 //! - [`bound`]: the physical bound of a loop and the run-time estimate (pure arithmetic).
 //! - [`run`]: running one combination and a whole plan.
@@ -17,6 +18,7 @@
 //! - [`plot`]: the SVG figure.
 //! - [`tune`]: the recommendation (a pure function) and the `tune` command.
 
+pub mod alerts;
 pub mod args;
 pub mod bare;
 pub mod bound;
@@ -108,10 +110,23 @@ pub async fn run_cli(args: BenchArgs) -> Result<(), BenchError> {
     let progress = progress_bar(plan.total_loops(), args.json);
     let outcome = run_plan(&plan, &progress).await;
     progress.finish_and_clear();
-    let (rows, failure) = match outcome {
+    let (mut rows, mut failure) = match outcome {
         Ok(rows) => (rows, None),
         Err((rows, error)) => (rows, Some(error)),
     };
+    let mut latency_lines = Vec::new();
+    if failure.is_none() && !args.status_mode.is_empty() {
+        match alert_rows(&plan, &args, rows).await {
+            Ok((with_modes, lines)) => {
+                rows = with_modes;
+                latency_lines = lines;
+            }
+            Err((kept, error)) => {
+                rows = kept;
+                failure = Some(error);
+            }
+        }
+    }
     if let Some(error) = &failure {
         eprintln!("error: {error}");
         if !rows.is_empty() {
@@ -122,7 +137,11 @@ pub async fn run_cli(args: BenchArgs) -> Result<(), BenchError> {
     let written = if args.json {
         writeln!(stdout, "{}", report::to_json(&rows))
     } else {
-        writeln!(stdout, "{}", report::render_table(&rows, &plan))
+        writeln!(stdout, "{}", report::render_table(&rows, &plan)).and_then(|()| {
+            latency_lines
+                .iter()
+                .try_for_each(|line| writeln!(stdout, "{line}"))
+        })
     };
     written.map_err(|e| BenchError::Write {
         path: PathBuf::from("<stdout>"),
@@ -152,6 +171,66 @@ pub async fn run_cli(args: BenchArgs) -> Result<(), BenchError> {
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+/// Measure alert latency for every link and status mode, and give each turbo-on row one copy
+/// per status mode carrying it (the loop figures do not depend on the status mode). Also the
+/// lines of a small table for the text output.
+async fn alert_rows(
+    plan: &BenchPlan,
+    args: &BenchArgs,
+    rows: Vec<Row>,
+) -> Result<(Vec<Row>, Vec<String>), (Vec<Row>, BenchError)> {
+    let mut links: Vec<&LinkChoice> = Vec::new();
+    for c in &plan.combinations {
+        if !links.iter().any(|l| l.name == c.link.name) {
+            links.push(&c.link);
+        }
+    }
+    let mut measured = Vec::new();
+    let mut lines = vec![
+        String::new(),
+        "alert latency (a broken sim rule, from its end on the engine to its alert), ms:"
+            .to_string(),
+        format!(
+            "{:<10} {:<6} {:>8} {:>8} {:>8}",
+            "link", "status", "p50", "p99", "max"
+        ),
+    ];
+    for link in links {
+        for &mode in &args.status_mode {
+            let latency = match alerts::measure(link, mode, args.alert_samples).await {
+                Ok(latency) => latency,
+                Err(error) => return Err((rows, error)),
+            };
+            lines.push(format!(
+                "{:<10} {:<6} {:>8.1} {:>8.1} {:>8.1}",
+                link.name,
+                format!("{mode:?}").to_lowercase(),
+                latency.p50 * 1e3,
+                latency.p99 * 1e3,
+                latency.max * 1e3
+            ));
+            measured.push((link.name.clone(), mode, latency));
+        }
+    }
+    let mut out = Vec::new();
+    for row in rows {
+        if row.turbo != TurboMode::On {
+            out.push(row);
+            continue;
+        }
+        for (link, mode, latency) in &measured {
+            if *link == row.link {
+                out.push(Row {
+                    status_mode: Some(*mode),
+                    alert_latency_s: Some(*latency),
+                    ..row.clone()
+                });
+            }
+        }
+    }
+    Ok((out, lines))
 }
 
 /// `turbomon tune`: sweep batch sizes on one link and print the recommendation.

@@ -237,6 +237,8 @@ mod tests {
             tasks_per_s: 1000.0,
             bound_s: Some(0.06),
             efficiency: Some(0.9),
+            status_mode: None,
+            alert_latency_s: None,
         }
     }
 

@@ -65,6 +65,12 @@ pub struct Row {
     pub bound_s: Option<f64>,
     /// `bound_s` ÷ mean submission loop time; `null` without a link.
     pub efficiency: Option<f64>,
+    /// With `--status-mode`: `poll` or `push` (turbo-on rows only; `null` otherwise).
+    #[serde(default)]
+    pub status_mode: Option<crate::config::StatusMode>,
+    /// With `--status-mode`: alert latency of a broken sim rule, seconds (`p50`, `p99`, `max`).
+    #[serde(default)]
+    pub alert_latency_s: Option<super::alerts::AlertLatency>,
 }
 
 fn round_to(value: f64, decimals: i32) -> f64 {
@@ -173,6 +179,8 @@ impl Row {
             tasks_per_s,
             bound_s: bound.map(|b| round_to(b.as_secs_f64(), 6)),
             efficiency,
+            status_mode: None,
+            alert_latency_s: None,
         }
     }
 }
