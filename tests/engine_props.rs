@@ -189,7 +189,7 @@ fn assert_counters_add_up(engine: &Engine) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48), ..ProptestConfig::default() })]
 
     #[test]
     fn every_submitted_task_gets_an_ack_or_its_batch_a_precise_error(
