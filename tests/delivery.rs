@@ -118,13 +118,8 @@ async fn black_hole_run(
     huge_node: bool,
     blackhole_bytes: usize,
 ) -> (Vec<Completion>, turbomon::supervisor::CountersSnapshot) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let engine = turbomon::engine::Engine::new(turbomon::config::EngineConfig::default());
-    let (stop_engine, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(engine.serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let engine = common::serve_engine().await;
+    let address = engine.address;
     let mut node_names: Vec<String> = (0..nodes).map(|i| format!("\"node-{i:03}\"")).collect();
     if huge_node {
         node_names[0] = format!("\"{}\"", "h".repeat(3000));
@@ -179,8 +174,7 @@ randomize = 0
         completions.push(c);
     }
     let counters = supervisor.shutdown().await[0].1;
-    let _ = stop_engine.send(());
-    let _ = server.await;
+    engine.stop().await;
     (completions, counters)
 }
 

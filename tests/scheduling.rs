@@ -142,13 +142,8 @@ retry_period = "100ms"
 
 #[tokio::test]
 async fn a_chain_of_ten_short_tasks_runs_without_waiting_for_a_tick() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let engine = turbomon::engine::Engine::new(turbomon::config::EngineConfig::default());
-    let (stop_engine, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(engine.serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let engine = common::serve_engine().await;
+    let address = engine.address;
     let mut text = format!(
         r#"
 status_mode = "push"
@@ -188,8 +183,7 @@ duration = "10ms"
     );
     let counters = supervisor.shutdown().await;
     assert_eq!(counters[0].1.chained, 9);
-    let _ = stop_engine.send(());
-    let _ = server.await;
+    engine.stop().await;
 }
 
 #[tokio::test]

@@ -379,3 +379,36 @@ pub async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A real in-process engine (default settings, no journal) on a fresh loopback port.
+pub struct RunningEngine {
+    pub address: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), turbomon::engine::EngineError>>,
+}
+
+impl RunningEngine {
+    /// Shut the engine down and wait for it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+    }
+}
+
+/// Start a real engine on `127.0.0.1:0`.
+pub async fn serve_engine() -> RunningEngine {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let address = listener.local_addr().expect("local addr");
+    let engine = turbomon::engine::Engine::new(turbomon::config::EngineConfig::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(engine.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    RunningEngine {
+        address,
+        stop,
+        server,
+    }
+}
