@@ -39,6 +39,8 @@ pub struct MockLog {
     pub attempts: Vec<(String, u32)>,
     /// Request + reply bytes of every submission batch.
     pub submit_packets: Vec<u64>,
+    /// Request bytes alone (framing included) of every submission batch.
+    pub submit_request_bytes: Vec<u64>,
     /// Task ids and release ids of every status query.
     pub status_queries: Vec<(Vec<String>, Vec<String>)>,
     /// Request + reply bytes of every status query.
