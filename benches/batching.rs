@@ -8,7 +8,7 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use prost::Message;
 use turbomon::bench::run::bench_tasks;
 use turbomon::proto::{SubmitAck, SubmitBatch, TaskAck};
-use turbomon::supervisor::batch::{packet_bytes, split_into_batches};
+use turbomon::wire::batch::{packet_bytes, split_into_batches};
 
 fn splitting(c: &mut Criterion) {
     let mut group = c.benchmark_group("split_into_batches");

@@ -11,6 +11,7 @@
 //! - [`check`]: the checks an engine runs (tcp, exec, http, sim).
 //! - [`engine`]: the monitoring engine's gRPC server and task store.
 //! - [`transport`]: how the supervisor dials an engine (plain TCP or a simulated link).
+//! - [`wire`]: the client side of the engine protocol (batches, streams, unary calls).
 //! - [`link`]: the simulated link (latency, bandwidth, loss, faults).
 //! - [`supervisor`]: scheduling, submission and monitor loops, alerts.
 //! - [`chaos`]: link cuts and engine restarts, counting lost and duplicated tasks.
@@ -35,3 +36,4 @@ pub mod link;
 pub mod stats;
 pub mod supervisor;
 pub mod transport;
+pub mod wire;

@@ -11,11 +11,11 @@ use common::{MockEngine, serve_mock};
 use tokio::sync::{mpsc, watch};
 use turbomon::config::SupervisorConfig;
 use turbomon::proto::TaskState;
-use turbomon::supervisor::batch::BatchIds;
-use turbomon::supervisor::stream::SubmitStream;
-use turbomon::supervisor::submit::{Delivery, LoopLimits, submit_turbo};
 use turbomon::supervisor::{Completion, Supervisor, SupervisorOptions};
 use turbomon::transport::Dialer;
+use turbomon::wire::batch::BatchIds;
+use turbomon::wire::stream::SubmitStream;
+use turbomon::wire::submit::{Delivery, LoopLimits, submit_turbo};
 
 fn tasks(n: usize, node_len: usize) -> Vec<turbomon::proto::Task> {
     let nodes: Vec<String> = (0..n)
@@ -43,7 +43,7 @@ randomize = 0
         nodes.join(", ")
     ))
     .expect("config");
-    let plans = turbomon::supervisor::plan::plan_relators(&config).expect("plan");
+    let plans = turbomon::supervisor::schedule::plan::plan_relators(&config).expect("plan");
     plans[0]
         .tasks_at(std::time::SystemTime::now())
         .into_iter()

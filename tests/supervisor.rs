@@ -11,12 +11,12 @@ use common::{MockEngine, eventually, serve_mock, serve_mock_on, wire_bytes};
 use tokio::sync::{mpsc, watch};
 use turbomon::config::SupervisorConfig;
 use turbomon::proto::{Task, TaskState};
-use turbomon::supervisor::batch::BatchIds;
-use turbomon::supervisor::monitor::monitor_turbo;
-use turbomon::supervisor::stream::{StatusStream, SubmitStream};
-use turbomon::supervisor::submit::{LoopLimits, submit_turbo};
 use turbomon::supervisor::{Completion, Supervisor, SupervisorOptions};
 use turbomon::transport::Dialer;
+use turbomon::wire::batch::BatchIds;
+use turbomon::wire::status::monitor_turbo;
+use turbomon::wire::stream::{StatusStream, SubmitStream};
+use turbomon::wire::submit::{LoopLimits, submit_turbo};
 
 /// A supervisor config with one engine at `address`, one group of `nodes` nodes and one sim rule
 /// fired once an hour (so the first firing, at start, is the only one in a test), with no splay.
@@ -226,7 +226,7 @@ async fn turbo_off_opens_one_connection_per_task_and_never_more_than_max_connect
 
 fn sim_tasks(n: usize) -> Vec<Task> {
     let config = parse(&one_engine_config("127.0.0.1:1", n, "", ""));
-    let plans = turbomon::supervisor::plan::plan_relators(&config).expect("plan");
+    let plans = turbomon::supervisor::schedule::plan::plan_relators(&config).expect("plan");
     plans[0]
         .tasks_at(std::time::SystemTime::now())
         .into_iter()

@@ -25,8 +25,8 @@ use crate::proto::{
     StatusQuery, SubmitAck, SubmitBatch, SubmitOneReply, SubmitOneRequest, TaskAck, TaskState,
     TaskStatus,
 };
-use crate::supervisor::batch::{framed_bytes, split_into_batches};
-use crate::supervisor::stream::Batched;
+use crate::wire::batch::{framed_bytes, split_into_batches};
+use crate::wire::stream::Batched;
 
 /// Replies queued on the server side of one stream.
 const REPLY_QUEUE: usize = 256;

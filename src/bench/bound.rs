@@ -19,7 +19,7 @@ use crate::proto::{
     StatusBatch, StatusQuery, SubmitAck, SubmitBatch, SubmitOneReply, SubmitOneRequest, Task,
     TaskAck, TaskState, TaskStatus,
 };
-use crate::supervisor::batch::{GRPC_FRAME_HEADER_BYTES, framed_bytes};
+use crate::wire::batch::{GRPC_FRAME_HEADER_BYTES, framed_bytes};
 
 /// The two numbers of a link the bound depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

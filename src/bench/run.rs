@@ -24,14 +24,12 @@ use crate::config::{EngineConfig, defaults};
 use crate::engine::Engine;
 use crate::link::{Link, LinkCounters};
 use crate::proto::{Check, Priority, SimCheck, Task, TaskState, check::Kind};
-use crate::supervisor::batch::BatchIds;
-use crate::supervisor::monitor::{MonitorOutcome, monitor_turbo, monitor_unary};
-use crate::supervisor::plan::task_id;
-use crate::supervisor::stream::{StatusStream, SubmitStream};
-use crate::supervisor::submit::{
-    Delivery, LoopLimits, SubmissionOutcome, submit_turbo, submit_unary,
-};
+use crate::supervisor::schedule::plan::task_id;
 use crate::transport::Dialer;
+use crate::wire::batch::BatchIds;
+use crate::wire::status::{MonitorOutcome, monitor_turbo, monitor_unary};
+use crate::wire::stream::{StatusStream, SubmitStream};
+use crate::wire::submit::{Delivery, LoopLimits, SubmissionOutcome, submit_turbo, submit_unary};
 
 /// One row's worth of work: a link, a turbo mode and a batch size.
 #[derive(Debug, Clone, PartialEq)]

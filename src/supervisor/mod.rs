@@ -9,14 +9,7 @@
 //! - [`alert`]: alert actions.
 
 pub mod alert;
-pub mod batch;
-pub mod monitor;
-pub mod plan;
 pub mod schedule;
-mod scheduler;
-pub mod stream;
-pub mod submit;
-mod unary;
 mod worker;
 
 use std::collections::HashMap;
@@ -29,8 +22,6 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-pub use unary::UnaryError;
-
 use crate::config::SupervisorConfig;
 use crate::proto::TaskState;
 use crate::stats::EngineStats;
@@ -41,7 +32,7 @@ use crate::transport::Dialer;
 pub enum SupervisorError {
     /// A relator cannot be expanded.
     #[error(transparent)]
-    Plan(#[from] plan::PlanError),
+    Plan(#[from] schedule::plan::PlanError),
     /// An engine's address or link is unusable.
     #[error("engine `{engine}`: {reason}")]
     Engine {
@@ -179,7 +170,7 @@ impl Supervisor {
         options: SupervisorOptions,
     ) -> Result<Self, SupervisorError> {
         let initial = Arc::clone(&config.borrow());
-        let plans = Arc::new(plan::plan_relators(&initial)?);
+        let plans = Arc::new(schedule::plan::plan_relators(&initial)?);
         let plan_index: Arc<HashMap<String, usize>> = Arc::new(
             plans
                 .iter()
@@ -236,7 +227,7 @@ impl Supervisor {
             );
             engines.insert(entry.name.clone(), state);
             engine_index.insert(entry.name.clone(), index);
-            outlets.push(scheduler::EngineOutlet {
+            outlets.push(schedule::scheduler::EngineOutlet {
                 name: entry.name.clone(),
                 due,
                 counters,
@@ -275,7 +266,7 @@ impl Supervisor {
             stop_rx.clone(),
         ));
         tasks.spawn(
-            scheduler::Scheduler {
+            schedule::scheduler::Scheduler {
                 plans,
                 plan_engine,
                 engines: outlets,

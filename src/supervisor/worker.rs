@@ -13,18 +13,18 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::alert::{AlertActions, AlertEvent};
-use super::batch::BatchIds;
-use super::monitor::{MonitorOutcome, monitor_turbo, monitor_unary};
-use super::plan::{RelatorPlan, priority_rank};
-use super::scheduler::ScheduleEvent;
-use super::stream::{BatchStream, Batched, OpenStream, StatusStream, SubmitStream};
-use super::submit::{Delivery, LoopLimits, SubmissionOutcome, submit_turbo, submit_unary};
+use super::schedule::plan::{RelatorPlan, priority_rank};
+use super::schedule::scheduler::ScheduleEvent;
 use super::{Completion, EngineCounters};
 use crate::config::{StatusMode, SupervisorConfig, Tunables};
 use crate::proto::engine_client::EngineClient;
 use crate::proto::{Task, TaskState, TaskStatus};
 use crate::stats::{EngineStats, Mode, Stage};
 use crate::transport::Dialer;
+use crate::wire::batch::BatchIds;
+use crate::wire::status::{MonitorOutcome, monitor_turbo, monitor_unary};
+use crate::wire::stream::{BatchStream, Batched, OpenStream, StatusStream, SubmitStream};
+use crate::wire::submit::{Delivery, LoopLimits, SubmissionOutcome, submit_turbo, submit_unary};
 
 /// Tasks waiting for an engine that is down; beyond this, low priority first, then the oldest,
 /// are shed (counted and logged).
@@ -821,11 +821,11 @@ fn shed_outbox(state: &EngineState, outbox: &mut Vec<Task>) {
 /// Opening a stream waits for the engine's response headers; a stalled link must not hang it.
 async fn open_within<S>(
     state: &EngineState,
-    open: impl std::future::Future<Output = Result<S, super::stream::StreamError>>,
-) -> Result<S, super::stream::StreamError> {
+    open: impl std::future::Future<Output = Result<S, crate::wire::stream::StreamError>>,
+) -> Result<S, crate::wire::stream::StreamError> {
     let limit = Arc::clone(&state.config.borrow()).batch_timeout;
     tokio::time::timeout(limit, open).await.unwrap_or_else(|_| {
-        Err(super::stream::StreamError::Open(format!(
+        Err(crate::wire::stream::StreamError::Open(format!(
             "no answer within {}",
             humantime::format_duration(limit)
         )))

@@ -12,18 +12,18 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::EngineCounters;
 use super::plan::{RelatorPlan, priority_rank};
-use super::schedule::Timeline;
+use super::splay::Timeline;
 use crate::config::CatchUp;
 use crate::proto::Task;
+use crate::supervisor::EngineCounters;
 
 /// Missed firings remembered per relator while its engine is down; older ones are only counted.
 const MAX_MISSED_FIRINGS: usize = 1000;
 
 /// What the engine workers tell the scheduler.
 #[derive(Debug)]
-pub(super) enum ScheduleEvent {
+pub(crate) enum ScheduleEvent {
     /// Run `task` (a retry) on `engine` at `due`.
     Retry {
         /// Engine index.
@@ -49,17 +49,17 @@ pub(super) enum ScheduleEvent {
 }
 
 /// One engine as the scheduler sees it.
-pub(super) struct EngineOutlet {
+pub(crate) struct EngineOutlet {
     /// Its name (for logs).
-    pub(super) name: String,
+    pub(crate) name: String,
     /// Where its due tasks go.
-    pub(super) due: mpsc::UnboundedSender<Vec<Task>>,
+    pub(crate) due: mpsc::UnboundedSender<Vec<Task>>,
     /// Its counters (firings missed, caught up, failovers).
-    pub(super) counters: Arc<EngineCounters>,
+    pub(crate) counters: Arc<EngineCounters>,
     /// Engine index taking its new tasks while it is unreachable.
-    pub(super) backup: Option<usize>,
+    pub(crate) backup: Option<usize>,
     /// How long it must be unreachable before that.
-    pub(super) failover_after: Duration,
+    pub(crate) failover_after: Duration,
 }
 
 /// Where each engine's tasks go now: itself, its backup, or nowhere (missed).
@@ -116,19 +116,19 @@ impl Routes {
 }
 
 /// Everything the scheduler runs with.
-pub(super) struct Scheduler {
-    pub(super) plans: Arc<Vec<RelatorPlan>>,
+pub(crate) struct Scheduler {
+    pub(crate) plans: Arc<Vec<RelatorPlan>>,
     /// Engine index of each plan.
-    pub(super) plan_engine: Vec<usize>,
-    pub(super) engines: Vec<EngineOutlet>,
-    pub(super) batch_window: Duration,
-    pub(super) events: mpsc::UnboundedReceiver<ScheduleEvent>,
-    pub(super) stop: watch::Receiver<bool>,
+    pub(crate) plan_engine: Vec<usize>,
+    pub(crate) engines: Vec<EngineOutlet>,
+    pub(crate) batch_window: Duration,
+    pub(crate) events: mpsc::UnboundedReceiver<ScheduleEvent>,
+    pub(crate) stop: watch::Receiver<bool>,
 }
 
 impl Scheduler {
     /// Run until stopped.
-    pub(super) async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let start = Instant::now();
         let start_wall = SystemTime::now();
         let wall = |at: Instant| start_wall + (at - start);

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::config::{CatchUp, CheckKind, Priority, RuleConfig, SimOutcome, SupervisorConfig};
 use crate::proto::{self, Task, TaskState, check::Kind};
 
-use super::schedule::splay_offset;
+use super::splay::splay_offset;
 
 /// A relator that cannot be expanded.
 #[derive(Debug, thiserror::Error)]

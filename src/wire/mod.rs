@@ -1,0 +1,19 @@
+//! The client side of the engine protocol: the only way the supervisor and `bench` talk to an
+//! engine. It turns tasks and task ids into batches (by count and by encoded size), carries them
+//! on a long-lived stream with replies matched to requests, or one unary call per task on its own
+//! connection (turbo off), and reports what became of each task. It decides nothing: retrying,
+//! alerting and statistics are the supervisor's.
+//!
+//! - [`batch`]: batch splitting, packet sizes, batch ids.
+//! - [`stream`]: batches in flight on one bidirectional stream.
+//! - [`submit`]: one submission loop (turbo or off) and what became of each task.
+//! - [`status`]: one monitor loop (turbo or off) and the statuses it brought back.
+//! - [`unary`]: a single call on its own new connection (turbo off).
+
+pub mod batch;
+pub mod status;
+pub mod stream;
+pub mod submit;
+mod unary;
+
+pub use unary::UnaryError;
