@@ -41,6 +41,7 @@ fn encoding(c: &mut Criterion) {
                 accepted: true,
                 reason: String::new(),
                 duplicate: false,
+                refusal: 0,
             })
             .collect(),
         error: None,

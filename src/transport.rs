@@ -97,10 +97,14 @@ impl Dialer {
         self.link.as_ref()
     }
 
-    /// Open a new long-lived connection and wrap it in an engine client with the message caps
-    /// set. The channel re-dials by itself when the connection breaks.
-    pub async fn connect(&self) -> Result<EngineClient<Channel>, TransportError> {
-        Ok(self.connect_tracked().await?.0)
+    /// Open a new long-lived connection. The channel re-dials by itself when the connection
+    /// breaks.
+    pub async fn connect(&self) -> Result<Connection, TransportError> {
+        let (channel, _closed) = self.channel_tracked().await?;
+        Ok(Connection {
+            channel,
+            max_message_bytes: self.max_message_bytes,
+        })
     }
 
     /// Open a new connection and also return a [`ConnectionClosed`] signal that resolves once the
@@ -180,6 +184,33 @@ impl Dialer {
             address: self.address.to_string(),
             source,
         }
+    }
+}
+
+/// One long-lived connection to an engine, with the message size cap in force on it. Cheap to
+/// clone: clones share the connection.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    channel: Channel,
+    max_message_bytes: usize,
+}
+
+impl Connection {
+    /// The generated engine client on this connection, with the message caps set.
+    pub fn client(&self) -> EngineClient<Channel> {
+        EngineClient::new(self.channel.clone())
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes)
+    }
+
+    /// The bare channel (for calls made without the generated client).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// The largest message either direction may carry on this connection.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
     }
 }
 

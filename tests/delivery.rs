@@ -56,8 +56,8 @@ async fn batches_over_the_message_cap_are_split_by_encoded_size() {
     let mock = MockEngine::new();
     let engine = serve_mock(mock.clone()).await;
     let dialer = Dialer::new(&engine.address.to_string(), None, 4 << 20).expect("dialer");
-    let mut client = dialer.connect().await.expect("connect");
-    let stream = SubmitStream::open(&mut client).await.expect("stream");
+    let client = dialer.connect().await.expect("connect");
+    let stream = SubmitStream::open(&client).await.expect("stream");
     let mut tasks = tasks(30, 20);
     // One task far over the cap on its own.
     tasks[7].node = "y".repeat(5000);

@@ -444,8 +444,14 @@ async fn a_full_engine_rejects_with_resource_exhausted_and_loses_nothing() {
     assert!(ack.acks[..5].iter().all(|a| a.accepted));
     for refused in &ack.acks[5..] {
         assert!(!refused.accepted);
+        assert_eq!(
+            refused.refusal,
+            turbomon::proto::Refusal::EngineFull as i32,
+            "{}",
+            refused.reason
+        );
         assert!(
-            refused.reason.starts_with("RESOURCE_EXHAUSTED:"),
+            refused.reason.contains("max_held_tasks"),
             "{}",
             refused.reason
         );

@@ -240,8 +240,8 @@ async fn loop_packet_sizes_match_the_bytes_that_crossed_and_batches_fly_together
     let mock = MockEngine::new().with_ack_delay(delay);
     let engine = serve_mock(mock.clone()).await;
     let dialer = Dialer::new(&engine.address.to_string(), None, 4 << 20).expect("dialer");
-    let mut client = dialer.connect().await.expect("connect");
-    let stream = SubmitStream::open(&mut client).await.expect("stream");
+    let client = dialer.connect().await.expect("connect");
+    let stream = SubmitStream::open(&client).await.expect("stream");
     let limits = LoopLimits {
         batch_size: 30,
         in_flight: 64,
@@ -280,14 +280,12 @@ async fn loop_packet_sizes_match_the_bytes_that_crossed_and_batches_fly_together
         outcome.elapsed
     );
 
-    let status = StatusStream::open(&mut client)
-        .await
-        .expect("status stream");
-    let ids_to_check: Vec<String> = (0..45).map(|i| format!("t{i}")).collect();
+    let status = StatusStream::open(&client).await.expect("status stream");
+    let ids_to_check: Vec<std::sync::Arc<str>> = (0..45).map(|i| format!("t{i}").into()).collect();
     let monitor = monitor_turbo(
         &status,
         ids_to_check,
-        vec!["done-1".to_string()],
+        vec!["done-1".into()],
         LoopLimits {
             batch_size: 20,
             ..limits

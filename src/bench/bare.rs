@@ -60,6 +60,7 @@ impl Engine for BareEngine {
                             accepted: true,
                             reason: String::new(),
                             duplicate: false,
+                            refusal: 0,
                         })
                         .collect(),
                     error: None,

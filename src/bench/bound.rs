@@ -155,6 +155,7 @@ fn accepted(task: &Task) -> TaskAck {
         accepted: true,
         reason: String::new(),
         duplicate: false,
+        refusal: 0,
     }
 }
 

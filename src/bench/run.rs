@@ -27,7 +27,7 @@ use crate::proto::{Check, Priority, SimCheck, Task, TaskState, check::Kind};
 use crate::supervisor::schedule::plan::task_id;
 use crate::transport::Dialer;
 use crate::wire::batch::BatchIds;
-use crate::wire::status::{MonitorOutcome, monitor_turbo, monitor_unary};
+use crate::wire::status::{MonitorOutcome, TaskId, monitor_turbo, monitor_unary};
 use crate::wire::stream::{StatusStream, SubmitStream};
 use crate::wire::submit::{Delivery, LoopLimits, SubmissionOutcome, submit_turbo, submit_unary};
 
@@ -286,7 +286,7 @@ impl Driver<'_> {
         loop_index: usize,
         asked: usize,
         outcome: MonitorOutcome,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<TaskId>, String> {
         if let Some(failure) = &outcome.failure {
             return Err(format!("monitor loop {}: {failure}", loop_index + 1));
         }
@@ -304,25 +304,25 @@ impl Driver<'_> {
             .statuses
             .into_iter()
             .filter(|s| is_final(s.state))
-            .map(|s| s.task_id)
+            .map(|s| TaskId::from(s.task_id))
             .collect())
     }
 
     async fn turbo(&self, dialer: &Dialer) -> Result<Measurement, String> {
-        let mut client = dialer.connect().await.map_err(|e| e.to_string())?;
-        let submit = SubmitStream::open(&mut client)
+        let client = dialer.connect().await.map_err(|e| e.to_string())?;
+        let submit = SubmitStream::open(&client)
             .await
             .map_err(|e| e.to_string())?;
-        let status = StatusStream::open(&mut client)
+        let status = StatusStream::open(&client)
             .await
             .map_err(|e| e.to_string())?;
         let batch_ids = BatchIds::default();
         let limits = self.limits();
         let mut measured = Measurement::default();
-        let mut asked: Vec<Vec<String>> = Vec::with_capacity(self.settings.loops);
+        let mut asked: Vec<Vec<TaskId>> = Vec::with_capacity(self.settings.loops);
         for loop_index in 0..self.settings.loops {
             let tasks = bench_tasks(loop_index, self.settings.tasks);
-            asked.push(tasks.iter().map(|t| t.id.clone()).collect());
+            asked.push(tasks.iter().map(|t| TaskId::from(t.id.as_str())).collect());
             let before = self.counters();
             let outcome = submit_turbo(&submit, tasks, limits, &batch_ids).await;
             self.record_submission(&mut measured, loop_index, outcome, before)?;
@@ -346,10 +346,10 @@ impl Driver<'_> {
     async fn unary(&self, dialer: &Dialer) -> Result<Measurement, String> {
         let limits = self.limits();
         let mut measured = Measurement::default();
-        let mut asked: Vec<Vec<String>> = Vec::with_capacity(self.settings.loops);
+        let mut asked: Vec<Vec<TaskId>> = Vec::with_capacity(self.settings.loops);
         for loop_index in 0..self.settings.loops {
             let tasks = bench_tasks(loop_index, self.settings.tasks);
-            asked.push(tasks.iter().map(|t| t.id.clone()).collect());
+            asked.push(tasks.iter().map(|t| TaskId::from(t.id.as_str())).collect());
             let before = self.counters();
             let outcome = submit_unary(dialer, tasks, limits).await;
             self.record_submission(&mut measured, loop_index, outcome, before)?;

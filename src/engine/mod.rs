@@ -1,14 +1,15 @@
 //! The monitoring engine: a gRPC server that receives tasks, runs their checks with bounded
 //! concurrency and timeouts, and keeps each task's status and result until the supervisor has
-//! collected it (SPEC section 3, `proto/turbomon/v1/engine.proto`).
+//! collected it (`proto/turbomon/v1/engine.proto`).
 //!
 //! - Submission: each [`proto::SubmitBatch`] is answered by one [`proto::SubmitAck`] with the
 //!   same `batch_id`. A malformed batch (over `max_batch_tasks`, an empty id, an id twice) is
 //!   refused as a whole with INVALID_ARGUMENT and nothing of it is taken; the stream stays open.
 //!   Otherwise every task gets a [`proto::TaskAck`], in order: accepted, accepted as a duplicate
-//!   (the id is already held: not run again), or rejected with a reason (an invalid check, or
-//!   `RESOURCE_EXHAUSTED: ...` when `max_held_tasks` is reached; when nothing of the batch fits,
-//!   the whole batch is refused with RESOURCE_EXHAUSTED).
+//!   (the id is already held: not run again), or refused with a [`proto::Refusal`] code and a
+//!   reason (`INVALID` for an invalid check, `ENGINE_FULL` when `max_held_tasks` is reached,
+//!   `ATTEMPT_RUNNING` for a retry whose earlier attempt still runs; when nothing of the batch
+//!   fits, the whole batch is refused with RESOURCE_EXHAUSTED).
 //! - Status: each [`proto::StatusQuery`] is answered by one [`proto::StatusBatch`] with one
 //!   status per id in the query's order (UNKNOWN for ids not held); then its `release_ids` are
 //!   forgotten, if finished. Results nobody collects are dropped after `result_retention`.
@@ -56,7 +57,8 @@ use tracing::{debug, info, warn};
 use crate::check::{self, CheckResult};
 use crate::config::EngineConfig;
 use crate::proto::engine_server::EngineServer;
-use crate::proto::{self, TaskState};
+use crate::proto::{self, Refusal, TaskState};
+use crate::wire::refusal::{accepted, batch_error, refused as refused_task};
 
 pub use completions::{CompletionStream, DEFAULT_FLUSH_WINDOW, MAX_FLUSH_WINDOW};
 use journal::Journal;
@@ -76,11 +78,6 @@ const STREAM_BUFFER_MESSAGES: usize = 64;
 /// HTTP/2 flow-control windows: room for many batches in flight before the engine reads them.
 const STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
-
-/// `google.rpc.Code` values used in [`proto::BatchError`].
-const CODE_INVALID_ARGUMENT: i32 = 3;
-const CODE_RESOURCE_EXHAUSTED: i32 = 8;
-const CODE_UNAVAILABLE: i32 = 14;
 
 /// Longest piece of a client-supplied id quoted back in an error message.
 const QUOTE_LIMIT_CHARS: usize = 120;
@@ -435,7 +432,8 @@ impl Engine {
         if let Err(message) =
             check_batch_shape(batch_id, &batch.tasks, self.shared.limits.max_batch_tasks)
         {
-            let refused = self.refuse_batch(batch_id, task_count, CODE_INVALID_ARGUMENT, message);
+            let refused =
+                self.refuse_batch(batch_id, task_count, tonic::Code::InvalidArgument, message);
             return (refused, 0);
         }
 
@@ -449,19 +447,22 @@ impl Engine {
             if let Some(message) = unavailable_reason(&store) {
                 store.count_refused_batch(task_count);
                 drop(store);
-                return (refused(batch_id, CODE_UNAVAILABLE, message), 0);
+                return (refused(batch_id, tonic::Code::Unavailable, message), 0);
             }
             store.sweep_if_due(now.instant);
             for task in batch.tasks {
                 let task_ack = match store.admit(task, now, &mut start_now) {
                     (task_id, Admission::Accepted | Admission::Retry) => accepted(task_id, false),
                     (task_id, Admission::Duplicate) => accepted(task_id, true),
-                    (task_id, Admission::Busy(reason) | Admission::Invalid(reason)) => {
-                        rejected(task_id, reason)
+                    (task_id, Admission::Busy(reason)) => {
+                        refused_task(task_id, Refusal::AttemptRunning, reason)
+                    }
+                    (task_id, Admission::Invalid(reason)) => {
+                        refused_task(task_id, Refusal::Invalid, reason)
                     }
                     (task_id, Admission::Exhausted(reason)) => {
                         exhausted += 1;
-                        rejected(task_id, reason)
+                        refused_task(task_id, Refusal::EngineFull, reason)
                     }
                 };
                 acks.push(task_ack);
@@ -476,7 +477,7 @@ impl Engine {
                 debug!(target: LOG_TARGET, batch_id, "batch refused: engine full");
                 let refused = refused(
                     batch_id,
-                    CODE_RESOURCE_EXHAUSTED,
+                    tonic::Code::ResourceExhausted,
                     format!(
                         "engine holds max_held_tasks {limit} tasks: none of the {task_count} tasks of batch {batch_id} fits"
                     ),
@@ -589,10 +590,7 @@ impl Engine {
             return proto::StatusBatch {
                 batch_id,
                 statuses: Vec::new(),
-                error: Some(proto::BatchError {
-                    code: CODE_INVALID_ARGUMENT,
-                    message,
-                }),
+                error: Some(batch_error(tonic::Code::InvalidArgument, message)),
             };
         }
         let mut statuses = Vec::with_capacity(query.task_ids.len());
@@ -637,11 +635,11 @@ impl Engine {
         &self,
         batch_id: u64,
         task_count: usize,
-        code: i32,
+        code: tonic::Code,
         message: String,
     ) -> proto::SubmitAck {
         self.lock().count_refused_batch(task_count);
-        debug!(target: LOG_TARGET, batch_id, code, %message, "batch refused");
+        debug!(target: LOG_TARGET, batch_id, ?code, %message, "batch refused");
         refused(batch_id, code, message)
     }
 
@@ -793,29 +791,11 @@ fn unavailable_reason(store: &Store) -> Option<String> {
         .map(|failure| format!("engine cannot write its state journal: {failure}"))
 }
 
-fn accepted(task_id: String, duplicate: bool) -> proto::TaskAck {
-    proto::TaskAck {
-        task_id,
-        accepted: true,
-        reason: String::new(),
-        duplicate,
-    }
-}
-
-fn rejected(task_id: String, reason: String) -> proto::TaskAck {
-    proto::TaskAck {
-        task_id,
-        accepted: false,
-        reason,
-        duplicate: false,
-    }
-}
-
-fn refused(batch_id: u64, code: i32, message: String) -> proto::SubmitAck {
+fn refused(batch_id: u64, code: tonic::Code, message: String) -> proto::SubmitAck {
     proto::SubmitAck {
         batch_id,
         acks: Vec::new(),
-        error: Some(proto::BatchError { code, message }),
+        error: Some(batch_error(code, message)),
     }
 }
 

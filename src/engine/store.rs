@@ -26,9 +26,6 @@ use super::EngineCounters;
 use super::completions::Subscribers;
 use super::journal::{JournalOp, JournalQueue};
 
-/// Prefix of the reason given for a task refused because the engine holds too many tasks.
-pub(crate) const RESOURCE_EXHAUSTED_PREFIX: &str = "RESOURCE_EXHAUSTED:";
-
 /// Tasks the map is sized for up front, so that it does not rehash while it fills (capped: a huge
 /// `max_held_tasks` grows on demand beyond this).
 const PRESIZED_TASKS: usize = 1 << 17;
@@ -135,7 +132,7 @@ pub(crate) enum Admission {
     Busy(String),
     /// Its check is invalid; the reason says why.
     Invalid(String),
-    /// The engine holds `max_held_tasks` tasks; the reason starts with `RESOURCE_EXHAUSTED:`.
+    /// The engine holds `max_held_tasks` tasks.
     Exhausted(String),
 }
 
@@ -364,7 +361,7 @@ impl Store {
         if !retry && held_count >= self.limits.max_held_tasks {
             self.counters.tasks_rejected += 1;
             let reason = format!(
-                "{RESOURCE_EXHAUSTED_PREFIX} engine holds {held_count} tasks (max_held_tasks {})",
+                "engine holds {held_count} tasks (max_held_tasks {})",
                 self.limits.max_held_tasks
             );
             return (entry_key(entry), Admission::Exhausted(reason));

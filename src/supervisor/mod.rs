@@ -2,28 +2,33 @@
 //! engine in batches, checks their status, fires alerts for broken rules and keeps the loop and
 //! packet statistics.
 //!
-//! - [`plan`]: relators expanded into task templates; task ids.
-//! - [`batch`]: splitting into batches and measuring packets.
-//! - [`stream`]: batches in flight on one bidirectional stream.
-//! - [`submit`], [`monitor`]: the submission and monitor loops, turbo and off.
+//! - [`schedule`]: relators expanded into tasks, the stable splay, and the scheduler task that
+//!   fires relators, takes retries and chains, and routes around engines that are down.
+//! - `engine`: one engine's side: its submission, monitor and push loops, its ledger of
+//!   unfinished tasks, its connection and statistics window.
 //! - [`alert`]: alert actions.
+//! - `counters`, `completion`: what is counted per engine, and the outcome handed to an
+//!   observer.
+//!
+//! Talking to an engine goes through [`crate::wire`] only.
 
 pub mod alert;
+mod completion;
+mod counters;
+mod engine;
 pub mod schedule;
-mod worker;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
-use std::time::SystemTime;
 
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+pub use completion::Completion;
+pub use counters::CountersSnapshot;
+
 use crate::config::SupervisorConfig;
-use crate::proto::TaskState;
 use crate::stats::EngineStats;
 use crate::transport::Dialer;
 
@@ -43,107 +48,6 @@ pub enum SupervisorError {
     },
 }
 
-/// The final outcome of a task as the supervisor learnt it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Completion {
-    /// Engine that ran it.
-    pub engine: String,
-    /// The task.
-    pub task_id: String,
-    /// Its relator.
-    pub relator: String,
-    /// Its node.
-    pub node: String,
-    /// Which attempt this outcome is (1 unless retried).
-    pub attempt: u32,
-    /// Final state (ok, broken, failed, timed out); failed also for a task the engine rejected.
-    pub state: TaskState,
-    /// Measured value.
-    pub value: f64,
-    /// Engine's message.
-    pub message: String,
-    /// When the check finished on the engine (ms since the epoch; 0 if it never ran).
-    pub finished_unix_ms: i64,
-    /// When the supervisor learnt it.
-    pub known_at: SystemTime,
-}
-
-/// Live counters of one engine.
-#[derive(Debug, Default)]
-pub struct EngineCounters {
-    submitted: AtomicU64,
-    accepted: AtomicU64,
-    duplicates: AtomicU64,
-    rejected: AtomicU64,
-    retried: AtomicU64,
-    completed: AtomicU64,
-    broken: AtomicU64,
-    alerts: AtomicU64,
-    resubmitted: AtomicU64,
-    shed: AtomicU64,
-    unsent_at_shutdown: AtomicU64,
-    retries: AtomicU64,
-    splits: AtomicU64,
-    failed_unanswered: AtomicU64,
-    pushed: AtomicU64,
-    lost_in_restart: AtomicU64,
-    chained: AtomicU64,
-    missed_firings: AtomicU64,
-    failovers: AtomicU64,
-    failbacks: AtomicU64,
-    skipped_firings: AtomicU64,
-    caught_up_firings: AtomicU64,
-}
-
-/// A copy of one engine's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct CountersSnapshot {
-    /// Tasks sent in submission loops (a resend counts again).
-    pub submitted: u64,
-    /// Tasks the engine acknowledged.
-    pub accepted: u64,
-    /// Acknowledgements saying the engine already held the task.
-    pub duplicates: u64,
-    /// Tasks the engine refused for good.
-    pub rejected: u64,
-    /// Tasks sent again after a missing acknowledgement.
-    pub retried: u64,
-    /// Tasks whose final outcome is known.
-    pub completed: u64,
-    /// Of those, broken.
-    pub broken: u64,
-    /// Alert firings.
-    pub alerts: u64,
-    /// Acknowledged tasks the engine later forgot, submitted again.
-    pub resubmitted: u64,
-    /// Tasks shed (low priority first) because the engine was down too long (logged).
-    pub shed: u64,
-    /// Tasks still waiting for an acknowledgement when the supervisor stopped (logged).
-    pub unsent_at_shutdown: u64,
-    /// Failed or timed-out tasks scheduled for another attempt.
-    pub retries: u64,
-    /// Batches split in half after going unanswered within the batch timeout.
-    pub splits: u64,
-    /// Tasks failed because even alone they got no acknowledgement.
-    pub failed_unanswered: u64,
-    /// Completion notices pushed by the engine.
-    pub pushed: u64,
-    /// Tasks the engine reported lost in a restart (retried under the retry policy).
-    pub lost_in_restart: u64,
-    /// Chained relator runs started.
-    pub chained: u64,
-    /// Times this engine's tasks went to its backup.
-    pub failovers: u64,
-    /// Times they came back.
-    pub failbacks: u64,
-    /// Firings that came while the engine was unreachable.
-    pub missed_firings: u64,
-    /// Missed firings not run (catch-up `skip`, or older than the memory of missed firings).
-    pub skipped_firings: u64,
-    /// Missed firings run when the engine came back (`latest`, `replay`).
-    pub caught_up_firings: u64,
-}
-
 /// Options that are not part of the configuration file.
 #[derive(Debug, Default)]
 pub struct SupervisorOptions {
@@ -157,7 +61,7 @@ pub struct SupervisorOptions {
 
 /// A running supervisor.
 pub struct Supervisor {
-    engines: HashMap<String, Arc<worker::EngineState>>,
+    engines: HashMap<String, Arc<engine::EngineHandle>>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -206,9 +110,9 @@ impl Supervisor {
             let dialer = Dialer::new(&entry.address, link, initial.max_message_bytes)
                 .map_err(|e| engine_error(e.to_string()))?
                 .with_sessions(Arc::clone(&sessions));
-            let counters = Arc::new(EngineCounters::default());
-            let (state, due) = worker::start(
-                worker::WorkerSetup {
+            let counters = Arc::new(counters::DeliveryCounters::default());
+            let (state, due) = engine::start(
+                engine::Setup {
                     name: entry.name.clone(),
                     index,
                     dialer,
@@ -216,7 +120,6 @@ impl Supervisor {
                     plans: Arc::clone(&plans),
                     plan_index: Arc::clone(&plan_index),
                     events: events_tx.clone(),
-                    max_outbox_tasks: worker::MAX_OUTBOX_TASKS,
                     alert_actions: alert_actions.clone(),
                     observer: options.observer.clone(),
                     stats_json: options.stats_json.clone(),
@@ -299,7 +202,7 @@ impl Supervisor {
     pub fn link(&self, engine: &str) -> Option<crate::link::Link> {
         self.engines
             .get(engine)
-            .and_then(|e| e.dialer.link().cloned())
+            .and_then(|e| e.contact.dialer().link().cloned())
     }
 
     /// Tasks submitted to `engine` whose outcome is not known yet.
@@ -309,7 +212,7 @@ impl Supervisor {
 
     /// Read the current statistics window of one engine.
     pub fn with_stats<R>(&self, engine: &str, f: impl FnOnce(&EngineStats) -> R) -> Option<R> {
-        self.engines.get(engine).map(|e| e.with_stats(f))
+        self.engines.get(engine).map(|e| f(&e.stats()))
     }
 
     /// Stop scheduling, let the loops finish what they are doing, print a final statistics

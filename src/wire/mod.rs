@@ -4,13 +4,17 @@
 //! connection (turbo off), and reports what became of each task. It decides nothing: retrying,
 //! alerting and statistics are the supervisor's.
 //!
-//! - [`batch`]: batch splitting, packet sizes, batch ids.
+//! - [`batch`]: batch splitting by count, packet sizes, batch ids.
+//! - [`encode`]: requests encoded once from borrowed tasks and ids.
 //! - [`stream`]: batches in flight on one bidirectional stream.
 //! - [`submit`]: one submission loop (turbo or off) and what became of each task.
 //! - [`status`]: one monitor loop (turbo or off) and the statuses it brought back.
+//! - [`refusal`]: the refusal codes the engine answers with and the supervisor reads.
 //! - [`unary`]: a single call on its own new connection (turbo off).
 
 pub mod batch;
+pub mod encode;
+pub mod refusal;
 pub mod status;
 pub mod stream;
 pub mod submit;

@@ -1,18 +1,22 @@
 //! A long-lived bidirectional stream carrying batches, with replies matched to requests by batch
-//! id so that many batches can be in flight at once.
+//! id so that many batches can be in flight at once. Requests travel as bytes encoded once by
+//! [`super::encode`]; replies are decoded by prost.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
+use bytes::{BufMut, Bytes};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-use tonic::transport::Channel;
+use tonic::codec::{Codec, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
 
-use crate::proto::engine_client::EngineClient;
 use crate::proto::{StatusBatch, StatusQuery, SubmitAck, SubmitBatch};
+use crate::transport::Connection;
 
-/// A message that carries a batch id.
+/// A message that names its batch: requests carry it, replies name the batch they answer.
 pub trait Batched {
     /// The batch id.
     fn batch_id(&self) -> u64;
@@ -36,90 +40,95 @@ pub enum StreamError {
     #[error("cannot open stream: {0}")]
     Open(String),
     /// The stream ended or failed before the reply arrived.
-    #[error("stream closed before the reply to batch {batch_id} arrived{}", .reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    #[error("stream closed before the reply to batch {batch_id} arrived{}", .ended.as_ref().map(|e| format!(": {}", e.reason)).unwrap_or_default())]
     Closed {
         /// The batch left without a reply.
         batch_id: u64,
         /// What ended the stream, when known.
-        reason: Option<String>,
+        ended: Option<StreamEnd>,
     },
+}
+
+impl StreamError {
+    /// Whether the stream broke on a reply larger than the connection's message size cap.
+    pub fn reply_too_large(&self) -> bool {
+        matches!(self, StreamError::Closed { ended: Some(end), .. } if end.code == Some(tonic::Code::OutOfRange))
+    }
+}
+
+/// What ended a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEnd {
+    /// The gRPC status code, when the stream failed with one (none: it ended or was closed).
+    pub code: Option<tonic::Code>,
+    /// For people.
+    pub reason: String,
 }
 
 type Waiters<Resp> = HashMap<u64, oneshot::Sender<Resp>>;
 
 struct Shared<Resp> {
     waiters: Waiters<Resp>,
-    closed: Option<String>,
+    closed: Option<StreamEnd>,
 }
 
-/// One open stream of `Req` batches answered by `Resp` batches.
-pub struct BatchStream<Req, Resp> {
-    outbound: mpsc::Sender<Req>,
+/// One open stream of encoded batches answered by `Resp` batches.
+pub struct BatchStream<Resp> {
+    outbound: mpsc::Sender<Bytes>,
     shared: Arc<Mutex<Shared<Resp>>>,
     sessions: Option<Arc<tokio::sync::Semaphore>>,
     ended: tokio::sync::watch::Receiver<bool>,
 }
 
-/// The submission stream.
-pub type SubmitStream = BatchStream<SubmitBatch, SubmitAck>;
-/// The status stream.
-pub type StatusStream = BatchStream<StatusQuery, StatusBatch>;
+/// The submission stream: encoded `SubmitBatch`es answered by `SubmitAck`s.
+pub type SubmitStream = BatchStream<SubmitAck>;
+/// The status stream: encoded `StatusQuery`s answered by `StatusBatch`es.
+pub type StatusStream = BatchStream<StatusBatch>;
 
-/// A stream that can be opened on an engine connection.
-pub trait OpenStream: Sized {
-    /// Open one on `client`'s connection (waits for the engine's response headers).
-    fn open(
-        client: &mut EngineClient<Channel>,
-    ) -> impl std::future::Future<Output = Result<Self, StreamError>> + Send;
+/// The RPC a stream of this reply type is opened on.
+pub trait StreamMethod {
+    /// `/package.Service/Method`.
+    const PATH: &'static str;
 }
 
-impl OpenStream for SubmitStream {
-    async fn open(client: &mut EngineClient<Channel>) -> Result<Self, StreamError> {
-        SubmitStream::open(client).await
-    }
+impl StreamMethod for SubmitAck {
+    const PATH: &'static str = "/turbomon.v1.Engine/Submit";
 }
 
-impl OpenStream for StatusStream {
-    async fn open(client: &mut EngineClient<Channel>) -> Result<Self, StreamError> {
-        StatusStream::open(client).await
-    }
-}
-
-impl SubmitStream {
-    /// Open a submission stream on `client`'s connection.
-    pub async fn open(client: &mut EngineClient<Channel>) -> Result<Self, StreamError> {
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let inbound = client
-            .submit(ReceiverStream::new(rx))
-            .await
-            .map_err(|s| StreamError::Open(s.to_string()))?
-            .into_inner();
-        Ok(Self::start(tx, inbound))
-    }
-}
-
-impl StatusStream {
-    /// Open a status stream on `client`'s connection.
-    pub async fn open(client: &mut EngineClient<Channel>) -> Result<Self, StreamError> {
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let inbound = client
-            .status(ReceiverStream::new(rx))
-            .await
-            .map_err(|s| StreamError::Open(s.to_string()))?
-            .into_inner();
-        Ok(Self::start(tx, inbound))
-    }
+impl StreamMethod for StatusBatch {
+    const PATH: &'static str = "/turbomon.v1.Engine/Status";
 }
 
 /// Requests queued for the wire before `call` waits for room.
 const OUTBOUND_QUEUE: usize = 256;
 
-impl<Req, Resp> BatchStream<Req, Resp>
+impl<Resp> BatchStream<Resp>
 where
-    Req: Batched + Send + 'static,
-    Resp: Batched + Send + 'static,
+    Resp: Batched + StreamMethod + prost::Message + Default + Send + 'static,
 {
-    fn start(outbound: mpsc::Sender<Req>, mut inbound: Streaming<Resp>) -> Self {
+    /// Open a stream on `connection` (waits for the engine's response headers).
+    pub async fn open(connection: &Connection) -> Result<Self, StreamError> {
+        let max = connection.max_message_bytes();
+        let mut grpc = tonic::client::Grpc::new(connection.channel())
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        grpc.ready()
+            .await
+            .map_err(|e| StreamError::Open(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let inbound = grpc
+            .streaming(
+                tonic::Request::new(ReceiverStream::new(rx)),
+                PathAndQuery::from_static(Resp::PATH),
+                PreEncoded::<Resp>(PhantomData),
+            )
+            .await
+            .map_err(|s| StreamError::Open(s.to_string()))?
+            .into_inner();
+        Ok(Self::start(tx, inbound))
+    }
+
+    fn start(outbound: mpsc::Sender<Bytes>, mut inbound: Streaming<Resp>) -> Self {
         let shared = Arc::new(Mutex::new(Shared {
             waiters: HashMap::new(),
             closed: None,
@@ -127,7 +136,7 @@ where
         let reader = Arc::clone(&shared);
         let (ended_tx, ended) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            let reason = loop {
+            let end = loop {
                 match inbound.message().await {
                     Ok(Some(reply)) => {
                         let waiter = lock(&reader).waiters.remove(&reply.batch_id());
@@ -135,18 +144,29 @@ where
                             Some(waiter) => {
                                 let _ = waiter.send(reply);
                             }
-                            None => tracing::warn!(
+                            // Its caller gave up (timeout) and was told so; nothing to do.
+                            None => tracing::debug!(
                                 target: "turbomon::supervisor",
                                 batch_id = reply.batch_id(),
                                 "reply for a batch nobody waits for"
                             ),
                         }
                     }
-                    Ok(None) => break "the engine ended the stream".to_string(),
-                    Err(status) => break status.to_string(),
+                    Ok(None) => {
+                        break StreamEnd {
+                            code: None,
+                            reason: "the engine ended the stream".to_string(),
+                        };
+                    }
+                    Err(status) => {
+                        break StreamEnd {
+                            code: Some(status.code()),
+                            reason: status.to_string(),
+                        };
+                    }
                 }
             };
-            close(&reader, reason);
+            close(&reader, end);
             ended_tx.send_replace(true);
         });
         Self {
@@ -156,7 +176,9 @@ where
             ended,
         }
     }
+}
 
+impl<Resp: Send + 'static> BatchStream<Resp> {
     /// Once `stop` turns true, give batches in flight `grace` to be answered, then fail the
     /// rest (their tasks are handed back to the caller as unacknowledged).
     pub fn close_after_stop(
@@ -172,7 +194,7 @@ where
                 _ = async {
                     let _ = stop.wait_for(|s| *s).await;
                     tokio::time::sleep(grace).await;
-                } => close(&shared, "the supervisor is stopping".to_string()),
+                } => close(&shared, StreamEnd { code: None, reason: "the supervisor is stopping".to_string() }),
             }
         });
     }
@@ -188,23 +210,25 @@ where
         lock(&self.shared).closed.is_some() || self.outbound.is_closed()
     }
 
-    /// Send one batch and wait for its reply.
-    pub async fn call(&self, request: Req) -> Result<Resp, StreamError> {
-        let batch_id = request.batch_id();
+    /// Send one encoded batch and wait for its reply.
+    pub async fn call(&self, batch_id: u64, request: Bytes) -> Result<Resp, StreamError> {
         let _slot = match &self.sessions {
             Some(sessions) => Some(sessions.acquire().await.map_err(|_| StreamError::Closed {
                 batch_id,
-                reason: Some("the supervisor is shutting down".to_string()),
+                ended: Some(StreamEnd {
+                    code: None,
+                    reason: "the supervisor is shutting down".to_string(),
+                }),
             })?),
             None => None,
         };
         let (tx, rx) = oneshot::channel();
         {
             let mut shared = lock(&self.shared);
-            if let Some(reason) = &shared.closed {
+            if let Some(end) = &shared.closed {
                 return Err(StreamError::Closed {
                     batch_id,
-                    reason: Some(reason.clone()),
+                    ended: Some(end.clone()),
                 });
             }
             shared.waiters.insert(batch_id, tx);
@@ -224,18 +248,49 @@ where
     fn closed_error(&self, batch_id: u64) -> StreamError {
         StreamError::Closed {
             batch_id,
-            reason: lock(&self.shared).closed.clone(),
+            ended: lock(&self.shared).closed.clone(),
         }
     }
 }
 
 /// Mark the stream closed and wake every waiter with an error (by dropping its sender).
-fn close<Resp>(shared: &Mutex<Shared<Resp>>, reason: String) {
+fn close<Resp>(shared: &Mutex<Shared<Resp>>, end: StreamEnd) {
     let mut shared = lock(shared);
-    shared.closed.get_or_insert(reason);
+    shared.closed.get_or_insert(end);
     shared.waiters.clear();
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A codec whose requests are already-encoded bytes and whose replies are prost messages.
+struct PreEncoded<Resp>(PhantomData<Resp>);
+
+impl<Resp: prost::Message + Default + Send + 'static> Codec for PreEncoded<Resp> {
+    type Encode = Bytes;
+    type Decode = Resp;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<Resp>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+/// Writes the bytes as they are: they were encoded once, when the batch was made.
+struct RawEncoder;
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        dst.put(item);
+        Ok(())
+    }
 }

@@ -1,7 +1,10 @@
-//! The submission loop: all the batches that carry the tasks due at one instant to one engine.
-//! Turbo: batches of `task_submit_batch_size`, many in flight on one long-lived stream. Off: one
-//! unary call per task, each on its own new connection, at most `max_connections` at once.
-//! Loop time runs from the first send to the last acknowledgement.
+//! The submission loop on the wire: all the batches that carry the tasks due at one instant to
+//! one engine. Turbo: batches of `task_submit_batch_size`, many in flight on one long-lived
+//! stream. Off: one unary call per task, each on its own new connection, at most
+//! `max_connections` at once. Loop time runs from the first send to the last acknowledgement.
+//!
+//! Each batch is encoded once when it is sent; its tasks stay here, owned, so that an
+//! unacknowledged batch hands them back for a resend without any copy having been made.
 
 use std::time::Duration;
 
@@ -9,10 +12,12 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::time::Instant;
 
-use super::batch::{BatchIds, framed_bytes, packet_bytes, split_into_batches};
+use super::batch::{BatchIds, GRPC_FRAME_HEADER_BYTES, framed_bytes, split_into_batches};
+use super::encode;
+use super::refusal::{AckMeaning, batch_is_retryable, delivery_of};
 use super::stream::SubmitStream;
 use super::unary::{UnaryError, call_on_new_connection};
-use crate::proto::{SubmitAck, SubmitBatch, SubmitOneRequest, Task};
+use crate::proto::{SubmitAck, SubmitOneRequest, Task, TaskAck};
 use crate::transport::Dialer;
 
 /// What became of one task in a submission loop.
@@ -23,12 +28,12 @@ pub enum Delivery {
         /// The engine had it already.
         duplicate: bool,
     },
-    /// The engine refused the task for good (invalid check, invalid batch).
+    /// The engine refused the task for good (invalid check, malformed batch).
     Rejected {
         /// The engine's reason.
         reason: String,
     },
-    /// No acknowledgement (stream broken, timeout, engine full): send it again later.
+    /// No acknowledgement (stream broken, timeout, engine full or busy): send it again later.
     Retry {
         /// Why it must be sent again.
         reason: String,
@@ -63,6 +68,16 @@ pub struct SubmissionOutcome {
 }
 
 impl SubmissionOutcome {
+    fn new() -> Self {
+        Self {
+            started_at: std::time::SystemTime::now(),
+            elapsed: Duration::ZERO,
+            packets_bytes: Vec::new(),
+            deliveries: Vec::new(),
+            size_splits: 0,
+        }
+    }
+
     /// Whether every task got an answer (accepted or rejected); otherwise the loop failed.
     pub fn completed(&self) -> bool {
         !self
@@ -72,7 +87,7 @@ impl SubmissionOutcome {
     }
 }
 
-/// Settings of one turbo loop.
+/// Settings of one loop.
 #[derive(Debug, Clone, Copy)]
 pub struct LoopLimits {
     /// Items per batch.
@@ -86,11 +101,6 @@ pub struct LoopLimits {
     pub max_message_bytes: usize,
 }
 
-/// Prefix of an engine's per-task reason meaning "full, try later".
-const RESOURCE_EXHAUSTED: &str = "RESOURCE_EXHAUSTED";
-/// google.rpc.Code RESOURCE_EXHAUSTED.
-const CODE_RESOURCE_EXHAUSTED: i32 = 8;
-
 /// Run one turbo submission loop on an open stream.
 pub async fn submit_turbo(
     stream: &SubmitStream,
@@ -99,13 +109,7 @@ pub async fn submit_turbo(
     batch_ids: &BatchIds,
 ) -> SubmissionOutcome {
     let start = Instant::now();
-    let mut outcome = SubmissionOutcome {
-        started_at: std::time::SystemTime::now(),
-        elapsed: Duration::ZERO,
-        packets_bytes: Vec::new(),
-        deliveries: Vec::new(),
-        size_splits: 0,
-    };
+    let mut outcome = SubmissionOutcome::new();
     let mut batches = Vec::new();
     for tasks in split_into_batches(tasks, limits.batch_size) {
         fit_to_message_size(tasks, limits.max_message_bytes, &mut batches, &mut outcome);
@@ -116,25 +120,28 @@ pub async fn submit_turbo(
     loop {
         while !stalled && in_flight.len() < limits.in_flight.max(1) {
             let Some(tasks) = batches.next() else { break };
-            let batch = SubmitBatch {
-                batch_id: batch_ids.next(),
+            in_flight.push(send_batch(
+                stream,
+                batch_ids.next(),
                 tasks,
-            };
-            in_flight.push(send_batch(stream, batch, limits.reply_timeout));
+                limits.reply_timeout,
+            ));
         }
-        let Some((batch, reply)) = in_flight.next().await else {
+        let Some(sent) = in_flight.next().await else {
             break;
         };
-        match reply {
+        match sent.reply {
             Ok(ack) => {
-                outcome.packets_bytes.push(packet_bytes(&batch, &ack));
-                outcome.deliveries.extend(deliveries_from_ack(batch, ack));
+                outcome
+                    .packets_bytes
+                    .push(sent.request_bytes + framed_bytes(&ack));
+                deliveries_from_ack(sent.batch_id, sent.tasks, ack, &mut outcome.deliveries);
             }
             Err(failure) => {
                 // An unanswered batch may have stalled the connection: send no more on it.
                 stalled |= failure.timed_out;
-                let timed_out_batch = failure.timed_out.then_some(batch.tasks.len());
-                outcome.deliveries.extend(batch.tasks.into_iter().map(|t| {
+                let timed_out_batch = failure.timed_out.then_some(sent.tasks.len());
+                outcome.deliveries.extend(sent.tasks.into_iter().map(|t| {
                     (
                         t,
                         Delivery::Retry {
@@ -162,21 +169,16 @@ pub async fn submit_turbo(
 /// measuring the encoded length rather than estimating it. A task too large on its own is
 /// rejected with the sizes named.
 fn fit_to_message_size(
-    tasks: Vec<Task>,
+    mut tasks: Vec<Task>,
     max_message_bytes: usize,
     batches: &mut Vec<Vec<Task>>,
     outcome: &mut SubmissionOutcome,
 ) {
-    let batch = SubmitBatch {
-        batch_id: u64::MAX,
-        tasks,
-    };
-    let size = framed_bytes(&batch);
+    let size = GRPC_FRAME_HEADER_BYTES + encode::submit_batch_len(&tasks) as u64;
     if size <= max_message_bytes as u64 {
-        batches.push(batch.tasks);
+        batches.push(tasks);
         return;
     }
-    let mut tasks = batch.tasks;
     if tasks.len() == 1 {
         let task = tasks.remove(0);
         outcome.deliveries.push((
@@ -195,6 +197,14 @@ fn fit_to_message_size(
     fit_to_message_size(second, max_message_bytes, batches, outcome);
 }
 
+/// One batch that went out, with its tasks kept for the answer.
+struct SentBatch {
+    batch_id: u64,
+    tasks: Vec<Task>,
+    request_bytes: u64,
+    reply: Result<SubmitAck, BatchFailure>,
+}
+
 /// Why a batch got no acknowledgement.
 struct BatchFailure {
     reason: String,
@@ -203,12 +213,13 @@ struct BatchFailure {
 
 async fn send_batch(
     stream: &SubmitStream,
-    batch: SubmitBatch,
+    batch_id: u64,
+    tasks: Vec<Task>,
     timeout: Duration,
-) -> (SubmitBatch, Result<SubmitAck, BatchFailure>) {
-    let batch_id = batch.batch_id;
-    let reply = tokio::time::timeout(timeout, stream.call(batch.clone())).await;
-    let reply = match reply {
+) -> SentBatch {
+    let request = encode::submit_batch(batch_id, &tasks);
+    let request_bytes = GRPC_FRAME_HEADER_BYTES + request.len() as u64;
+    let reply = match tokio::time::timeout(timeout, stream.call(batch_id, request)).await {
         Ok(Ok(ack)) => Ok(ack),
         Ok(Err(e)) => Err(BatchFailure {
             reason: e.to_string(),
@@ -225,54 +236,63 @@ async fn send_batch(
             })
         }
     };
-    (batch, reply)
+    SentBatch {
+        batch_id,
+        tasks,
+        request_bytes,
+        reply,
+    }
 }
 
-/// Match an acknowledgement to its batch's tasks.
-fn deliveries_from_ack(batch: SubmitBatch, ack: SubmitAck) -> Vec<(Task, Delivery)> {
+/// Match an acknowledgement to its batch's tasks. The engine answers in the batch's order, so
+/// acks are matched by position; an ack that does not line up (another engine's order, a
+/// missing entry) falls back to matching by id.
+fn deliveries_from_ack(
+    batch_id: u64,
+    tasks: Vec<Task>,
+    ack: SubmitAck,
+    deliveries: &mut Vec<(Task, Delivery)>,
+) {
     if let Some(error) = ack.error {
-        let reason = format!("batch {} refused: {}", batch.batch_id, error.message);
-        let delivery = if error.code == CODE_RESOURCE_EXHAUSTED {
+        let reason = format!("batch {batch_id} refused: {}", error.message);
+        let delivery = if batch_is_retryable(&error) {
             Delivery::retry(reason)
         } else {
             Delivery::Rejected { reason }
         };
-        return batch
-            .tasks
-            .into_iter()
-            .map(|t| (t, delivery.clone()))
-            .collect();
+        deliveries.extend(tasks.into_iter().map(|t| (t, delivery.clone())));
+        return;
     }
-    let mut acks: std::collections::HashMap<String, crate::proto::TaskAck> = ack
+    let in_order = ack.acks.len() == tasks.len()
+        && ack.acks.iter().zip(&tasks).all(|(a, t)| a.task_id == t.id);
+    if in_order {
+        deliveries.extend(
+            tasks
+                .into_iter()
+                .zip(ack.acks)
+                .map(|(task, a)| (task, delivery_from_task_ack(a))),
+        );
+        return;
+    }
+    let mut acks: std::collections::HashMap<String, TaskAck> = ack
         .acks
         .into_iter()
         .map(|a| (a.task_id.clone(), a))
         .collect();
-    batch
-        .tasks
-        .into_iter()
-        .map(|task| {
-            let delivery = match acks.remove(&task.id) {
-                Some(a) => delivery_from_task_ack(a),
-                None => Delivery::retry(format!(
-                    "batch {} ack did not mention the task",
-                    batch.batch_id
-                )),
-            };
-            (task, delivery)
-        })
-        .collect()
+    deliveries.extend(tasks.into_iter().map(|task| {
+        let delivery = match acks.remove(&task.id) {
+            Some(a) => delivery_from_task_ack(a),
+            None => Delivery::retry(format!("batch {batch_id} ack did not mention the task")),
+        };
+        (task, delivery)
+    }));
 }
 
-fn delivery_from_task_ack(ack: crate::proto::TaskAck) -> Delivery {
-    if ack.accepted {
-        Delivery::Accepted {
-            duplicate: ack.duplicate,
-        }
-    } else if ack.reason.starts_with(RESOURCE_EXHAUSTED) {
-        Delivery::retry(ack.reason)
-    } else {
-        Delivery::Rejected { reason: ack.reason }
+fn delivery_from_task_ack(ack: TaskAck) -> Delivery {
+    match delivery_of(&ack) {
+        AckMeaning::Held { duplicate } => Delivery::Accepted { duplicate },
+        AckMeaning::Later => Delivery::retry(ack.reason),
+        AckMeaning::Never => Delivery::Rejected { reason: ack.reason },
     }
 }
 
@@ -286,13 +306,7 @@ pub async fn submit_unary(
     let start = Instant::now();
     let mut tasks = tasks.into_iter();
     let mut in_flight = FuturesUnordered::new();
-    let mut outcome = SubmissionOutcome {
-        started_at: std::time::SystemTime::now(),
-        elapsed: Duration::ZERO,
-        packets_bytes: Vec::new(),
-        deliveries: Vec::new(),
-        size_splits: 0,
-    };
+    let mut outcome = SubmissionOutcome::new();
     loop {
         while in_flight.len() < limits.in_flight.max(1) {
             let Some(task) = tasks.next() else { break };
@@ -313,6 +327,7 @@ async fn submit_one(
     task: Task,
     timeout: Duration,
 ) -> (Task, Option<u64>, Delivery) {
+    // Turbo off copies the one task into its request: its cost is the connection, not this.
     let request = SubmitOneRequest {
         task: Some(task.clone()),
     };
@@ -348,5 +363,64 @@ async fn submit_one(
                 },
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Refusal;
+    use crate::wire::refusal::{accepted, refused};
+
+    fn task(id: &str) -> Task {
+        Task {
+            id: id.to_string(),
+            ..Task::default()
+        }
+    }
+
+    #[test]
+    fn acks_are_matched_by_position_and_by_id_when_out_of_order() {
+        let tasks = vec![task("a"), task("b"), task("c")];
+        let in_order = SubmitAck {
+            batch_id: 1,
+            acks: vec![
+                accepted("a".into(), false),
+                refused("b".into(), Refusal::EngineFull, "full".into()),
+                refused("c".into(), Refusal::Invalid, "bad".into()),
+            ],
+            error: None,
+        };
+        let mut shuffled = in_order.clone();
+        shuffled.acks.reverse();
+        for ack in [in_order, shuffled] {
+            let mut deliveries = Vec::new();
+            deliveries_from_ack(1, tasks.clone(), ack, &mut deliveries);
+            let by_id: Vec<(&str, &Delivery)> =
+                deliveries.iter().map(|(t, d)| (t.id.as_str(), d)).collect();
+            assert_eq!(by_id[0], ("a", &Delivery::Accepted { duplicate: false }));
+            assert_eq!(by_id[1], ("b", &Delivery::retry("full")));
+            assert_eq!(
+                by_id[2],
+                (
+                    "c",
+                    &Delivery::Rejected {
+                        reason: "bad".into()
+                    }
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_task_the_ack_forgot_is_sent_again() {
+        let ack = SubmitAck {
+            batch_id: 4,
+            acks: vec![accepted("a".into(), false)],
+            error: None,
+        };
+        let mut deliveries = Vec::new();
+        deliveries_from_ack(4, vec![task("a"), task("b")], ack, &mut deliveries);
+        assert!(matches!(deliveries[1].1, Delivery::Retry { .. }));
     }
 }

@@ -24,7 +24,7 @@ pub enum UnaryError {
 
 /// Open a new connection, make one call on it, and wait until the socket is closed again, so that
 /// a caller counting calls in flight also bounds the connections open.
-pub(super) async fn call_on_new_connection<R, F, Fut>(
+pub(crate) async fn call_on_new_connection<R, F, Fut>(
     dialer: &Dialer,
     timeout: Duration,
     call: F,

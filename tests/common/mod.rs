@@ -171,6 +171,7 @@ impl Engine for MockEngine {
                                 accepted: true,
                                 reason: String::new(),
                                 duplicate: false,
+                                refusal: 0,
                             })
                             .collect(),
                         error: None,
@@ -236,6 +237,7 @@ impl Engine for MockEngine {
                 accepted: true,
                 reason: String::new(),
                 duplicate: false,
+                refusal: 0,
             }),
         }))
     }

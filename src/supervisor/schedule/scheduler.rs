@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
@@ -16,7 +15,7 @@ use super::plan::{RelatorPlan, priority_rank};
 use super::splay::Timeline;
 use crate::config::CatchUp;
 use crate::proto::Task;
-use crate::supervisor::EngineCounters;
+use crate::supervisor::counters::{Bump, DeliveryCounters};
 
 /// Missed firings remembered per relator while its engine is down; older ones are only counted.
 const MAX_MISSED_FIRINGS: usize = 1000;
@@ -55,7 +54,7 @@ pub(crate) struct EngineOutlet {
     /// Where its due tasks go.
     pub(crate) due: mpsc::UnboundedSender<Vec<Task>>,
     /// Its counters (firings missed, caught up, failovers).
-    pub(crate) counters: Arc<EngineCounters>,
+    pub(crate) counters: Arc<DeliveryCounters>,
     /// Engine index taking its new tasks while it is unreachable.
     pub(crate) backup: Option<usize>,
     /// How long it must be unreachable before that.
@@ -108,7 +107,7 @@ impl Routes {
                 && self.down_since[e].is_some_and(|since| now >= since + outlet.failover_after)
             {
                 self.failed_over[e] = true;
-                outlet.counters.failovers.fetch_add(1, Ordering::Relaxed);
+                outlet.counters.failovers.bump(1);
                 tracing::warn!(target: "turbomon::supervisor", engine = %outlet.name, backup = %outlets[backup].name, after = ?outlet.failover_after, "engine unreachable: its new tasks go to the backup until it answers again");
             }
         }
@@ -173,7 +172,7 @@ impl Scheduler {
                         routes.reachable[engine] = true;
                         routes.down_since[engine] = None;
                         if std::mem::take(&mut routes.failed_over[engine]) {
-                            self.engines[engine].counters.failbacks.fetch_add(1, Ordering::Relaxed);
+                            self.engines[engine].counters.failbacks.bump(1);
                             tracing::info!(target: "turbomon::supervisor", engine = %self.engines[engine].name, "engine answers again: its tasks return to it");
                         }
                         self.catch_up(engine, &mut missed, &mut timeline, replay_spacing);
@@ -206,10 +205,7 @@ impl Scheduler {
                 // Firings this process slept through (a stall) are skipped and counted.
                 let mut next = at + interval;
                 while next <= now {
-                    self.engines[engine]
-                        .counters
-                        .skipped_firings
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.engines[engine].counters.skipped_firings.bump(1);
                     next += interval;
                 }
                 next_firing[r] = Some(next);
@@ -256,12 +252,8 @@ impl Scheduler {
                 CatchUp::Replay => instants,
             };
             let caught_up = run.len() as u64;
-            counters
-                .skipped_firings
-                .fetch_add(count - caught_up, Ordering::Relaxed);
-            counters
-                .caught_up_firings
-                .fetch_add(caught_up, Ordering::Relaxed);
+            counters.skipped_firings.bump(count - caught_up);
+            counters.caught_up_firings.bump(caught_up);
             tracing::info!(target: "turbomon::supervisor", relator = %plan.name, policy = ?plan.catch_up, missed = count, running = caught_up, "engine back: catching up missed firings");
             // Replayed firings are spaced out: never a burst of every missed run at once.
             for (k, fired) in run.into_iter().enumerate() {
@@ -274,11 +266,11 @@ impl Scheduler {
     }
 }
 
-fn remember_missed(missed: &mut Vec<SystemTime>, fired: SystemTime, counters: &EngineCounters) {
-    counters.missed_firings.fetch_add(1, Ordering::Relaxed);
+fn remember_missed(missed: &mut Vec<SystemTime>, fired: SystemTime, counters: &DeliveryCounters) {
+    counters.missed_firings.bump(1);
     if missed.len() >= MAX_MISSED_FIRINGS {
         missed.remove(0);
-        counters.skipped_firings.fetch_add(1, Ordering::Relaxed);
+        counters.skipped_firings.bump(1);
     }
     missed.push(fired);
 }

@@ -1,0 +1,73 @@
+//! Everything the loops of one engine share: its name, connection, counters, statistics window,
+//! ledger, and where the effects of its outcomes go (scheduler, alert actions, observer).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+
+use super::connection::Contact;
+use super::ledger::Ledger;
+use crate::proto::Task;
+use crate::stats::EngineStats;
+use crate::supervisor::alert::AlertActions;
+use crate::supervisor::completion::Completion;
+use crate::supervisor::counters::DeliveryCounters;
+use crate::supervisor::schedule::plan::RelatorPlan;
+use crate::supervisor::schedule::scheduler::ScheduleEvent;
+use crate::wire::batch::BatchIds;
+
+/// One engine as the supervisor's loops see it.
+pub(crate) struct EngineHandle {
+    /// Position of the engine in the configuration (the scheduler's name for it).
+    pub(crate) index: usize,
+    /// Its connection and reachability.
+    pub(crate) contact: Arc<Contact>,
+    /// What has been done with its tasks.
+    pub(crate) counters: Arc<DeliveryCounters>,
+    /// Batch ids for its streams.
+    pub(crate) batch_ids: BatchIds,
+    /// The relators' plans (retry policy, alerts, chains).
+    pub(crate) plans: Arc<Vec<RelatorPlan>>,
+    pub(super) stats: Mutex<EngineStats>,
+    pub(super) ledger: Mutex<Ledger>,
+    pub(super) outlets: Outlets,
+}
+
+/// Where the effects of outcomes go.
+pub(crate) struct Outlets {
+    /// Tasks to submit again to this engine (its own submission loop's inbox).
+    pub(crate) resend: mpsc::UnboundedSender<Vec<Task>>,
+    /// Retries and chains, for the scheduler.
+    pub(crate) events: mpsc::UnboundedSender<ScheduleEvent>,
+    /// Alert actions by name.
+    pub(crate) alert_actions: AlertActions,
+    /// Receives every final outcome, when attached.
+    pub(crate) observer: Option<mpsc::UnboundedSender<Completion>>,
+}
+
+impl EngineHandle {
+    /// The engine's name.
+    pub(crate) fn name(&self) -> &str {
+        self.contact.name()
+    }
+
+    /// The statistics window, locked.
+    pub(crate) fn stats(&self) -> MutexGuard<'_, EngineStats> {
+        lock(&self.stats)
+    }
+
+    /// The ledger, locked (once per batch or loop: never across an await).
+    pub(crate) fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        lock(&self.ledger)
+    }
+
+    /// Tasks submitted and not yet finished.
+    pub(crate) fn unfinished_count(&self) -> usize {
+        self.ledger().unfinished_count()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in another loop leaves plain counters and maps behind: go on with them.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,783 @@
+//! The ledger of one engine: which submitted tasks the supervisor still waits to hear the end of,
+//! completion notices that overtook their own acknowledgement, and finished results the engine
+//! may forget. It is plain synchronous state: each call absorbs what the wire brought back and
+//! returns what must happen because of it ([`Settled`]): tasks to send again, retries, chains,
+//! alerts, completions, log notices. The loops apply that; nothing here touches the network, a
+//! clock or a channel, so every decision is a unit test.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::proto::{Task, TaskState, TaskStatus};
+use crate::stats::Stage;
+use crate::supervisor::alert::AlertEvent;
+use crate::supervisor::completion::Completion;
+use crate::supervisor::counters::{Bump, DeliveryCounters};
+use crate::supervisor::schedule::plan::RelatorPlan;
+use crate::wire::status::TaskId;
+use crate::wire::submit::Delivery;
+
+/// Completion notices kept while their task's acknowledgement is on its way; past this the
+/// oldest half is dropped (the monitor loop still collects those tasks).
+const MAX_EARLY_COMPLETIONS: usize = 100_000;
+
+/// A submitted task the supervisor waits to hear the end of.
+#[derive(Debug)]
+struct Unfinished {
+    task: Task,
+    /// Index of its relator's plan (none for tasks of relators no longer planned).
+    relator: Option<usize>,
+    /// When its batch left the supervisor.
+    sent_at: SystemTime,
+}
+
+/// Something worth a log line, decided here and written by the loop.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Notice {
+    /// The engine refused the task for good.
+    Rejected {
+        /// The task.
+        task_id: String,
+        /// The engine's reason.
+        reason: String,
+    },
+    /// The task was running when the engine restarted.
+    LostInRestart {
+        /// The task.
+        task_id: String,
+    },
+    /// The engine no longer holds a task it acknowledged; it is sent again.
+    Forgotten {
+        /// The task.
+        task_id: String,
+    },
+    /// A failed task gets another attempt after its relator's retry period.
+    Retrying {
+        /// The task.
+        task_id: String,
+        /// The attempt that will run.
+        attempt: u32,
+    },
+    /// A failed task would get another attempt, but it would start past its start window.
+    RetryPastWindow {
+        /// The task.
+        task_id: String,
+        /// The attempt that failed, final now.
+        attempt: u32,
+    },
+    /// No acknowledgement even when sent alone: failed.
+    Unanswered {
+        /// The task.
+        task_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Its status is too large to be read within the message size cap: failed.
+    Unreadable {
+        /// The task.
+        task_id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What must happen after the ledger absorbed something.
+#[derive(Debug, Default)]
+pub(crate) struct Settled {
+    /// Tasks to submit again now (no acknowledgement, or the engine forgot them).
+    pub(crate) resend: Vec<Task>,
+    /// Next attempts of failed tasks, each due after the given delay.
+    pub(crate) retries: Vec<(Task, Duration)>,
+    /// Chained relators (plan index) to run on a node.
+    pub(crate) chains: Vec<(usize, String)>,
+    /// Alerts to fire: the relator's plan index and the event.
+    pub(crate) alerts: Vec<(usize, AlertEvent)>,
+    /// Final outcomes, for the observer (only when one is attached).
+    pub(crate) completions: Vec<Completion>,
+    /// Lateness samples for the statistics.
+    pub(crate) lateness: Vec<(Stage, Duration)>,
+    /// Log lines to write.
+    pub(crate) notices: Vec<Notice>,
+}
+
+/// One engine's unfinished tasks and what follows from their outcomes.
+pub(crate) struct Ledger {
+    engine: String,
+    plans: Arc<Vec<RelatorPlan>>,
+    plan_index: Arc<HashMap<String, usize>>,
+    counters: Arc<DeliveryCounters>,
+    /// Whether final outcomes are wanted as [`Completion`]s (building them costs copies).
+    observed: bool,
+    unfinished: HashMap<TaskId, Unfinished>,
+    early: HashMap<String, TaskStatus>,
+    release: Vec<TaskId>,
+}
+
+impl Ledger {
+    /// An empty ledger for `engine`.
+    pub(crate) fn new(
+        engine: String,
+        plans: Arc<Vec<RelatorPlan>>,
+        plan_index: Arc<HashMap<String, usize>>,
+        counters: Arc<DeliveryCounters>,
+        observed: bool,
+    ) -> Self {
+        Self {
+            engine,
+            plans,
+            plan_index,
+            counters,
+            observed,
+            unfinished: HashMap::new(),
+            early: HashMap::new(),
+            release: Vec::new(),
+        }
+    }
+
+    /// Tasks submitted whose outcome is not known yet.
+    pub(crate) fn unfinished_count(&self) -> usize {
+        self.unfinished.len()
+    }
+
+    /// What the next monitor loop asks for: every unfinished id, and the results to release.
+    /// The ids are shared with the ledger, not copied.
+    pub(crate) fn next_query(&mut self) -> (Vec<TaskId>, Vec<TaskId>) {
+        let ids = self.unfinished.keys().cloned().collect();
+        (ids, std::mem::take(&mut self.release))
+    }
+
+    /// Release ids whose query went unanswered: sent again next loop.
+    pub(crate) fn unreleased(&mut self, ids: Vec<TaskId>) {
+        self.release.extend(ids);
+    }
+
+    /// Absorb what became of each task of a submission loop whose first batch left at
+    /// `sent_at`: accepted tasks become unfinished, refused ones are final failures, the rest
+    /// are handed back to be sent again.
+    pub(crate) fn submitted(
+        &mut self,
+        deliveries: Vec<(Task, Delivery)>,
+        sent_at: SystemTime,
+        now: SystemTime,
+    ) -> Settled {
+        let mut settled = Settled::default();
+        let mut accepted: Vec<TaskId> = Vec::new();
+        for (task, delivery) in deliveries {
+            match delivery {
+                Delivery::Accepted { duplicate } => {
+                    self.counters.accepted.bump(1);
+                    if duplicate {
+                        self.counters.duplicates.bump(1);
+                    }
+                    settled.lateness.push((
+                        Stage::ScheduledToSent,
+                        elapsed(unix_ms_time(task.scheduled_unix_ms), sent_at),
+                    ));
+                    let id: TaskId = Arc::from(task.id.as_str());
+                    let relator = self.plan_index.get(&task.relator).copied();
+                    if !self.early.is_empty() {
+                        accepted.push(Arc::clone(&id));
+                    }
+                    self.unfinished.insert(
+                        id,
+                        Unfinished {
+                            task,
+                            relator,
+                            sent_at,
+                        },
+                    );
+                }
+                Delivery::Rejected { reason } => {
+                    self.counters.rejected.bump(1);
+                    settled.notices.push(Notice::Rejected {
+                        task_id: task.id.clone(),
+                        reason: reason.clone(),
+                    });
+                    self.complete(&mut settled, &task, TaskState::Failed, 0.0, &reason, 0, now);
+                }
+                Delivery::Retry { .. } => settled.resend.push(task),
+            }
+        }
+        // Completion notices that arrived before their acknowledgement count now.
+        let early: Vec<TaskStatus> = accepted
+            .iter()
+            .filter_map(|id| self.early.remove(&**id))
+            .collect();
+        if !early.is_empty() {
+            let more = self.statuses(early, false, now);
+            settled.absorb(more);
+        }
+        settled
+    }
+
+    /// Absorb statuses from a monitor loop or pushed completion notices (`pushed`). Finished
+    /// tasks leave the ledger: failed ones are retried while their relator allows, final ones
+    /// are released on the engine next loop, fire alerts when broken and start chained
+    /// relators. A notice may overtake the acknowledgement of its own task; such early notices
+    /// are kept until the acknowledgement is absorbed.
+    pub(crate) fn statuses(
+        &mut self,
+        statuses: Vec<TaskStatus>,
+        pushed: bool,
+        now: SystemTime,
+    ) -> Settled {
+        let mut settled = Settled::default();
+        for status in statuses {
+            let Some(held) = self.unfinished.get(status.task_id.as_str()) else {
+                if pushed {
+                    self.keep_early(status);
+                }
+                // A poll answer for a task no longer waited for: an older attempt's, or a
+                // duplicate answer. Nothing to do.
+                continue;
+            };
+            let state = TaskState::try_from(status.state).unwrap_or(TaskState::Unspecified);
+            match state {
+                TaskState::Ok
+                | TaskState::Broken
+                | TaskState::Failed
+                | TaskState::TimedOut
+                | TaskState::LostInRestart => {
+                    // The outcome of an earlier attempt (sent before a retry replaced it) is not
+                    // this attempt's; attempt 0 comes from engines that do not report attempts.
+                    if status.attempt != 0 && status.attempt != held.task.attempt {
+                        continue;
+                    }
+                    if let Some((_, entry)) = self.unfinished.remove_entry(status.task_id.as_str())
+                    {
+                        self.finished(&mut settled, entry, state, status, now);
+                    }
+                }
+                TaskState::Unknown => {
+                    // The engine no longer holds a task it acknowledged (it restarted without a
+                    // journal): send it again rather than lose it.
+                    if let Some(entry) = self.unfinished.remove(status.task_id.as_str()) {
+                        self.counters.resubmitted.bump(1);
+                        settled.notices.push(Notice::Forgotten {
+                            task_id: status.task_id,
+                        });
+                        settled.resend.push(entry.task);
+                    }
+                }
+                // Still on its way: asked again next loop.
+                TaskState::Pending | TaskState::Running | TaskState::Unspecified => {}
+            }
+        }
+        settled
+    }
+
+    /// Tasks that got no acknowledgement even when sent alone: final failures.
+    pub(crate) fn unanswered(
+        &mut self,
+        tasks: Vec<Task>,
+        reason: &str,
+        now: SystemTime,
+    ) -> Settled {
+        let mut settled = Settled::default();
+        for task in tasks {
+            self.counters.failed_unanswered.bump(1);
+            settled.notices.push(Notice::Unanswered {
+                task_id: task.id.clone(),
+                reason: reason.to_string(),
+            });
+            self.complete(&mut settled, &task, TaskState::Failed, 0.0, reason, 0, now);
+        }
+        settled
+    }
+
+    /// Tasks whose status cannot be read even alone (it is over the message size cap): final
+    /// failures, and released so that the engine does not keep them until retention ends.
+    pub(crate) fn unreadable(&mut self, ids: &[TaskId], reason: &str, now: SystemTime) -> Settled {
+        let mut settled = Settled::default();
+        for id in ids {
+            let Some((id, entry)) = self.unfinished.remove_entry(&**id) else {
+                continue;
+            };
+            self.counters.failed_unreadable.bump(1);
+            settled.notices.push(Notice::Unreadable {
+                task_id: entry.task.id.clone(),
+                reason: reason.to_string(),
+            });
+            self.complete(
+                &mut settled,
+                &entry.task,
+                TaskState::Failed,
+                0.0,
+                reason,
+                0,
+                now,
+            );
+            self.release.push(id);
+        }
+        settled
+    }
+
+    fn keep_early(&mut self, status: TaskStatus) {
+        if self.early.len() >= MAX_EARLY_COMPLETIONS {
+            // Keep memory bounded: forget an arbitrary half. The monitor loop reconciles them.
+            let mut keep = false;
+            self.early.retain(|_, _| {
+                keep = !keep;
+                keep
+            });
+        }
+        self.early.insert(status.task_id.clone(), status);
+    }
+
+    /// One task finished on the engine: decide retry, alert, chain and release.
+    fn finished(
+        &mut self,
+        settled: &mut Settled,
+        entry: Unfinished,
+        state: TaskState,
+        status: TaskStatus,
+        now: SystemTime,
+    ) {
+        let started = unix_ms_time(status.started_unix_ms);
+        let done = unix_ms_time(status.finished_unix_ms);
+        settled.lateness.extend([
+            (Stage::SentToStarted, elapsed(entry.sent_at, started)),
+            (Stage::StartedToFinished, elapsed(started, done)),
+            (Stage::FinishedToKnown, elapsed(done, now)),
+        ]);
+        let plan = entry
+            .relator
+            .and_then(|r| self.plans.get(r).map(|p| (r, p)));
+        if state == TaskState::LostInRestart {
+            self.counters.lost_in_restart.bump(1);
+            settled.notices.push(Notice::LostInRestart {
+                task_id: entry.task.id.clone(),
+            });
+        }
+        let failed = matches!(
+            state,
+            TaskState::Failed | TaskState::TimedOut | TaskState::LostInRestart
+        );
+        if failed
+            && let Some((_, plan)) = plan
+            && let Some((next, delay)) = self.next_attempt(settled, plan, &entry.task, now)
+        {
+            // Not final: the next attempt replaces this one on the engine, so nothing is
+            // released or reported yet.
+            settled.retries.push((next, delay));
+            return;
+        }
+        self.counters.completed.bump(1);
+        self.complete(
+            settled,
+            &entry.task,
+            state,
+            status.value,
+            &status.message,
+            status.finished_unix_ms,
+            now,
+        );
+        if state == TaskState::Broken {
+            self.counters.broken.bump(1);
+            if let Some((r, plan)) = plan
+                && !plan.alerts.is_empty()
+            {
+                self.counters.alerts.bump(1);
+                settled
+                    .lateness
+                    .push((Stage::BrokenToAlert, elapsed(done, now)));
+                settled.alerts.push((
+                    r,
+                    AlertEvent {
+                        engine: self.engine.clone(),
+                        relator: entry.task.relator.clone(),
+                        rule: entry.task.rule.clone(),
+                        node: entry.task.node.clone(),
+                        task_id: status.task_id.clone(),
+                        state: "broken".to_string(),
+                        value: status.value,
+                        message: status.message.clone(),
+                        finished_unix_ms: status.finished_unix_ms,
+                    },
+                ));
+            }
+        }
+        if let Some((_, plan)) = plan {
+            let next = match state {
+                TaskState::Ok => plan.on_ok.as_slice(),
+                TaskState::Broken => plan.on_broken.as_slice(),
+                _ => &[],
+            };
+            for &relator in next {
+                self.counters.chained.bump(1);
+                settled.chains.push((relator, entry.task.node.clone()));
+            }
+        }
+        self.release.push(Arc::from(status.task_id));
+    }
+
+    /// The next attempt of a failed task, if its relator allows one that still starts inside
+    /// the start window.
+    fn next_attempt(
+        &self,
+        settled: &mut Settled,
+        plan: &RelatorPlan,
+        task: &Task,
+        now: SystemTime,
+    ) -> Option<(Task, Duration)> {
+        if task.attempt > plan.max_retries {
+            return None;
+        }
+        let window_end = unix_ms_time(task.scheduled_unix_ms) + plan.start_window;
+        if now + plan.retry_period > window_end {
+            // The relator allows another attempt, but it would start after the window: say so,
+            // so that an operator sees why a retry policy did not apply.
+            self.counters.retries_past_window.bump(1);
+            settled.notices.push(Notice::RetryPastWindow {
+                task_id: task.id.clone(),
+                attempt: task.attempt,
+            });
+            return None;
+        }
+        let mut next = task.clone();
+        next.attempt += 1;
+        self.counters.retries.bump(1);
+        settled.notices.push(Notice::Retrying {
+            task_id: task.id.clone(),
+            attempt: next.attempt,
+        });
+        Some((next, plan.retry_period))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn complete(
+        &self,
+        settled: &mut Settled,
+        task: &Task,
+        state: TaskState,
+        value: f64,
+        message: &str,
+        finished_unix_ms: i64,
+        now: SystemTime,
+    ) {
+        if !self.observed {
+            return;
+        }
+        settled.completions.push(Completion {
+            engine: self.engine.clone(),
+            task_id: task.id.clone(),
+            relator: task.relator.clone(),
+            node: task.node.clone(),
+            attempt: task.attempt,
+            state,
+            value,
+            message: message.to_string(),
+            finished_unix_ms,
+            known_at: now,
+        });
+    }
+}
+
+impl Settled {
+    /// Add what `other` says must happen.
+    pub(crate) fn absorb(&mut self, other: Settled) {
+        self.resend.extend(other.resend);
+        self.retries.extend(other.retries);
+        self.chains.extend(other.chains);
+        self.alerts.extend(other.alerts);
+        self.completions.extend(other.completions);
+        self.lateness.extend(other.lateness);
+        self.notices.extend(other.notices);
+    }
+}
+
+/// A wall-clock instant from milliseconds since the Unix epoch (clamped at the epoch).
+fn unix_ms_time(ms: i64) -> SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// Time from `from` to `to`, zero when `to` is earlier (clocks of two machines, early sends).
+fn elapsed(from: SystemTime, to: SystemTime) -> Duration {
+    to.duration_since(from).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CatchUp, Priority};
+
+    const T0_MS: i64 = 1_700_000_000_000;
+
+    fn at(ms_after_t0: i64) -> SystemTime {
+        unix_ms_time(T0_MS + ms_after_t0)
+    }
+
+    fn plan(max_retries: u32, alerts: &[&str], on_broken: Vec<usize>) -> RelatorPlan {
+        RelatorPlan {
+            name: "web".into(),
+            engine: "e1".into(),
+            interval: Some(Duration::from_secs(60)),
+            start_window: Duration::from_secs(30),
+            randomize: 0,
+            max_retries,
+            retry_period: Duration::from_secs(5),
+            on_ok: Vec::new(),
+            on_broken,
+            catch_up: CatchUp::Skip,
+            priority: Priority::Normal,
+            alerts: alerts.iter().map(|a| a.to_string()).collect(),
+            rules: Vec::new(),
+            templates: Vec::new(),
+        }
+    }
+
+    fn ledger(plans: Vec<RelatorPlan>) -> (Ledger, Arc<DeliveryCounters>) {
+        let index = plans
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.clone(), i))
+            .collect();
+        let counters = Arc::new(DeliveryCounters::default());
+        let ledger = Ledger::new(
+            "e1".into(),
+            Arc::new(plans),
+            Arc::new(index),
+            Arc::clone(&counters),
+            true,
+        );
+        (ledger, counters)
+    }
+
+    fn task(node: &str) -> Task {
+        Task {
+            id: format!("web/http/{node}/{T0_MS}"),
+            relator: "web".into(),
+            rule: "http".into(),
+            node: node.into(),
+            scheduled_unix_ms: T0_MS,
+            attempt: 1,
+            ..Task::default()
+        }
+    }
+
+    fn status(task: &Task, state: TaskState) -> TaskStatus {
+        TaskStatus {
+            task_id: task.id.clone(),
+            state: state as i32,
+            value: 1.0,
+            message: "detail".into(),
+            started_unix_ms: T0_MS + 100,
+            finished_unix_ms: T0_MS + 200,
+            attempt: task.attempt,
+        }
+    }
+
+    fn accept(ledger: &mut Ledger, tasks: &[Task]) -> Settled {
+        let deliveries = tasks
+            .iter()
+            .map(|t| (t.clone(), Delivery::Accepted { duplicate: false }))
+            .collect();
+        ledger.submitted(deliveries, at(10), at(10))
+    }
+
+    #[test]
+    fn accepted_tasks_are_waited_for_and_unacknowledged_ones_are_handed_back() {
+        let (mut ledger, counters) = ledger(vec![plan(0, &[], vec![])]);
+        let (a, b, c) = (task("a"), task("b"), task("c"));
+        let settled = ledger.submitted(
+            vec![
+                (a.clone(), Delivery::Accepted { duplicate: false }),
+                (
+                    b.clone(),
+                    Delivery::Rejected {
+                        reason: "no check".into(),
+                    },
+                ),
+                (
+                    c.clone(),
+                    Delivery::Retry {
+                        reason: "stream closed".into(),
+                        timed_out_batch: None,
+                    },
+                ),
+            ],
+            at(10),
+            at(10),
+        );
+        assert_eq!(ledger.unfinished_count(), 1);
+        assert_eq!(settled.resend, vec![c]);
+        assert_eq!(settled.completions.len(), 1);
+        assert_eq!(settled.completions[0].task_id, b.id);
+        assert_eq!(settled.completions[0].state, TaskState::Failed);
+        assert_eq!(
+            settled.notices,
+            vec![Notice::Rejected {
+                task_id: b.id.clone(),
+                reason: "no check".into()
+            }]
+        );
+        let snapshot = counters.snapshot();
+        assert_eq!((snapshot.accepted, snapshot.rejected), (1, 1));
+        let (ids, release) = ledger.next_query();
+        assert_eq!(ids, vec![Arc::<str>::from(a.id.as_str())]);
+        assert!(release.is_empty());
+    }
+
+    #[test]
+    fn a_broken_task_alerts_chains_and_is_released_once() {
+        let mut plans = vec![plan(0, &["page"], vec![1])];
+        plans.push(RelatorPlan {
+            name: "deeper".into(),
+            ..plan(0, &[], vec![])
+        });
+        let (mut ledger, counters) = ledger(plans);
+        let a = task("a");
+        accept(&mut ledger, std::slice::from_ref(&a));
+        let settled = ledger.statuses(vec![status(&a, TaskState::Broken)], false, at(1000));
+        assert_eq!(settled.alerts.len(), 1);
+        assert_eq!(settled.alerts[0].0, 0);
+        assert_eq!(settled.alerts[0].1.node, "a");
+        assert_eq!(settled.chains, vec![(1, "a".to_string())]);
+        assert_eq!(settled.completions[0].state, TaskState::Broken);
+        assert!(settled.retries.is_empty());
+        let (ids, release) = ledger.next_query();
+        assert!(ids.is_empty());
+        assert_eq!(release, vec![Arc::<str>::from(a.id.as_str())]);
+        // The same answer again (a duplicate reply) changes nothing.
+        let again = ledger.statuses(vec![status(&a, TaskState::Broken)], false, at(1100));
+        assert!(again.alerts.is_empty() && again.completions.is_empty());
+        let snapshot = counters.snapshot();
+        assert_eq!(
+            (
+                snapshot.completed,
+                snapshot.broken,
+                snapshot.alerts,
+                snapshot.chained
+            ),
+            (1, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn pending_and_running_tasks_stay_waited_for() {
+        let (mut ledger, _) = ledger(vec![plan(0, &[], vec![])]);
+        let a = task("a");
+        accept(&mut ledger, std::slice::from_ref(&a));
+        for state in [TaskState::Pending, TaskState::Running] {
+            let settled = ledger.statuses(vec![status(&a, state)], false, at(500));
+            assert!(settled.completions.is_empty());
+            assert_eq!(ledger.unfinished_count(), 1);
+        }
+    }
+
+    #[test]
+    fn a_failed_task_is_retried_inside_its_window_and_final_past_it() {
+        let (mut ledger, counters) = ledger(vec![plan(2, &[], vec![])]);
+        let a = task("a");
+        accept(&mut ledger, std::slice::from_ref(&a));
+        // 1 s after the firing: 5 s retry period still starts inside the 30 s window.
+        let settled = ledger.statuses(vec![status(&a, TaskState::Failed)], false, at(1000));
+        assert_eq!(settled.retries.len(), 1);
+        let (next, delay) = &settled.retries[0];
+        assert_eq!((next.id.as_str(), next.attempt), (a.id.as_str(), 2));
+        assert_eq!(*delay, Duration::from_secs(5));
+        assert!(settled.completions.is_empty(), "not final while retried");
+        assert!(ledger.next_query().1.is_empty(), "nothing released yet");
+
+        // The second attempt fails 27 s after the firing: a retry would start at 32 s.
+        accept(&mut ledger, std::slice::from_ref(next));
+        let settled = ledger.statuses(vec![status(next, TaskState::Failed)], false, at(27_000));
+        assert!(settled.retries.is_empty());
+        assert_eq!(settled.completions.len(), 1);
+        assert_eq!(settled.completions[0].state, TaskState::Failed);
+        assert_eq!(
+            settled.notices,
+            vec![Notice::RetryPastWindow {
+                task_id: a.id.clone(),
+                attempt: 2
+            }]
+        );
+        let snapshot = counters.snapshot();
+        assert_eq!((snapshot.retries, snapshot.retries_past_window), (1, 1));
+    }
+
+    #[test]
+    fn an_older_attempts_outcome_does_not_finish_the_current_one() {
+        let (mut ledger, _) = ledger(vec![plan(2, &[], vec![])]);
+        let mut second = task("a");
+        second.attempt = 2;
+        accept(&mut ledger, std::slice::from_ref(&second));
+        let mut old = status(&second, TaskState::Failed);
+        old.attempt = 1;
+        let settled = ledger.statuses(vec![old], false, at(1000));
+        assert!(settled.retries.is_empty() && settled.completions.is_empty());
+        assert_eq!(ledger.unfinished_count(), 1);
+    }
+
+    #[test]
+    fn a_forgotten_task_is_sent_again() {
+        let (mut ledger, counters) = ledger(vec![plan(0, &[], vec![])]);
+        let a = task("a");
+        accept(&mut ledger, std::slice::from_ref(&a));
+        let settled = ledger.statuses(vec![status(&a, TaskState::Unknown)], false, at(1000));
+        assert_eq!(settled.resend, vec![a.clone()]);
+        assert_eq!(ledger.unfinished_count(), 0);
+        assert_eq!(counters.snapshot().resubmitted, 1);
+    }
+
+    #[test]
+    fn a_notice_that_overtakes_its_ack_counts_once_the_ack_arrives() {
+        let (mut ledger, counters) = ledger(vec![plan(0, &[], vec![])]);
+        let a = task("a");
+        let early = ledger.statuses(vec![status(&a, TaskState::Ok)], true, at(50));
+        assert!(early.completions.is_empty());
+        let settled = accept(&mut ledger, std::slice::from_ref(&a));
+        assert_eq!(settled.completions.len(), 1);
+        assert_eq!(settled.completions[0].state, TaskState::Ok);
+        assert_eq!(ledger.unfinished_count(), 0);
+        assert_eq!(counters.snapshot().completed, 1);
+    }
+
+    #[test]
+    fn lost_in_restart_is_counted_and_retried_under_the_policy() {
+        let (mut ledger, counters) = ledger(vec![plan(1, &[], vec![])]);
+        let a = task("a");
+        accept(&mut ledger, std::slice::from_ref(&a));
+        let settled = ledger.statuses(vec![status(&a, TaskState::LostInRestart)], false, at(1000));
+        assert_eq!(settled.retries.len(), 1);
+        assert!(settled.notices.contains(&Notice::LostInRestart {
+            task_id: a.id.clone()
+        }));
+        assert_eq!(counters.snapshot().lost_in_restart, 1);
+    }
+
+    #[test]
+    fn unreadable_results_fail_once_and_are_released() {
+        let (mut ledger, counters) = ledger(vec![plan(0, &[], vec![])]);
+        let a = task("a");
+        accept(&mut ledger, std::slice::from_ref(&a));
+        let id: TaskId = Arc::from(a.id.as_str());
+        let settled = ledger.unreadable(std::slice::from_ref(&id), "too large", at(1000));
+        assert_eq!(settled.completions.len(), 1);
+        assert_eq!(ledger.next_query(), (Vec::new(), vec![id.clone()]));
+        let again = ledger.unreadable(&[id], "too large", at(2000));
+        assert!(again.completions.is_empty());
+        assert_eq!(counters.snapshot().failed_unreadable, 1);
+    }
+
+    #[test]
+    fn tasks_unanswered_alone_are_final_failures() {
+        let (mut ledger, counters) = ledger(vec![plan(3, &[], vec![])]);
+        let settled = ledger.unanswered(vec![task("a")], "no reply", at(10));
+        assert_eq!(settled.completions[0].state, TaskState::Failed);
+        assert!(settled.retries.is_empty());
+        assert_eq!(counters.snapshot().failed_unanswered, 1);
+    }
+
+    #[test]
+    fn unobserved_ledgers_build_no_completions() {
+        let (mut ledger, counters) = ledger(vec![plan(0, &[], vec![])]);
+        ledger.observed = false;
+        let a = task("a");
+        accept(&mut ledger, std::slice::from_ref(&a));
+        let settled = ledger.statuses(vec![status(&a, TaskState::Ok)], false, at(1000));
+        assert!(settled.completions.is_empty());
+        assert_eq!(counters.snapshot().completed, 1);
+    }
+}

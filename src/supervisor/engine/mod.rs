@@ -1,0 +1,134 @@
+//! One engine's side of the supervisor. Each engine gets its own loops, all sharing one
+//! [`EngineHandle`](handle::EngineHandle):
+//!
+//! - [`submit_loop`]: tasks due from the scheduler go out in submission loops;
+//! - [`monitor_loop`]: every status-check interval, the unfinished tasks are asked for;
+//! - [`push_loop`]: in push mode, completion notices as they happen;
+//! - [`report`]: the statistics window, printed and reset every stats interval;
+//! - the prober in [`connection`], which watches an engine that stopped answering.
+//!
+//! Each loop calls [`crate::wire`] to talk to the engine, hands what came back to the
+//! [`ledger`], and applies what the ledger decided through [`effects`].
+
+mod connection;
+mod effects;
+mod handle;
+mod ledger;
+mod monitor_loop;
+mod push_loop;
+mod report;
+mod submit_loop;
+mod tunables;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+pub(crate) use connection::Contact;
+pub(crate) use handle::EngineHandle;
+
+use crate::config::SupervisorConfig;
+use crate::proto::Task;
+use crate::stats::EngineStats;
+use crate::supervisor::alert::AlertActions;
+use crate::supervisor::completion::Completion;
+use crate::supervisor::counters::DeliveryCounters;
+use crate::supervisor::schedule::plan::RelatorPlan;
+use crate::supervisor::schedule::scheduler::ScheduleEvent;
+use crate::transport::Dialer;
+use crate::wire::batch::BatchIds;
+
+/// What one engine's loops need to start.
+pub(crate) struct Setup {
+    /// The engine's name.
+    pub(crate) name: String,
+    /// Its position in the configuration.
+    pub(crate) index: usize,
+    /// How it is dialled.
+    pub(crate) dialer: Dialer,
+    /// Its counters (the scheduler bumps some of them too).
+    pub(crate) counters: Arc<DeliveryCounters>,
+    /// Every relator's plan.
+    pub(crate) plans: Arc<Vec<RelatorPlan>>,
+    /// Plan index by relator name.
+    pub(crate) plan_index: Arc<HashMap<String, usize>>,
+    /// To the scheduler.
+    pub(crate) events: mpsc::UnboundedSender<ScheduleEvent>,
+    /// Alert actions by name.
+    pub(crate) alert_actions: AlertActions,
+    /// Receives every final outcome, when attached.
+    pub(crate) observer: Option<mpsc::UnboundedSender<Completion>>,
+    /// Append every statistics window as JSON here.
+    pub(crate) stats_json: Option<PathBuf>,
+    /// The configuration, reloaded.
+    pub(crate) config: watch::Receiver<Arc<SupervisorConfig>>,
+    /// Turns true when the supervisor stops.
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+/// Start one engine's loops on `tasks`. Tasks due for the engine go into the returned sender.
+pub(crate) fn start(
+    setup: Setup,
+    tasks: &mut JoinSet<()>,
+) -> (Arc<EngineHandle>, mpsc::UnboundedSender<Vec<Task>>) {
+    let (due_tx, due_rx) = mpsc::unbounded_channel();
+    let contact = Arc::new(Contact::new(
+        setup.name.clone(),
+        setup.index,
+        setup.dialer,
+        setup.events.clone(),
+        setup.config.clone(),
+        setup.stop.clone(),
+    ));
+    let engine = Arc::new(EngineHandle {
+        index: setup.index,
+        contact: Arc::clone(&contact),
+        counters: Arc::clone(&setup.counters),
+        batch_ids: BatchIds::default(),
+        plans: Arc::clone(&setup.plans),
+        stats: Mutex::new(EngineStats::new(setup.name.clone(), SystemTime::now())),
+        ledger: Mutex::new(ledger::Ledger::new(
+            setup.name.clone(),
+            setup.plans,
+            setup.plan_index,
+            setup.counters,
+            setup.observer.is_some(),
+        )),
+        outlets: handle::Outlets {
+            resend: due_tx.clone(),
+            events: setup.events,
+            alert_actions: setup.alert_actions,
+            observer: setup.observer,
+        },
+    });
+    tasks.spawn(connection::probe_while_unreachable(
+        contact,
+        setup.stop.clone(),
+    ));
+    let mut source = tunables::TunablesSource::new(setup.name, setup.config, true);
+    let handle = Arc::clone(&engine);
+    tasks.spawn(async move {
+        let engine = &*handle;
+        let stop = setup.stop;
+        let loops = futures::future::join3(
+            submit_loop::run(engine, due_rx, source.quiet(), stop.clone()),
+            monitor_loop::run(engine, source.quiet(), stop.clone()),
+            push_loop::run(engine, source.quiet(), stop.clone()),
+        );
+        tokio::pin!(loops);
+        let stats_json = setup.stats_json.as_deref();
+        tokio::select! {
+            _ = &mut loops => {}
+            () = report::run(engine, &mut source, stop, stats_json) => {
+                // Stopping: let the loops finish what is in flight before the final window.
+                loops.await;
+            }
+        }
+        report::print_window(engine, &mut source, stats_json);
+    });
+    (engine, due_tx)
+}
