@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use super::error::{ConfigError, KeyPath};
 use super::locate::SourceMap;
 use super::model::{EngineConfig, SupervisorConfig};
-use super::validate::{Findings, check_engine, check_supervisor};
+use super::validate::{check_engine, check_supervisor};
 
 /// Parses and validates the text of a supervisor file; `file` is only used in messages.
 /// Warnings (e.g. `task_info_batch_size` at 100 or above) are logged with `tracing::warn!`.
@@ -111,7 +111,7 @@ pub(crate) fn parse_supervisor_with_warnings(
     file: &Path,
 ) -> Result<(SupervisorConfig, Vec<ConfigError>), ConfigError> {
     let config: SupervisorConfig = deserialize(text, file)?;
-    let warnings = findings_to_result(check_supervisor(&config), file, Some(text))?;
+    let warnings = check_supervisor(&config).into_result(file, Some(text))?;
     Ok((config, warnings))
 }
 
@@ -121,7 +121,7 @@ pub(crate) fn parse_engine_with_warnings(
     file: &Path,
 ) -> Result<(EngineConfig, Vec<ConfigError>), ConfigError> {
     let config: EngineConfig = deserialize(text, file)?;
-    let warnings = findings_to_result(check_engine(&config), file, Some(text))?;
+    let warnings = check_engine(&config).into_result(file, Some(text))?;
     Ok((config, warnings))
 }
 
@@ -134,28 +134,6 @@ fn log_warnings(warnings: &[ConfigError]) {
 fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path)
         .map_err(|error| ConfigError::whole_file(path, format!("cannot read the file: {error}")))
-}
-
-/// The first error (in file order) or the warnings, each located in `text` when given.
-pub(crate) fn findings_to_result(
-    findings: Findings,
-    file: &Path,
-    text: Option<&str>,
-) -> Result<Vec<ConfigError>, ConfigError> {
-    let map = text.map(SourceMap::new);
-    let locate = |finding: super::validate::Finding| ConfigError {
-        file: file.to_path_buf(),
-        line: map.as_ref().and_then(|m| m.line_of(&finding.path)),
-        key: (!finding.path.is_root()).then(|| finding.path.to_string()),
-        message: finding.message,
-    };
-    let mut errors: Vec<ConfigError> = findings.errors.into_iter().map(locate).collect();
-    // First in file order; errors without a line after those with one (stable otherwise).
-    errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
-    match errors.into_iter().next() {
-        Some(error) => Err(error),
-        None => Ok(findings.warnings.into_iter().map(locate).collect()),
-    }
 }
 
 fn deserialize<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigError> {

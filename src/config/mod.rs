@@ -1,6 +1,7 @@
 //! Configuration: the TOML files' shape, loading with file/line/key errors, validation and reload.
 
 mod error;
+mod findings;
 mod load;
 mod locate;
 mod model;

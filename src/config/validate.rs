@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::error::{ConfigError, KeyPath};
+use super::findings::Findings;
 use super::model::{
     AlertConfig, AlertKind, CheckKind, EngineConfig, EngineEntry, GroupConfig, RelatorConfig,
     RuleConfig, SupervisorConfig,
@@ -36,39 +37,9 @@ pub const MAX_BATCH_WINDOW: Duration = Duration::from_secs(5);
 /// `task_info_batch_size` at or above this logs a warning (SPEC section 4).
 pub const INFO_BATCH_WARN_AT: usize = 100;
 
-/// One problem found, at one key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Finding {
-    /// Where.
-    pub(crate) path: KeyPath,
-    /// What.
-    pub(crate) message: String,
-}
-
-/// Everything validation found: errors refuse the file, warnings are only logged.
-#[derive(Debug, Default)]
-pub(crate) struct Findings {
-    /// Problems that refuse the file.
-    pub(crate) errors: Vec<Finding>,
-    /// Doubtful but accepted values.
-    pub(crate) warnings: Vec<Finding>,
-}
-
+/// Checks several keys share. They live here, not with [`Findings`], because they are
+/// validation rules rather than part of what a finding is.
 impl Findings {
-    fn error(&mut self, path: KeyPath, message: impl Into<String>) {
-        self.errors.push(Finding {
-            path,
-            message: message.into(),
-        });
-    }
-
-    fn warn(&mut self, path: KeyPath, message: impl Into<String>) {
-        self.warnings.push(Finding {
-            path,
-            message: message.into(),
-        });
-    }
-
     fn retries(&mut self, path: KeyPath, value: u32) {
         if value > MAX_RETRIES {
             self.error(
@@ -876,7 +847,7 @@ pub fn validate_supervisor(
     config: &SupervisorConfig,
     file: &Path,
 ) -> Result<Vec<ConfigError>, ConfigError> {
-    super::load::findings_to_result(check_supervisor(config), file, None)
+    check_supervisor(config).into_result(file, None)
 }
 
 /// Validates an engine config without its source text; see [`validate_supervisor`].
@@ -884,7 +855,7 @@ pub fn validate_engine(
     config: &EngineConfig,
     file: &Path,
 ) -> Result<Vec<ConfigError>, ConfigError> {
-    super::load::findings_to_result(check_engine(config), file, None)
+    check_engine(config).into_result(file, None)
 }
 
 #[cfg(test)]

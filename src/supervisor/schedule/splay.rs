@@ -7,8 +7,17 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// FNV-1a, 64 bit: a hash that is the same on every machine and every release, so a restart
-/// does not move any task's start.
+/// A 64-bit hash of `parts` that is the same on every machine, in every process and every
+/// release, so a restart (or an upgrade) does not move any task's start. Not `std`'s hasher:
+/// its output may differ between releases, and `RandomState` is seeded per process.
+///
+/// FNV-1a over the bytes (each part followed by a 0xff separator, so `["ab", "c"]` and
+/// `["a", "bc"]` differ), finished by murmur3's `fmix64`. FNV-1a alone is not enough: a change
+/// in the last bytes, as between `n001` and `n002`, barely reaches the top bits that
+/// [`splay_offset`] uses, so such nodes started within milliseconds of each other. `fmix64` is
+/// a bijection in which every input bit flips each output bit with probability about one half.
+///
+/// The values are pinned by a test: changing them moves every task's start (and its id) once.
 pub fn stable_hash(parts: &[&str]) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -19,7 +28,16 @@ pub fn stable_hash(parts: &[&str]) -> u64 {
             hash = hash.wrapping_mul(PRIME);
         }
     }
-    hash
+    fmix64(hash)
+}
+
+/// murmur3's 64-bit finaliser: spreads every bit of `hash` over all 64 (full avalanche).
+fn fmix64(mut hash: u64) -> u64 {
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
 }
 
 /// How far after its relator's firing the task for `node` starts: a stable fraction of
@@ -112,14 +130,85 @@ mod tests {
         assert!(max <= 2 * mean, "a 1 s slice holds {max}, mean {mean}");
     }
 
+    /// Starts per one-second slice of the spread, for `nodes` splayed by `relator`.
+    fn starts_per_second(
+        relator: &str,
+        nodes: &[String],
+        window: Duration,
+        randomize: u8,
+    ) -> Vec<usize> {
+        let spread = window.mul_f64(f64::from(randomize) / 100.0);
+        let mut per_second = vec![0usize; spread.as_secs() as usize];
+        for node in nodes {
+            let offset = splay_offset(relator, node, window, randomize);
+            assert!(
+                offset < spread,
+                "{node} starts at {offset:?}, past the {spread:?} spread"
+            );
+            per_second[offset.as_secs() as usize] += 1;
+        }
+        per_second
+    }
+
+    #[test]
+    fn sequential_node_names_spread_evenly_over_the_window() {
+        // Names that differ only in their last characters: FNV-1a alone barely moves the top
+        // bits for those, which clumped such nodes within milliseconds of each other.
+        let styles: [(&str, Vec<String>); 2] = [
+            ("n001", (1..=200).map(|i| format!("n{i:03}")).collect()),
+            ("node-1", (1..=200).map(|i| format!("node-{i}")).collect()),
+        ];
+        for relator in ["relator", "r", "web-checks"] {
+            for (style, nodes) in &styles {
+                let per_second = starts_per_second(relator, nodes, Duration::from_secs(30), 50);
+                assert_eq!(per_second.len(), 15);
+                let slices = per_second.len();
+                // No slice above twice the mean (200 / 15), compared without rounding.
+                let crowded = per_second.iter().any(|&n| n * slices > 2 * nodes.len());
+                let empty = per_second.contains(&0);
+                assert!(
+                    !crowded && !empty,
+                    "relator `{relator}`, names like `{style}`: starts per second {per_second:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn names_one_character_apart_differ_in_about_half_the_top_bits() {
+        // The top bits are what `splay_offset` uses; a good mix flips each with probability
+        // one half, so neighbours differ in about 16 of the top 32 on average.
+        for names in [
+            (0..=200).map(|i| format!("n{i:03}")).collect::<Vec<_>>(),
+            (0..=200).map(|i| format!("node-{i}")).collect(),
+        ] {
+            let flipped: Vec<u32> = names
+                .windows(2)
+                .map(|pair| {
+                    let a = stable_hash(&["r", &pair[0]]);
+                    let b = stable_hash(&["r", &pair[1]]);
+                    ((a ^ b) >> 32).count_ones()
+                })
+                .collect();
+            let mean = f64::from(flipped.iter().sum::<u32>()) / flipped.len() as f64;
+            assert!(
+                (12.0..=20.0).contains(&mean),
+                "names like `{}`: {mean:.1} of the top 32 bits differ on average",
+                names[1]
+            );
+        }
+    }
+
     #[test]
     fn the_same_relator_and_node_always_get_the_same_offset() {
         let a = splay_offset("r", "web-1", Duration::from_secs(60), 25);
         let b = splay_offset("r", "web-1", Duration::from_secs(60), 25);
         assert_eq!(a, b);
         assert_ne!(a, splay_offset("r", "web-2", Duration::from_secs(60), 25));
-        // Pinned, so that a change of hash (which would move every task) is noticed.
-        assert_eq!(stable_hash(&["r", "web-1"]), 0x8715_41e4_7cf7_137f);
+        // Pinned: a restart must not move a task's start, so any change of hash (which moves
+        // every start, and every task id, once) has to be a deliberate edit of these values.
+        assert_eq!(stable_hash(&["r", "web-1"]), 0x8591_739c_260c_d355);
+        assert_eq!(a, Duration::from_nanos(7_826_259_980));
         assert_eq!(
             splay_offset("r", "x", Duration::from_secs(60), 0),
             Duration::ZERO
