@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
-use turbomon::bench::run::bench_tasks;
+use turbomon::bench::bench_tasks;
 use turbomon::proto::{SubmitAck, SubmitBatch, TaskAck};
 use turbomon::wire::batch::{packet_bytes, split_into_batches};
 

@@ -5,16 +5,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
-use serde::{Deserialize, Serialize};
+use clap::Args;
 
-use super::BenchError;
 use super::bound;
-use super::run::{Combination, RunSettings};
+use super::error::BenchError;
+use super::plan::{BenchPlan, Combination, LinkChoice, NO_LINK, RunSettings, TurboMode};
 use crate::link::{LinkProfile, builtin_profiles, load_profiles};
 
-/// The link name that means "no simulated link": plain loopback.
-pub const NO_LINK: &str = "none";
 /// Largest batch size accepted (a batch of this many tasks is about 1 MB).
 pub const MAX_BATCH_SIZE: usize = 10_000;
 /// Most tasks per loop accepted.
@@ -30,57 +27,6 @@ pub const MAX_IN_FLIGHT: usize = 10_000;
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default packet cap of the recommendation, in KB (1 KB = 1024 bytes).
 pub const DEFAULT_SAFE_PACKET_KB: u64 = 64;
-
-/// How tasks travel in one combination.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum, Serialize, Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum TurboMode {
-    /// Batches over one long-lived stream (the supervisor's turbo loops).
-    On,
-    /// One unary call per task, each on its own new connection (the supervisor's turbo-off loops).
-    Off,
-    /// Baseline: the same batches over a plain tonic stream to a server that acknowledges without
-    /// storing anything; no supervisor code, no statistics, no link.
-    Bare,
-}
-
-impl TurboMode {
-    /// `on`, `off` or `bare`, as in the JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TurboMode::On => "on",
-            TurboMode::Off => "off",
-            TurboMode::Bare => "bare",
-        }
-    }
-}
-
-impl std::fmt::Display for TurboMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A link to run over: a named profile, or `none` (plain loopback, no shaping, no counters).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LinkChoice {
-    /// The name given on the command line.
-    pub name: String,
-    /// The profile; `None` for `none`.
-    pub profile: Option<LinkProfile>,
-}
-
-impl LinkChoice {
-    /// Plain loopback.
-    pub fn none() -> Self {
-        Self {
-            name: NO_LINK.to_string(),
-            profile: None,
-        }
-    }
-}
 
 /// `turbomon bench`: measure loop time, packet size, wire bytes and efficiency for every
 /// combination of link, turbo mode and batch size.
@@ -198,30 +144,6 @@ pub struct TuneArgs {
     /// Seed for the link's jitter and loss, for repeatable runs.
     #[arg(long)]
     pub seed: Option<u64>,
-}
-
-/// A validated run: the combinations in order, the loop settings and the time bound.
-#[derive(Debug, Clone)]
-pub struct BenchPlan {
-    /// Every combination to run, in order.
-    pub combinations: Vec<Combination>,
-    /// Tasks, loops and limits shared by every combination.
-    pub settings: RunSettings,
-    /// The run is refused above this estimate and stopped past it.
-    pub max_time: Duration,
-    /// What the run is estimated to take.
-    pub estimated: Duration,
-    /// Packet cap for recommendations, in bytes.
-    pub safe_packet_bytes: u64,
-    /// Things the user should know about the plan (skipped or merged combinations).
-    pub notes: Vec<String>,
-}
-
-impl BenchPlan {
-    /// Loops (submission plus monitor) the whole plan runs: the progress bar's length.
-    pub fn total_loops(&self) -> u64 {
-        (self.combinations.len() * self.settings.loops * 2) as u64
-    }
 }
 
 fn invalid(flag: &'static str, reason: impl Into<String>) -> BenchError {

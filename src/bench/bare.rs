@@ -16,8 +16,8 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::bound;
-use super::run::{Measurement, RunSettings, bench_message_bytes, bench_tasks};
+use super::bound::{self, bench_message_bytes};
+use super::plan::{Measurement, RunSettings, bench_tasks};
 use crate::proto::engine_client::EngineClient;
 use crate::proto::engine_server::{Engine, EngineServer};
 use crate::proto::{
