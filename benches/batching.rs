@@ -6,8 +6,9 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
-use turbomon::bench::run::bench_tasks;
-use turbomon::proto::{SubmitAck, SubmitBatch, TaskAck};
+use turbomon::bench::bare::acknowledge_all;
+use turbomon::bench::bench_tasks;
+use turbomon::proto::SubmitBatch;
 use turbomon::wire::batch::{packet_bytes, split_into_batches};
 
 fn splitting(c: &mut Criterion) {
@@ -31,21 +32,8 @@ fn encoding(c: &mut Criterion) {
         batch_id: 42,
         tasks: bench_tasks(0, 30),
     };
-    let ack = SubmitAck {
-        batch_id: 42,
-        acks: batch
-            .tasks
-            .iter()
-            .map(|t| TaskAck {
-                task_id: t.id.clone(),
-                accepted: true,
-                reason: String::new(),
-                duplicate: false,
-                refusal: 0,
-            })
-            .collect(),
-        error: None,
-    };
+    // The ack the bare baseline server answers this batch with.
+    let ack = acknowledge_all(batch.clone());
     let encoded = batch.encode_to_vec();
     let mut group = c.benchmark_group("submit_batch_of_30");
     group.throughput(Throughput::Elements(30));

@@ -8,7 +8,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use turbomon::bench::bound::{LinkShape, LoopBytes, turbo_loop_bound, unary_loop_bound};
+use turbomon::bench::LoopBytes;
+use turbomon::bench::bound::{LinkShape, turbo_loop_bound, unary_loop_bound};
 
 fn turbomon(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_turbomon"))

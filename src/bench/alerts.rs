@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use super::{BenchError, LinkChoice};
+use super::error::BenchError;
+use super::plan::LinkChoice;
 use crate::config::{
     AlertConfig, AlertKind, CheckKind, EngineConfig, EngineEntry, GroupConfig, RelatorConfig,
     RuleConfig, SimOutcome, StatusMode, SupervisorConfig,

@@ -5,16 +5,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
-use serde::{Deserialize, Serialize};
+use clap::Args;
 
-use super::BenchError;
 use super::bound;
-use super::run::{Combination, RunSettings};
+use super::error::BenchError;
+use super::plan::{BenchPlan, Combination, LinkChoice, NO_LINK, RunSettings, TurboMode};
 use crate::link::{LinkProfile, builtin_profiles, load_profiles};
 
-/// The link name that means "no simulated link": plain loopback.
-pub const NO_LINK: &str = "none";
 /// Largest batch size accepted (a batch of this many tasks is about 1 MB).
 pub const MAX_BATCH_SIZE: usize = 10_000;
 /// Most tasks per loop accepted.
@@ -30,57 +27,6 @@ pub const MAX_IN_FLIGHT: usize = 10_000;
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default packet cap of the recommendation, in KB (1 KB = 1024 bytes).
 pub const DEFAULT_SAFE_PACKET_KB: u64 = 64;
-
-/// How tasks travel in one combination.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum, Serialize, Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum TurboMode {
-    /// Batches over one long-lived stream (the supervisor's turbo loops).
-    On,
-    /// One unary call per task, each on its own new connection (the supervisor's turbo-off loops).
-    Off,
-    /// Baseline: the same batches over a plain tonic stream to a server that acknowledges without
-    /// storing anything; no supervisor code, no statistics, no link.
-    Bare,
-}
-
-impl TurboMode {
-    /// `on`, `off` or `bare`, as in the JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TurboMode::On => "on",
-            TurboMode::Off => "off",
-            TurboMode::Bare => "bare",
-        }
-    }
-}
-
-impl std::fmt::Display for TurboMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A link to run over: a named profile, or `none` (plain loopback, no shaping, no counters).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LinkChoice {
-    /// The name given on the command line.
-    pub name: String,
-    /// The profile; `None` for `none`.
-    pub profile: Option<LinkProfile>,
-}
-
-impl LinkChoice {
-    /// Plain loopback.
-    pub fn none() -> Self {
-        Self {
-            name: NO_LINK.to_string(),
-            profile: None,
-        }
-    }
-}
 
 /// `turbomon bench`: measure loop time, packet size, wire bytes and efficiency for every
 /// combination of link, turbo mode and batch size.
@@ -198,30 +144,6 @@ pub struct TuneArgs {
     /// Seed for the link's jitter and loss, for repeatable runs.
     #[arg(long)]
     pub seed: Option<u64>,
-}
-
-/// A validated run: the combinations in order, the loop settings and the time bound.
-#[derive(Debug, Clone)]
-pub struct BenchPlan {
-    /// Every combination to run, in order.
-    pub combinations: Vec<Combination>,
-    /// Tasks, loops and limits shared by every combination.
-    pub settings: RunSettings,
-    /// The run is refused above this estimate and stopped past it.
-    pub max_time: Duration,
-    /// What the run is estimated to take.
-    pub estimated: Duration,
-    /// Packet cap for recommendations, in bytes.
-    pub safe_packet_bytes: u64,
-    /// Things the user should know about the plan (skipped or merged combinations).
-    pub notes: Vec<String>,
-}
-
-impl BenchPlan {
-    /// Loops (submission plus monitor) the whole plan runs: the progress bar's length.
-    pub fn total_loops(&self) -> u64 {
-        (self.combinations.len() * self.settings.loops * 2) as u64
-    }
 }
 
 fn invalid(flag: &'static str, reason: impl Into<String>) -> BenchError {
@@ -362,6 +284,81 @@ fn check_packet_cap(max_packet_kb: u64) -> Result<u64, BenchError> {
         .ok_or_else(|| invalid("--max-packet-kb", "is absurdly large"))
 }
 
+/// The loop arguments `bench` and `tune` both take, validated by [`LoopArgs::check`].
+struct LoopArgs<'a> {
+    batch_sizes: &'a [usize],
+    tasks: usize,
+    loops: usize,
+    max_connections: usize,
+    max_inflight_batches: usize,
+    max_packet_kb: u64,
+    max_time: Duration,
+    seed: Option<u64>,
+}
+
+/// [`LoopArgs`] once checked: what both commands build their plan from.
+struct CheckedLoops {
+    /// The batch sizes, sorted.
+    batch_sizes: Vec<usize>,
+    settings: RunSettings,
+    safe_packet_bytes: u64,
+    max_time: Duration,
+}
+
+impl LoopArgs<'_> {
+    /// The checks `bench` and `tune` share, naming the flag: the batch sizes, `--tasks`,
+    /// `--loops`, the tasks held (`--tasks` × `--loops`), `--max-inflight-batches` and
+    /// `--max-packet-kb`. `--max-time` is checked against the estimate by
+    /// [`CheckedLoops::into_plan`]; `max_connections` is the caller's to check.
+    fn check(&self) -> Result<CheckedLoops, BenchError> {
+        let batch_sizes = check_batch_sizes(self.batch_sizes)?;
+        check_count("--tasks", self.tasks, MAX_TASKS, "tasks")?;
+        check_count("--loops", self.loops, MAX_LOOPS, "loops")?;
+        check_held(self.tasks, self.loops)?;
+        check_count(
+            "--max-inflight-batches",
+            self.max_inflight_batches,
+            MAX_IN_FLIGHT,
+            "batches",
+        )?;
+        let safe_packet_bytes = check_packet_cap(self.max_packet_kb)?;
+        Ok(CheckedLoops {
+            batch_sizes,
+            settings: RunSettings {
+                tasks: self.tasks,
+                loops: self.loops,
+                max_connections: self.max_connections,
+                max_inflight_batches: self.max_inflight_batches,
+                reply_timeout: REPLY_TIMEOUT.min(self.max_time),
+                seed: self.seed,
+            },
+            safe_packet_bytes,
+            max_time: self.max_time,
+        })
+    }
+}
+
+impl CheckedLoops {
+    /// The plan running `combinations`, refused (naming `--max-time`) when its estimate exceeds
+    /// the time bound.
+    fn into_plan(
+        self,
+        combinations: Vec<Combination>,
+        notes: Vec<String>,
+    ) -> Result<BenchPlan, BenchError> {
+        let estimated = bound::estimate_plan(&combinations, &self.settings);
+        check_max_time(self.max_time, estimated)?;
+        Ok(BenchPlan {
+            combinations,
+            settings: self.settings,
+            max_time: self.max_time,
+            estimated,
+            safe_packet_bytes: self.safe_packet_bytes,
+            notes,
+        })
+    }
+}
+
 impl BenchArgs {
     /// Validate every argument and build the run. Refused (naming the flag): an unknown link
     /// profile, a batch size of 0, 0 tasks or loops, `bare` without link `none`, an estimated
@@ -382,7 +379,6 @@ impl BenchArgs {
             }
             links.push(link);
         }
-        let batch_sizes = check_batch_sizes(&self.batch_sizes)?;
         if self.turbo.is_empty() {
             return Err(invalid("--turbo", "give at least one of on, off, bare"));
         }
@@ -391,25 +387,26 @@ impl BenchArgs {
         if let Some(pair) = turbo.windows(2).find(|w| w[0] == w[1]) {
             return Err(invalid("--turbo", format!("`{}` is listed twice", pair[0])));
         }
-        check_count("--tasks", self.tasks, MAX_TASKS, "tasks")?;
-        check_count("--loops", self.loops, MAX_LOOPS, "loops")?;
+        let checked = LoopArgs {
+            batch_sizes: &self.batch_sizes,
+            tasks: self.tasks,
+            loops: self.loops,
+            max_connections: self.max_connections,
+            max_inflight_batches: self.max_inflight_batches,
+            max_packet_kb: self.max_packet_kb,
+            max_time: self.max_time,
+            seed: self.seed,
+        }
+        .check()?;
         if !self.status_mode.is_empty() {
             check_count("--alert-samples", self.alert_samples, 10_000, "tasks")?;
         }
-        check_held(self.tasks, self.loops)?;
         check_count(
             "--max-connections",
             self.max_connections,
             MAX_IN_FLIGHT,
             "connections",
         )?;
-        check_count(
-            "--max-inflight-batches",
-            self.max_inflight_batches,
-            MAX_IN_FLIGHT,
-            "batches",
-        )?;
-        let safe_packet_bytes = check_packet_cap(self.max_packet_kb)?;
 
         let mut notes = Vec::new();
         if turbo.contains(&TurboMode::Bare) {
@@ -431,7 +428,7 @@ impl BenchArgs {
                 ));
             }
         }
-        if turbo.contains(&TurboMode::Off) && batch_sizes != [1] {
+        if turbo.contains(&TurboMode::Off) && checked.batch_sizes != [1] {
             notes.push(
                 "turbo off sends one task per call on its own connection, so batch sizes do not apply: it runs once per link and is reported at batch size 1"
                     .to_string(),
@@ -449,33 +446,18 @@ impl BenchArgs {
                     }),
                     TurboMode::Bare if link.profile.is_some() => {}
                     TurboMode::On | TurboMode::Bare => {
-                        combinations.extend(batch_sizes.iter().map(|&batch_size| Combination {
-                            link: link.clone(),
-                            turbo: mode,
-                            batch_size,
+                        combinations.extend(checked.batch_sizes.iter().map(|&batch_size| {
+                            Combination {
+                                link: link.clone(),
+                                turbo: mode,
+                                batch_size,
+                            }
                         }))
                     }
                 }
             }
         }
-        let settings = RunSettings {
-            tasks: self.tasks,
-            loops: self.loops,
-            max_connections: self.max_connections,
-            max_inflight_batches: self.max_inflight_batches,
-            reply_timeout: REPLY_TIMEOUT.min(self.max_time),
-            seed: self.seed,
-        };
-        let estimated = bound::estimate_plan(&combinations, &settings);
-        check_max_time(self.max_time, estimated)?;
-        Ok(BenchPlan {
-            combinations,
-            settings,
-            max_time: self.max_time,
-            estimated,
-            safe_packet_bytes,
-            notes,
-        })
+        checked.into_plan(combinations, notes)
     }
 }
 
@@ -485,18 +467,19 @@ impl TuneArgs {
     pub fn plan(&self) -> Result<BenchPlan, BenchError> {
         let profiles = known_profiles(self.profiles.as_deref())?;
         let link = resolve_link("--link", &self.link, &profiles)?;
-        let batch_sizes = check_batch_sizes(&self.batch_sizes)?;
-        check_count("--tasks", self.tasks, MAX_TASKS, "tasks")?;
-        check_count("--loops", self.loops, MAX_LOOPS, "loops")?;
-        check_held(self.tasks, self.loops)?;
-        check_count(
-            "--max-inflight-batches",
-            self.max_inflight_batches,
-            MAX_IN_FLIGHT,
-            "batches",
-        )?;
-        let safe_packet_bytes = check_packet_cap(self.max_packet_kb)?;
-        let combinations: Vec<Combination> = batch_sizes
+        let checked = LoopArgs {
+            batch_sizes: &self.batch_sizes,
+            tasks: self.tasks,
+            loops: self.loops,
+            max_connections: crate::config::defaults::max_connections(),
+            max_inflight_batches: self.max_inflight_batches,
+            max_packet_kb: self.max_packet_kb,
+            max_time: self.max_time,
+            seed: self.seed,
+        }
+        .check()?;
+        let combinations: Vec<Combination> = checked
+            .batch_sizes
             .iter()
             .map(|&batch_size| Combination {
                 link: link.clone(),
@@ -504,24 +487,7 @@ impl TuneArgs {
                 batch_size,
             })
             .collect();
-        let settings = RunSettings {
-            tasks: self.tasks,
-            loops: self.loops,
-            max_connections: crate::config::defaults::max_connections(),
-            max_inflight_batches: self.max_inflight_batches,
-            reply_timeout: REPLY_TIMEOUT.min(self.max_time),
-            seed: self.seed,
-        };
-        let estimated = bound::estimate_plan(&combinations, &settings);
-        check_max_time(self.max_time, estimated)?;
-        Ok(BenchPlan {
-            combinations,
-            settings,
-            max_time: self.max_time,
-            estimated,
-            safe_packet_bytes,
-            notes: Vec::new(),
-        })
+        checked.into_plan(combinations, Vec::new())
     }
 }
 
@@ -541,6 +507,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(huge.contains("largest accepted"), "{huge}");
+    }
+
+    #[derive(clap::Parser)]
+    struct BenchCli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    #[derive(clap::Parser)]
+    struct TuneCli {
+        #[command(flatten)]
+        args: TuneArgs,
+    }
+
+    #[test]
+    fn bench_and_tune_refuse_bad_loop_arguments_with_the_same_message() {
+        use clap::Parser;
+        let bad: [&[&str]; 7] = [
+            &["--batch-sizes", "1,0"],
+            &["--tasks", "0"],
+            &["--loops", "0"],
+            &["--tasks", "1000000", "--loops", "3"],
+            &["--max-inflight-batches", "0"],
+            &["--max-packet-kb", "0"],
+            &["--max-time", "0s"],
+        ];
+        for args in bad {
+            let bench = BenchCli::try_parse_from(["bench", "--links", "none"].iter().chain(args))
+                .expect("bench arguments parse")
+                .args
+                .plan()
+                .expect_err("bench refuses")
+                .to_string();
+            let tune = TuneCli::try_parse_from(["tune", "--link", "none"].iter().chain(args))
+                .expect("tune arguments parse")
+                .args
+                .plan()
+                .expect_err("tune refuses")
+                .to_string();
+            assert_eq!(bench, tune, "{args:?}");
+            assert!(bench.starts_with(&format!("{}:", args[0])), "{bench}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The `--turbo bare` baseline: the same batches over a plain tonic bidirectional stream, with
 //! nothing of ours on either side. The server ([`BareEngine`]) acknowledges every task at once
-//! and keeps nothing; the client sends the batches with the same number in flight and counts the
-//! replies. No scheduler, no statistics, no link shaping: the ceiling our pipeline is compared to.
+//! ([`acknowledge_all`]) and keeps nothing; the client sends the batches with the same number in
+//! flight and counts the replies. No scheduler, no statistics, no link shaping: the ceiling our
+//! pipeline is compared to.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,20 +17,35 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::bound;
-use super::run::{Measurement, RunSettings, bench_message_bytes, bench_tasks};
+use super::bound::{self, bench_message_bytes};
+use super::plan::{Measurement, RunSettings, bench_tasks};
 use crate::proto::engine_client::EngineClient;
 use crate::proto::engine_server::{Engine, EngineServer};
 use crate::proto::{
     CompletionBatch, CompletionsRequest, StatusBatch, StatusOneReply, StatusOneRequest,
-    StatusQuery, SubmitAck, SubmitBatch, SubmitOneReply, SubmitOneRequest, TaskAck, TaskState,
-    TaskStatus,
+    StatusQuery, SubmitAck, SubmitBatch, SubmitOneReply, SubmitOneRequest, TaskState, TaskStatus,
 };
 use crate::wire::batch::{framed_bytes, split_into_batches};
+use crate::wire::refusal::accepted;
 use crate::wire::stream::Batched;
 
 /// Replies queued on the server side of one stream.
 const REPLY_QUEUE: usize = 256;
+
+/// The reply of a server that accepts everything: one ack per task of `batch`, each accepted
+/// and not a duplicate, under the batch's id and without an error. [`BareEngine`] answers every
+/// submission batch with it.
+pub fn acknowledge_all(batch: SubmitBatch) -> SubmitAck {
+    SubmitAck {
+        batch_id: batch.batch_id,
+        acks: batch
+            .tasks
+            .into_iter()
+            .map(|task| accepted(task.id, false))
+            .collect(),
+        error: None,
+    }
+}
 
 /// A server that acknowledges every task and answers every status query as `OK` immediately,
 /// holding nothing.
@@ -50,22 +66,7 @@ impl Engine for BareEngine {
         let (tx, rx) = mpsc::channel(REPLY_QUEUE);
         tokio::spawn(async move {
             while let Ok(Some(batch)) = inbound.message().await {
-                let ack = SubmitAck {
-                    batch_id: batch.batch_id,
-                    acks: batch
-                        .tasks
-                        .into_iter()
-                        .map(|task| TaskAck {
-                            task_id: task.id,
-                            accepted: true,
-                            reason: String::new(),
-                            duplicate: false,
-                            refusal: 0,
-                        })
-                        .collect(),
-                    error: None,
-                };
-                if tx.send(Ok(ack)).await.is_err() {
+                if tx.send(Ok(acknowledge_all(batch))).await.is_err() {
                     break;
                 }
             }
@@ -372,4 +373,30 @@ pub async fn run_bare(
     drop(status_tx);
     drop(server);
     Ok(measured)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_task_of_a_batch_is_acknowledged_as_accepted() {
+        let tasks = bench_tasks(0, 3);
+        let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        let ack = acknowledge_all(SubmitBatch { batch_id: 7, tasks });
+        assert_eq!(ack.batch_id, 7);
+        assert_eq!(ack.error, None);
+        assert_eq!(
+            ack.acks
+                .iter()
+                .map(|a| a.task_id.clone())
+                .collect::<Vec<_>>(),
+            ids
+        );
+        assert!(
+            ack.acks
+                .iter()
+                .all(|a| a.accepted && !a.duplicate && a.reason.is_empty())
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! Pure arithmetic: the physical bound of a loop (what the link alone forces), the packet sizes
-//! a batch size will produce, and the estimate of how long a run takes.
+//! a batch size will produce, the largest message a run must accept, and the estimate of how
+//! long a run takes.
 //!
 //! The bound of a turbo-on loop is two one-way latencies (the first batch out, the last ack back)
 //! plus the loop's bytes on the busier direction ÷ the bandwidth. Turbo off opens one connection
@@ -12,8 +13,8 @@ use std::time::Duration;
 
 use prost::Message;
 
-use super::args::TurboMode;
-use super::run::{Combination, RunSettings, bench_tasks};
+use super::plan::{Combination, LoopBytes, RunSettings, TurboMode, bench_tasks};
+use crate::config::defaults;
 use crate::link::LinkProfile;
 use crate::proto::{
     StatusBatch, StatusQuery, SubmitAck, SubmitBatch, SubmitOneReply, SubmitOneRequest, Task,
@@ -54,27 +55,6 @@ impl LinkShape {
                 Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
             }
         }
-    }
-}
-
-/// Bytes a link carried during one loop, per direction.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LoopBytes {
-    /// Supervisor to engine.
-    pub client_to_server: u64,
-    /// Engine to supervisor.
-    pub server_to_client: u64,
-}
-
-impl LoopBytes {
-    /// Both directions together.
-    pub fn total(&self) -> u64 {
-        self.client_to_server + self.server_to_client
-    }
-
-    /// The busier direction.
-    pub fn busier(&self) -> u64 {
-        self.client_to_server.max(self.server_to_client)
     }
 }
 
@@ -150,13 +130,7 @@ pub fn status_packet_bytes(batch_size: usize) -> u64 {
 }
 
 fn accepted(task: &Task) -> TaskAck {
-    TaskAck {
-        task_id: task.id.clone(),
-        accepted: true,
-        reason: String::new(),
-        duplicate: false,
-        refusal: 0,
-    }
+    crate::wire::refusal::accepted(task.id.clone(), false)
 }
 
 fn finished_status(id: &str) -> TaskStatus {
@@ -169,6 +143,12 @@ fn finished_status(id: &str) -> TaskStatus {
         finished_unix_ms: 1_700_000_000_000,
         attempt: 1,
     }
+}
+
+/// Largest message either side accepts: the default, or room for the largest packet.
+pub(super) fn bench_message_bytes(largest_packet_bytes: u64) -> usize {
+    let needed = usize::try_from(largest_packet_bytes.saturating_mul(2)).unwrap_or(usize::MAX);
+    defaults::max_message_bytes().max(needed)
 }
 
 /// Processing time allowed per task in the run-time estimate (both sides, debug builds included).

@@ -9,93 +9,47 @@
 //! that acknowledges without storing anything. `tune` sweeps batch sizes on one link and
 //! recommends the smallest batch whose loop time is within 5 % of the best.
 //!
+//! - [`error`]: [`BenchError`], why a run was refused or stopped.
+//! - [`plan`]: the data every file shares: [`Combination`] ([`LinkChoice`], [`TurboMode`],
+//!   batch size), [`RunSettings`], [`BenchPlan`], the loops' tasks ([`bench_tasks`]) and what a
+//!   combination measures ([`Measurement`], [`LoopBytes`]).
 //! - [`alerts`]: alert latency by status mode (poll or push).
 //! - [`args`]: command-line arguments and their validation into a [`BenchPlan`].
-//! - [`bound`]: the physical bound of a loop and the run-time estimate (pure arithmetic).
-//! - [`run`]: running one combination and a whole plan.
+//! - [`bound`]: the physical bound of a loop, packet and message sizes, and the run-time
+//!   estimate (pure arithmetic).
+//! - [`run`]: running one combination and a whole plan, and the progress bar.
 //! - [`bare`]: the bare tonic baseline (server and client).
 //! - [`report`]: rows, and their table, JSON and CSV forms.
 //! - [`plot`]: the SVG figure.
 //! - [`tune`]: the recommendation (a pure function) and the `tune` command.
+//!
+//! The files depend on each other one way only: [`plan`] and [`error`] on no other bench file;
+//! [`bound`] and [`alerts`] on those two only; [`args`], [`bare`] and [`report`] also on
+//! [`bound`] (and [`report`] on [`alerts`]); [`run`] and [`plot`] also on [`report`] (and
+//! [`run`] on [`bare`]); [`tune`] also on [`run`] and [`args`]; this file, which holds the two
+//! commands, on all of them. Nothing below reaches back into this file.
 
 pub mod alerts;
 pub mod args;
 pub mod bare;
 pub mod bound;
+pub mod error;
+pub mod plan;
 pub mod plot;
 pub mod report;
 pub mod run;
 pub mod tune;
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
 
-pub use args::{BenchArgs, BenchPlan, LinkChoice, TuneArgs, TurboMode};
+pub use args::{BenchArgs, TuneArgs};
+pub use error::BenchError;
+pub use plan::{
+    BenchPlan, Combination, LinkChoice, LoopBytes, Measurement, RunSettings, TurboMode, bench_tasks,
+};
 pub use report::Row;
-pub use run::{Combination, RunSettings, run_plan};
-
-/// Why a bench or tune run was refused or stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum BenchError {
-    /// An argument is invalid; `flag` names it.
-    #[error("{flag}: {reason}")]
-    InvalidArgument {
-        /// The flag, e.g. `--batch-sizes`.
-        flag: &'static str,
-        /// What is wrong and what is accepted.
-        reason: String,
-    },
-    /// The link profiles file could not be loaded.
-    #[error("--profiles: {0}")]
-    Profiles(#[source] crate::link::LinkError),
-    /// A combination could not be set up or one of its loops failed.
-    #[error("{combination}: {reason}")]
-    Combination {
-        /// Which combination (link, turbo mode, batch size).
-        combination: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The run went past `--max-time`.
-    #[error(
-        "stopped after {} (--max-time) during {combination}, with {done} of {total} combinations done; raise --max-time or run fewer combinations",
-        humantime::format_duration(*max_time)
-    )]
-    TimedOut {
-        /// The time bound.
-        max_time: Duration,
-        /// The combination that was running.
-        combination: String,
-        /// Combinations finished.
-        done: usize,
-        /// Combinations planned.
-        total: usize,
-    },
-    /// A report file could not be written.
-    #[error("cannot write {}: {reason}", path.display())]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        reason: String,
-    },
-}
-
-/// A progress bar on stderr, or a hidden one when stderr is not a terminal or `quiet` is set.
-pub fn progress_bar(total_steps: u64, quiet: bool) -> indicatif::ProgressBar {
-    if quiet || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total_steps);
-    let style = indicatif::ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} loops, eta {eta}  {msg}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
-}
+pub use run::{progress_bar, run_plan};
 
 /// `turbomon bench`: validate, run, and print the table (or JSON), CSV, plot and
 /// recommendations the arguments ask for. Nothing starts when an argument is invalid.

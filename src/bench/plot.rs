@@ -8,8 +8,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::BenchError;
-use super::args::TurboMode;
+use super::error::BenchError;
+use super::plan::TurboMode;
 use super::report::Row;
 
 /// Line colours, one per series (cycled).

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::args::{BenchPlan, TurboMode};
 use super::bound::{LinkShape, loop_bound};
-use super::run::{Combination, Measurement, RunSettings};
+use super::plan::{BenchPlan, Combination, Measurement, RunSettings, TurboMode};
 
 /// Loop-time summary in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -347,8 +346,7 @@ pub fn render_table(rows: &[Row], plan: &BenchPlan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::args::LinkChoice;
-    use crate::bench::bound::LoopBytes;
+    use crate::bench::plan::{LinkChoice, LoopBytes};
 
     fn settings() -> RunSettings {
         RunSettings {

@@ -8,6 +8,7 @@
 //! releasing the results collected in loop i − 1, as the supervisor does. The link's byte
 //! counters are read before and after every submission loop.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::ProgressBar;
@@ -15,108 +16,25 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::BenchError;
-use super::args::{BenchPlan, LinkChoice, TurboMode};
 use super::bare;
-use super::bound::{self, LoopBytes};
+use super::bound::{self, bench_message_bytes};
+use super::error::BenchError;
+use super::plan::{
+    BenchPlan, Combination, LoopBytes, Measurement, RunSettings, TurboMode, bench_tasks,
+};
 use super::report::Row;
 use crate::config::{EngineConfig, defaults};
 use crate::engine::Engine;
 use crate::link::{Link, LinkCounters};
-use crate::proto::{Check, Priority, SimCheck, Task, TaskState, check::Kind};
-use crate::supervisor::schedule::plan::task_id;
+use crate::proto::TaskState;
 use crate::transport::Dialer;
 use crate::wire::batch::BatchIds;
 use crate::wire::status::{MonitorOutcome, TaskId, monitor_turbo, monitor_unary};
 use crate::wire::stream::{StatusStream, SubmitStream};
 use crate::wire::submit::{Delivery, LoopLimits, SubmissionOutcome, submit_turbo, submit_unary};
 
-/// One row's worth of work: a link, a turbo mode and a batch size.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Combination {
-    /// The link between supervisor and engine.
-    pub link: LinkChoice,
-    /// How tasks travel.
-    pub turbo: TurboMode,
-    /// Tasks per batch (1 for turbo off).
-    pub batch_size: usize,
-}
-
-impl std::fmt::Display for Combination {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "link {} turbo {} batch {}",
-            self.link.name, self.turbo, self.batch_size
-        )
-    }
-}
-
-/// Settings shared by every combination of a run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunSettings {
-    /// Tasks per loop.
-    pub tasks: usize,
-    /// Submission loops, then as many monitor loops.
-    pub loops: usize,
-    /// Turbo off: connections at once.
-    pub max_connections: usize,
-    /// Turbo on and bare: batches in flight at once.
-    pub max_inflight_batches: usize,
-    /// How long one batch or call may wait for its reply.
-    pub reply_timeout: Duration,
-    /// Seed for the link's jitter and loss; random when `None`.
-    pub seed: Option<u64>,
-}
-
-/// What one combination measured.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Measurement {
-    /// Duration of each submission loop.
-    pub submit_loops: Vec<Duration>,
-    /// Duration of each monitor loop.
-    pub monitor_loops: Vec<Duration>,
-    /// Bytes of every submission packet (request plus reply, gRPC framing included).
-    pub submit_packets: Vec<u64>,
-    /// Bytes of every monitor packet.
-    pub monitor_packets: Vec<u64>,
-    /// Bytes the link carried during each submission loop; `None` without a link.
-    pub submit_wire: Option<Vec<LoopBytes>>,
-}
-
-/// Scheduled instant of the first bench loop, ms since the epoch; each loop is one second later,
-/// so every loop's task ids are new.
-const FIRST_LOOP_UNIX_MS: i64 = 1_700_000_000_000;
 /// How long a stopping engine may take before it is abandoned.
 const ENGINE_STOP_GRACE: Duration = Duration::from_secs(15);
-
-/// The sim tasks of loop `loop_index`: `count` tasks of duration 0 with ids unique per loop,
-/// shaped like a supervisor's (`relator/rule/node/scheduled-ms`).
-pub fn bench_tasks(loop_index: usize, count: usize) -> Vec<Task> {
-    let scheduled_unix_ms = FIRST_LOOP_UNIX_MS + 1000 * i64::try_from(loop_index).unwrap_or(0);
-    (0..count)
-        .map(|i| {
-            let node = format!("node-{i:05}");
-            Task {
-                id: task_id("bench", "sim", &node, scheduled_unix_ms),
-                relator: "bench".to_string(),
-                rule: "sim".to_string(),
-                node,
-                scheduled_unix_ms,
-                attempt: 1,
-                timeout_ms: 10_000,
-                check: Some(Check {
-                    kind: Some(Kind::Sim(SimCheck {
-                        duration_ms: 0,
-                        outcome: TaskState::Ok as i32,
-                        value: 1.0,
-                    })),
-                }),
-                priority: Priority::Normal as i32,
-            }
-        })
-        .collect()
-}
 
 /// Engine settings for a bench combination: caps raised so the bench never hits them.
 pub fn bench_engine_config(combination: &Combination, settings: &RunSettings) -> EngineConfig {
@@ -131,12 +49,6 @@ pub fn bench_engine_config(combination: &Combination, settings: &RunSettings) ->
         max_message_bytes: bench_message_bytes(packet),
         ..EngineConfig::default()
     }
-}
-
-/// Largest message either side accepts: the default, or room for the largest packet.
-pub(super) fn bench_message_bytes(largest_packet_bytes: u64) -> usize {
-    let needed = usize::try_from(largest_packet_bytes.saturating_mul(2)).unwrap_or(usize::MAX);
-    defaults::max_message_bytes().max(needed)
 }
 
 /// An engine served on loopback for one combination; stopped when dropped.
@@ -398,6 +310,21 @@ fn check_submission(loop_index: usize, outcome: &SubmissionOutcome) -> Result<()
     }
 }
 
+/// A progress bar on stderr, or a hidden one when stderr is not a terminal or `quiet` is set.
+pub fn progress_bar(total_steps: u64, quiet: bool) -> indicatif::ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total_steps);
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} loops, eta {eta}  {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
 /// Run every combination of `plan` in order, within `plan.max_time`. On a failure, the rows
 /// measured so far come back with the error.
 pub async fn run_plan(
@@ -445,19 +372,6 @@ pub async fn run_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bench_task_ids_are_unique_within_and_across_loops() {
-        let mut ids: Vec<String> = (0..3)
-            .flat_map(|l| bench_tasks(l, 50))
-            .map(|t| t.id)
-            .collect();
-        let all = ids.len();
-        ids.sort();
-        ids.dedup();
-        assert_eq!(ids.len(), all);
-        assert_eq!(all, 150);
-    }
 
     #[test]
     fn a_loop_with_a_refused_task_is_a_failed_measurement() {

@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::BenchError;
-use super::args::{BenchPlan, LinkChoice, TuneArgs, TurboMode};
+use super::args::TuneArgs;
 use super::bound;
+use super::error::BenchError;
+use super::plan::{BenchPlan, LinkChoice, Measurement, TurboMode};
 use super::report::Row;
-use super::run::{Measurement, run_combination};
+use super::run::{progress_bar, run_combination};
 
 /// How close to the best loop time a smaller batch must come to be preferred: 5 %.
 pub const WITHIN_BEST: f64 = 0.05;
@@ -384,7 +385,7 @@ pub async fn run_cli(args: TuneArgs) -> Result<(), BenchError> {
             refusal: skipped(status, &submit, "submission"),
         });
     }
-    let progress = super::progress_bar((to_run.len() * plan.settings.loops * 2) as u64, args.json);
+    let progress = progress_bar((to_run.len() * plan.settings.loops * 2) as u64, args.json);
     let deadline = tokio::time::Instant::now() + plan.max_time;
     let mut measured: Vec<(usize, Measurement)> = Vec::new();
     for (done, combination) in to_run.iter().enumerate() {
