@@ -10,7 +10,7 @@ use crate::config::{AlertConfig, AlertKind};
 
 /// What an alert says.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct AlertEvent {
+pub(crate) struct AlertEvent {
     /// Engine that ran the task.
     pub engine: String,
     /// Relator that scheduled it.
@@ -33,7 +33,7 @@ pub struct AlertEvent {
 
 /// Why an alert action did not complete.
 #[derive(Debug, thiserror::Error)]
-pub enum AlertError {
+pub(crate) enum AlertError {
     /// The webhook could not be reached or answered with an error status.
     #[error("webhook {url}: {reason}")]
     Webhook {
@@ -54,13 +54,13 @@ pub enum AlertError {
 
 /// The configured alert actions, by name.
 #[derive(Debug, Clone, Default)]
-pub struct AlertActions {
+pub(crate) struct AlertActions {
     actions: HashMap<String, AlertConfig>,
 }
 
 impl AlertActions {
     /// Index the configured actions by name.
-    pub fn new(actions: &[AlertConfig]) -> Self {
+    pub(crate) fn new(actions: &[AlertConfig]) -> Self {
         Self {
             actions: actions
                 .iter()
@@ -70,7 +70,7 @@ impl AlertActions {
     }
 
     /// Fire the named actions for `event` in the background; failures are logged.
-    pub fn fire(&self, names: &[String], event: AlertEvent) {
+    pub(crate) fn fire(&self, names: &[String], event: AlertEvent) {
         for name in names {
             let Some(action) = self.actions.get(name).cloned() else {
                 tracing::error!(target: "turbomon::alert", alert = %name, "alert action is not defined");
@@ -87,7 +87,7 @@ impl AlertActions {
 }
 
 /// Run one action to completion.
-pub async fn fire_one(action: &AlertConfig, event: &AlertEvent) -> Result<(), AlertError> {
+pub(crate) async fn fire_one(action: &AlertConfig, event: &AlertEvent) -> Result<(), AlertError> {
     match action.kind {
         AlertKind::Log => {
             tracing::warn!(

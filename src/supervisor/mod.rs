@@ -12,7 +12,7 @@
 //!
 //! Talking to an engine goes through [`crate::wire`] only.
 
-pub mod alert;
+pub(crate) mod alert;
 mod completion;
 mod counters;
 mod engine;

@@ -20,7 +20,7 @@ const RELEASE_IDS_FIELD: u32 = 3;
 const MAX_BATCH_ID_BYTES: usize = 1 + 10;
 
 /// `SubmitBatch { batch_id, tasks }`, encoded.
-pub fn submit_batch(batch_id: u64, tasks: &[Task]) -> Bytes {
+pub(crate) fn submit_batch(batch_id: u64, tasks: &[Task]) -> Bytes {
     let mut buf = BytesMut::with_capacity(submit_batch_len(tasks));
     if batch_id != 0 {
         encoding::uint64::encode(BATCH_ID_FIELD, &batch_id, &mut buf);
@@ -32,12 +32,16 @@ pub fn submit_batch(batch_id: u64, tasks: &[Task]) -> Bytes {
 }
 
 /// The most bytes `SubmitBatch` with these tasks can take, whatever its batch id.
-pub fn submit_batch_len(tasks: &[Task]) -> usize {
+pub(crate) fn submit_batch_len(tasks: &[Task]) -> usize {
     MAX_BATCH_ID_BYTES + encoding::message::encoded_len_repeated(TASKS_FIELD, tasks)
 }
 
 /// `StatusQuery { batch_id, task_ids, release_ids }`, encoded.
-pub fn status_query(batch_id: u64, task_ids: &[Arc<str>], release_ids: &[Arc<str>]) -> Bytes {
+pub(crate) fn status_query(
+    batch_id: u64,
+    task_ids: &[Arc<str>],
+    release_ids: &[Arc<str>],
+) -> Bytes {
     let len = MAX_BATCH_ID_BYTES + strings_len(task_ids) + strings_len(release_ids);
     let mut buf = BytesMut::with_capacity(len);
     if batch_id != 0 {
@@ -49,7 +53,7 @@ pub fn status_query(batch_id: u64, task_ids: &[Arc<str>], release_ids: &[Arc<str
 }
 
 /// Bytes one string takes as an element of a repeated string field (numbers below 16).
-pub fn string_len(value: &str) -> usize {
+pub(crate) fn string_len(value: &str) -> usize {
     1 + encoding::encoded_len_varint(value.len() as u64) + value.len()
 }
 

@@ -13,8 +13,8 @@
 //! - [`unary`]: a single call on its own new connection (turbo off).
 
 pub mod batch;
-pub mod encode;
-pub mod refusal;
+pub(crate) mod encode;
+pub(crate) mod refusal;
 pub mod status;
 pub mod stream;
 pub mod submit;

@@ -6,7 +6,7 @@
 use crate::proto::{BatchError, Refusal, TaskAck};
 
 /// The answer for a task the engine holds (`duplicate`: it already did and will not run it again).
-pub fn accepted(task_id: String, duplicate: bool) -> TaskAck {
+pub(crate) fn accepted(task_id: String, duplicate: bool) -> TaskAck {
     TaskAck {
         task_id,
         accepted: true,
@@ -18,7 +18,7 @@ pub fn accepted(task_id: String, duplicate: bool) -> TaskAck {
 
 /// The answer for a task the engine does not take, with the code the supervisor acts on and a
 /// reason for people.
-pub fn refused(task_id: String, refusal: Refusal, reason: String) -> TaskAck {
+pub(crate) fn refused(task_id: String, refusal: Refusal, reason: String) -> TaskAck {
     TaskAck {
         task_id,
         accepted: false,
@@ -29,7 +29,7 @@ pub fn refused(task_id: String, refusal: Refusal, reason: String) -> TaskAck {
 }
 
 /// A whole-batch refusal.
-pub fn batch_error(code: tonic::Code, message: String) -> BatchError {
+pub(crate) fn batch_error(code: tonic::Code, message: String) -> BatchError {
     BatchError {
         code: code as i32,
         message,
@@ -38,7 +38,7 @@ pub fn batch_error(code: tonic::Code, message: String) -> BatchError {
 
 /// Whether a batch refused as a whole may succeed if sent again later: the engine was full or
 /// stopping. Anything else (a malformed batch) would be refused again.
-pub fn batch_is_retryable(error: &BatchError) -> bool {
+pub(crate) fn batch_is_retryable(error: &BatchError) -> bool {
     let code = tonic::Code::from_i32(error.code);
     matches!(
         code,
@@ -48,7 +48,7 @@ pub fn batch_is_retryable(error: &BatchError) -> bool {
 
 /// What a task's acknowledgement means for the supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckMeaning {
+pub(crate) enum AckMeaning {
     /// The engine holds the task (`duplicate`: it already did).
     Held {
         /// Acknowledged again, not run again.
@@ -61,7 +61,7 @@ pub enum AckMeaning {
 }
 
 /// Read a task acknowledgement by its code.
-pub fn delivery_of(ack: &TaskAck) -> AckMeaning {
+pub(crate) fn delivery_of(ack: &TaskAck) -> AckMeaning {
     if ack.accepted {
         return AckMeaning::Held {
             duplicate: ack.duplicate,

@@ -4,4 +4,4 @@
 
 pub mod plan;
 pub(crate) mod scheduler;
-pub mod splay;
+pub(crate) mod splay;

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 /// a bijection in which every input bit flips each output bit with probability about one half.
 ///
 /// The values are pinned by a test: changing them moves every task's start (and its id) once.
-pub fn stable_hash(parts: &[&str]) -> u64 {
+pub(crate) fn stable_hash(parts: &[&str]) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut hash = OFFSET;
@@ -42,7 +42,7 @@ fn fmix64(mut hash: u64) -> u64 {
 
 /// How far after its relator's firing the task for `node` starts: a stable fraction of
 /// `randomize_percent` % of the start window.
-pub fn splay_offset(
+pub(crate) fn splay_offset(
     relator: &str,
     node: &str,
     window: Duration,
@@ -59,7 +59,7 @@ pub fn splay_offset(
 
 /// Tasks waiting for their start instant, in order of due time then insertion.
 #[derive(Debug)]
-pub struct Timeline<T> {
+pub(crate) struct Timeline<T> {
     entries: BTreeMap<(Instant, u64), T>,
     sequence: u64,
 }
@@ -75,20 +75,20 @@ impl<T> Default for Timeline<T> {
 
 impl<T> Timeline<T> {
     /// Add an item due at `due`.
-    pub fn insert(&mut self, due: Instant, item: T) {
+    pub(crate) fn insert(&mut self, due: Instant, item: T) {
         self.sequence += 1;
         self.entries.insert((due, self.sequence), item);
     }
 
     /// The earliest due instant.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(crate) fn next_due(&self) -> Option<Instant> {
         self.entries.keys().next().map(|(due, _)| *due)
     }
 
     /// When something is due at `now`, take it together with every item due before
     /// `now + batch_window`: items that are nearly due travel with the ones that are due, so
     /// batches still fill when starts are spread. Nothing is taken early on its own.
-    pub fn take_due(&mut self, now: Instant, batch_window: Duration) -> Vec<T> {
+    pub(crate) fn take_due(&mut self, now: Instant, batch_window: Duration) -> Vec<T> {
         if self.next_due().is_none_or(|due| due > now) {
             return Vec::new();
         }
@@ -100,12 +100,12 @@ impl<T> Timeline<T> {
     }
 
     /// Items waiting.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether nothing waits.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 }

@@ -1,0 +1,196 @@
+//! How the supervisor gets back to normal: tasks return to a failed-over engine as soon as it
+//! answers again, and a message size cap small enough to refuse some replies still lets every
+//! result be collected (or fails the one that can never fit, once, with the reason).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{MockEngine, serve_mock};
+use tokio::sync::{mpsc, watch};
+use turbomon::proto::TaskState;
+use turbomon::supervisor::{Completion, Supervisor, SupervisorOptions};
+
+#[tokio::test]
+async fn tasks_return_to_a_restarted_primary_within_two_probe_periods() {
+    // The primary's port is reserved but closed for a few seconds: long enough for the reconnect
+    // backoff to grow well past a second.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let primary_address = listener.local_addr().unwrap();
+    drop(listener);
+    let backup_mock = MockEngine::new();
+    let backup = serve_mock(backup_mock.clone()).await;
+    let text = format!(
+        r#"
+status_check_interval = "50ms"
+batch_window = "10ms"
+[[engines]]
+name = "primary"
+address = "{primary_address}"
+backup = "standby"
+failover_after = "200ms"
+[[engines]]
+name = "standby"
+address = "{}"
+[[groups]]
+name = "g"
+engine = "primary"
+nodes = ["a", "b"]
+[[rules]]
+name = "sim"
+kind = "sim"
+[[relators]]
+name = "r"
+group = "g"
+rules = ["sim"]
+interval = "100ms"
+randomize = 0
+"#,
+        backup.address
+    );
+    let config = turbomon::config::parse_supervisor(&text, "t.toml".as_ref()).expect("valid");
+    let (_tx, rx) = watch::channel(Arc::new(config));
+    let supervisor = Supervisor::start(rx, SupervisorOptions::default()).expect("start");
+    common::eventually("the backup takes over", Duration::from_secs(10), || {
+        !backup_mock.log().submit_batches.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let primary_mock = MockEngine::new();
+    let listener = tokio::net::TcpListener::bind(primary_address)
+        .await
+        .expect("rebind");
+    let _primary = common::serve_mock_on(primary_mock.clone(), listener).await;
+    let back = Instant::now();
+    common::eventually(
+        "tasks return to the primary",
+        Duration::from_secs(30),
+        || !primary_mock.log().submit_batches.is_empty(),
+    )
+    .await;
+    let took = back.elapsed();
+    let counters = supervisor.shutdown().await;
+    let primary = counters.iter().find(|(n, _)| n == "primary").unwrap().1;
+    assert_eq!(primary.failbacks, 1);
+    // The prober asks every second, whatever the submission backoff has grown to.
+    assert!(
+        took < Duration::from_millis(2500),
+        "tasks returned {took:?} after the primary answered"
+    );
+}
+
+/// A supervisor with a 1000-byte message cap in front of a real engine, running `nodes` sim
+/// tasks plus, optionally, one exec task whose output is larger than the cap.
+async fn small_cap_run(nodes: usize, with_large_output: bool) -> (Vec<Completion>, u64) {
+    let engine = common::serve_engine().await;
+    let names: Vec<String> = (0..nodes)
+        .map(|i| format!("\"node-with-a-longish-name-{i:03}\""))
+        .collect();
+    let large = if with_large_output {
+        r#"
+[[rules]]
+name = "chatty"
+kind = "exec"
+program = "/bin/sh"
+args = ["-c", "head -c 3000 /dev/zero | tr '\\0' x"]
+[[relators]]
+name = "talk"
+group = "g"
+rules = ["chatty"]
+interval = "1h"
+randomize = 0
+"#
+    } else {
+        ""
+    };
+    let text = format!(
+        r#"
+status_check_interval = "100ms"
+max_message_bytes = 1000
+[[engines]]
+name = "e"
+address = "{}"
+[[groups]]
+name = "g"
+engine = "e"
+nodes = [{}]
+[[rules]]
+name = "sim"
+kind = "sim"
+[[relators]]
+name = "r"
+group = "g"
+rules = ["sim"]
+interval = "1h"
+randomize = 0
+{large}"#,
+        engine.address,
+        names.join(", ")
+    );
+    let config = turbomon::config::parse_supervisor(&text, "t.toml".as_ref()).expect("valid");
+    let expected = nodes * if with_large_output { 2 } else { 1 };
+    let (_tx, rx) = watch::channel(Arc::new(config));
+    let (observer, mut done) = mpsc::unbounded_channel();
+    let supervisor = Supervisor::start(
+        rx,
+        SupervisorOptions {
+            observer: Some(observer),
+            ..SupervisorOptions::default()
+        },
+    )
+    .expect("supervisor");
+    let mut completions = Vec::new();
+    while completions.len() < expected {
+        let c = tokio::time::timeout(Duration::from_secs(20), done.recv())
+            .await
+            .expect("every task reaches an outcome")
+            .expect("observer");
+        completions.push(c);
+    }
+    let counters = supervisor.shutdown().await[0].1;
+    engine.stop().await;
+    (completions, counters.failed_unreadable)
+}
+
+#[tokio::test]
+async fn results_are_collected_when_the_message_cap_is_smaller_than_a_full_status_batch() {
+    // 15 statuses of ~100 bytes make a 1.5 KB reply: over the cap unless queries are sized.
+    let (completions, unreadable) = small_cap_run(15, false).await;
+    assert_eq!(unreadable, 0);
+    assert!(
+        completions.iter().all(|c| c.state == TaskState::Ok),
+        "{completions:?}"
+    );
+    let ids: std::collections::HashSet<_> = completions.iter().map(|c| &c.task_id).collect();
+    assert_eq!(ids.len(), 15, "every task once");
+}
+
+#[tokio::test]
+async fn a_result_too_large_for_the_message_cap_fails_its_task_once_and_the_rest_are_collected() {
+    let (completions, unreadable) = small_cap_run(3, true).await;
+    let failed: Vec<&Completion> = completions
+        .iter()
+        .filter(|c| c.state == TaskState::Failed)
+        .collect();
+    assert_eq!(
+        failed.len(),
+        3,
+        "the chatty check on each node: {completions:?}"
+    );
+    assert!(
+        failed
+            .iter()
+            .all(|c| c.message.contains("max_message_bytes")),
+        "{failed:?}"
+    );
+    assert_eq!(unreadable, 3);
+    assert_eq!(
+        completions
+            .iter()
+            .filter(|c| c.state == TaskState::Ok)
+            .count(),
+        3
+    );
+}
