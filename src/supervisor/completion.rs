@@ -10,7 +10,7 @@ use crate::proto::TaskState;
 pub struct Completion {
     /// Engine that ran it.
     pub engine: String,
-    /// The task.
+    /// The task's id.
     pub task_id: String,
     /// Its relator.
     pub relator: String,

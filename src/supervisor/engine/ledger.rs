@@ -36,50 +36,27 @@ struct Unfinished {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Notice {
     /// The engine refused the task for good.
-    Rejected {
-        /// The task.
-        task_id: String,
-        /// The engine's reason.
-        reason: String,
-    },
+    Rejected { task_id: String, reason: String },
     /// The task was running when the engine restarted.
-    LostInRestart {
-        /// The task.
-        task_id: String,
-    },
+    LostInRestart { task_id: String },
     /// The engine no longer holds a task it acknowledged; it is sent again.
-    Forgotten {
-        /// The task.
-        task_id: String,
-    },
+    Forgotten { task_id: String },
     /// A failed task gets another attempt after its relator's retry period.
     Retrying {
-        /// The task.
         task_id: String,
-        /// The attempt that will run.
+        /// The attempt that will run next.
         attempt: u32,
     },
     /// A failed task would get another attempt, but it would start past its start window.
     RetryPastWindow {
-        /// The task.
         task_id: String,
         /// The attempt that failed, final now.
         attempt: u32,
     },
     /// No acknowledgement even when sent alone: failed.
-    Unanswered {
-        /// The task.
-        task_id: String,
-        /// Why.
-        reason: String,
-    },
+    Unanswered { task_id: String, reason: String },
     /// Its status is too large to be read within the message size cap: failed.
-    Unreadable {
-        /// The task.
-        task_id: String,
-        /// Why.
-        reason: String,
-    },
+    Unreadable { task_id: String, reason: String },
 }
 
 /// What must happen after the ledger absorbed something.

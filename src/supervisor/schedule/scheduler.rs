@@ -23,22 +23,18 @@ const MAX_MISSED_FIRINGS: usize = 1000;
 /// What the engine workers tell the scheduler.
 #[derive(Debug)]
 pub(crate) enum ScheduleEvent {
-    /// Run `task` (a retry) on `engine` at `due`.
+    /// Run `task` (a retry, its attempt number already raised) on engine number `engine` at
+    /// `due`.
     Retry {
-        /// Engine index.
         engine: usize,
-        /// The task with its new attempt number.
         task: Task,
-        /// When.
         due: Instant,
     },
-    /// Run relator `relator` on `node` now (a chain).
+    /// Run relator number `relator` on `node` now (a chain after a task on engine `engine`
+    /// finished: the chained run goes where that task ran).
     Chain {
-        /// Engine index of the task that finished.
         engine: usize,
-        /// Plan index of the chained relator.
         relator: usize,
-        /// The node.
         node: String,
     },
     /// The engine answers again.
@@ -114,6 +110,47 @@ impl Routes {
     }
 }
 
+/// What the scheduler keeps between two wake-ups.
+struct State {
+    /// The process's start, on both clocks: firings are planned on the monotonic clock and
+    /// stamped on tasks in wall-clock time.
+    start: Instant,
+    start_wall: SystemTime,
+    /// Next firing of each relator (none: only chained).
+    next_firing: Vec<Option<Instant>>,
+    routes: Routes,
+    /// Firings missed per relator while its engine was down, for the catch-up policy.
+    missed: Vec<Vec<SystemTime>>,
+    /// Tasks waiting for their splayed start, with the engine they go to.
+    timeline: Timeline<(usize, Task)>,
+    /// Replayed firings are spaced out: never a burst of every missed run at once.
+    replay_spacing: Duration,
+}
+
+impl State {
+    fn new(scheduler: &Scheduler) -> Self {
+        let start = Instant::now();
+        Self {
+            start,
+            start_wall: SystemTime::now(),
+            next_firing: scheduler
+                .plans
+                .iter()
+                .map(|p| p.interval.map(|_| start))
+                .collect(),
+            routes: Routes::new(scheduler.engines.len()),
+            missed: vec![Vec::new(); scheduler.plans.len()],
+            timeline: Timeline::default(),
+            replay_spacing: (scheduler.batch_window * 10).max(Duration::from_millis(100)),
+        }
+    }
+
+    /// The wall-clock instant of monotonic instant `at`.
+    fn wall(&self, at: Instant) -> SystemTime {
+        self.start_wall + (at - self.start)
+    }
+}
+
 /// Everything the scheduler runs with.
 pub(crate) struct Scheduler {
     pub(crate) plans: Arc<Vec<RelatorPlan>>,
@@ -128,25 +165,15 @@ pub(crate) struct Scheduler {
 impl Scheduler {
     /// Run until stopped.
     pub(crate) async fn run(mut self) {
-        let start = Instant::now();
-        let start_wall = SystemTime::now();
-        let wall = |at: Instant| start_wall + (at - start);
-        let mut next_firing: Vec<Option<Instant>> = self
-            .plans
-            .iter()
-            .map(|p| p.interval.map(|_| start))
-            .collect();
-        let mut routes = Routes::new(self.engines.len());
-        let mut missed: Vec<Vec<SystemTime>> = vec![Vec::new(); self.plans.len()];
-        let mut timeline: Timeline<(usize, Task)> = Timeline::default();
-        let replay_spacing = (self.batch_window * 10).max(Duration::from_millis(100));
+        let mut state = State::new(&self);
         loop {
-            let wake = next_firing
+            let wake = state
+                .next_firing
                 .iter()
                 .flatten()
                 .copied()
-                .chain(timeline.next_due())
-                .chain(routes.next_failover(&self.engines))
+                .chain(state.timeline.next_due())
+                .chain(state.routes.next_failover(&self.engines))
                 .min();
             let sleep = async {
                 match wake {
@@ -157,68 +184,99 @@ impl Scheduler {
             tokio::select! {
                 _ = self.stop.changed() => {}
                 () = sleep => {}
-                event = self.events.recv() => match event {
-                    None => {}
-                    Some(ScheduleEvent::Retry { engine, task, due }) => timeline.insert(due, (engine, task)),
-                    Some(ScheduleEvent::Chain { engine, relator, node }) => {
-                        let tasks = self.plans[relator].chained_tasks(&node, SystemTime::now());
-                        self.send(engine, tasks);
-                    }
-                    Some(ScheduleEvent::EngineDown(engine)) => {
-                        routes.reachable[engine] = false;
-                        routes.down_since[engine].get_or_insert_with(Instant::now);
-                    }
-                    Some(ScheduleEvent::EngineUp(engine)) => {
-                        routes.reachable[engine] = true;
-                        routes.down_since[engine] = None;
-                        if std::mem::take(&mut routes.failed_over[engine]) {
-                            self.engines[engine].counters.failbacks.bump(1);
-                            tracing::info!(target: "turbomon::supervisor", engine = %self.engines[engine].name, "engine answers again: its tasks return to it");
-                        }
-                        self.catch_up(engine, &mut missed, &mut timeline, replay_spacing);
-                    }
+                event = self.events.recv() => if let Some(event) = event {
+                    self.on_event(event, &mut state);
                 },
             }
             if *self.stop.borrow() {
-                if !timeline.is_empty() {
-                    tracing::info!(target: "turbomon::supervisor", tasks = timeline.len(), "stopping: tasks not yet due are not sent");
+                if !state.timeline.is_empty() {
+                    tracing::info!(target: "turbomon::supervisor", tasks = state.timeline.len(), "stopping: tasks not yet due are not sent");
                 }
                 return;
             }
             let now = Instant::now();
-            routes.fail_over(now, &self.engines);
-            for (r, plan) in self.plans.iter().enumerate() {
-                let (Some(at), Some(interval)) = (next_firing[r], plan.interval) else {
-                    continue;
-                };
-                if at > now {
-                    continue;
-                }
-                let engine = self.plan_engine[r];
-                if let Some(target) = routes.target(engine, &self.engines) {
-                    for due in plan.tasks_at(wall(at)) {
-                        timeline.insert(at + due.due_after_firing, (target, due.task));
-                    }
-                } else {
-                    remember_missed(&mut missed[r], wall(at), &self.engines[engine].counters);
-                }
-                // Firings this process slept through (a stall) are skipped and counted.
-                let mut next = at + interval;
-                while next <= now {
-                    self.engines[engine].counters.skipped_firings.bump(1);
-                    next += interval;
-                }
-                next_firing[r] = Some(next);
+            state.routes.fail_over(now, &self.engines);
+            self.fire_relators(&mut state, now);
+            self.dispatch_due(&mut state, now);
+        }
+    }
+
+    fn on_event(&self, event: ScheduleEvent, state: &mut State) {
+        match event {
+            ScheduleEvent::Retry { engine, task, due } => {
+                state.timeline.insert(due, (engine, task))
             }
-            let mut due: HashMap<usize, Vec<Task>> = HashMap::new();
-            for (engine, task) in timeline.take_due(now, self.batch_window) {
-                // A task queued for an engine that has since failed over goes to the backup.
-                let target = routes.target(engine, &self.engines).unwrap_or(engine);
-                due.entry(target).or_default().push(task);
-            }
-            for (engine, tasks) in due {
+            // A chain runs at once: it was caused by an outcome, not by the clock.
+            ScheduleEvent::Chain {
+                engine,
+                relator,
+                node,
+            } => {
+                let tasks = self.plans[relator].chained_tasks(&node, SystemTime::now());
                 self.send(engine, tasks);
             }
+            ScheduleEvent::EngineDown(engine) => {
+                state.routes.reachable[engine] = false;
+                state.routes.down_since[engine].get_or_insert_with(Instant::now);
+            }
+            ScheduleEvent::EngineUp(engine) => {
+                state.routes.reachable[engine] = true;
+                state.routes.down_since[engine] = None;
+                if std::mem::take(&mut state.routes.failed_over[engine]) {
+                    self.engines[engine].counters.failbacks.bump(1);
+                    tracing::info!(target: "turbomon::supervisor", engine = %self.engines[engine].name, "engine answers again: its tasks return to it");
+                }
+                self.catch_up(
+                    engine,
+                    &mut state.missed,
+                    &mut state.timeline,
+                    state.replay_spacing,
+                );
+            }
+        }
+    }
+
+    /// Expand every relator whose firing is due into the timeline, or remember the firing as
+    /// missed when neither its engine nor a backup can take it.
+    fn fire_relators(&self, state: &mut State, now: Instant) {
+        for (r, plan) in self.plans.iter().enumerate() {
+            let (Some(at), Some(interval)) = (state.next_firing[r], plan.interval) else {
+                continue;
+            };
+            if at > now {
+                continue;
+            }
+            let engine = self.plan_engine[r];
+            let fired = state.wall(at);
+            if let Some(target) = state.routes.target(engine, &self.engines) {
+                for due in plan.tasks_at(fired) {
+                    state
+                        .timeline
+                        .insert(at + due.due_after_firing, (target, due.task));
+                }
+            } else {
+                remember_missed(&mut state.missed[r], fired, &self.engines[engine].counters);
+            }
+            // Firings this process slept through (a stall) are skipped and counted.
+            let mut next = at + interval;
+            while next <= now {
+                self.engines[engine].counters.skipped_firings.bump(1);
+                next += interval;
+            }
+            state.next_firing[r] = Some(next);
+        }
+    }
+
+    /// Hand each engine what is due now (and within one batch window), together.
+    fn dispatch_due(&self, state: &mut State, now: Instant) {
+        let mut due: HashMap<usize, Vec<Task>> = HashMap::new();
+        for (engine, task) in state.timeline.take_due(now, self.batch_window) {
+            // A task queued for an engine that has since failed over goes to the backup.
+            let target = state.routes.target(engine, &self.engines).unwrap_or(engine);
+            due.entry(target).or_default().push(task);
+        }
+        for (engine, tasks) in due {
+            self.send(engine, tasks);
         }
     }
 
@@ -255,7 +313,6 @@ impl Scheduler {
             counters.skipped_firings.bump(count - caught_up);
             counters.caught_up_firings.bump(caught_up);
             tracing::info!(target: "turbomon::supervisor", relator = %plan.name, policy = ?plan.catch_up, missed = count, running = caught_up, "engine back: catching up missed firings");
-            // Replayed firings are spaced out: never a burst of every missed run at once.
             for (k, fired) in run.into_iter().enumerate() {
                 let due = now + replay_spacing * u32::try_from(k).unwrap_or(u32::MAX);
                 for task in plan.tasks_at(fired) {
