@@ -102,8 +102,8 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
-    /// Run a simulated link as a loopback TCP proxy in front of an engine (SPEC section 6), so
-    /// separate processes can be shaped too. Prints the address it listens on.
+    /// Run a simulated link as a loopback TCP proxy in front of an engine, so separate
+    /// processes can be shaped too. Prints the address it listens on.
     Link {
         /// Link profile: lan, wan, lossy-wan, satellite, modem, or one from --profiles.
         #[arg(long)]

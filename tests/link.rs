@@ -1,6 +1,6 @@
-//! The simulated link (SPEC section 6), end to end over real loopback sockets: timing under paused
-//! tokio time, ordering, loss, handshake, faults, counters, the proxy, profiles, and a real gRPC
-//! call through the tonic connector.
+//! The simulated link, end to end over real loopback sockets: timing under paused tokio time,
+//! ordering, loss, handshake, faults, counters, the proxy, profiles, and a real gRPC call through
+//! the tonic connector.
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;

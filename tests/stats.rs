@@ -1,4 +1,5 @@
-//! The statistics report: exact text of SPEC section 5, window reset, rounding, units, JSON.
+//! The statistics report: exact text of the statistics block (docs/DESIGN.md, The statistics
+//! block), window reset, rounding, units, JSON.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,7 @@
-//! The configuration files' shape: serde structs for `supervisor.toml` and `engine.toml`, with the
-//! defaults of SPEC section 4. Loading, validation and reload live in sibling modules.
+//! The configuration files' shape: serde structs for `supervisor.toml` and `engine.toml`, with
+//! their defaults in [`defaults`] (the turbo keys: batching on, 30 tasks per submission batch, 30
+//! ids per status batch, a monitor loop every 10 s, statistics every 5 min). Loading, validation
+//! and reload live in sibling modules.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -89,7 +91,8 @@ pub struct EngineEntry {
     pub name: String,
     /// `host:port` of the engine's gRPC server.
     pub address: String,
-    /// Name of a simulated link profile to put between supervisor and engine (SPEC section 6).
+    /// Name of a simulated link profile to put between supervisor and engine (`lan`, `wan`,
+    /// `lossy-wan`, `satellite`, `modem`), or `none`; see docs/DESIGN.md, The link model.
     #[serde(default)]
     pub link: Option<String>,
     /// Override of the top-level key of the same name.
@@ -254,7 +257,7 @@ pub struct RelatorConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum StatusMode {
-    /// Status batches every `status_check_interval` (the seed's behaviour).
+    /// Status batches every `status_check_interval`.
     #[default]
     Poll,
     /// The engine streams completion notices as tasks finish.

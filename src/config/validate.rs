@@ -15,14 +15,14 @@ use super::model::{
     RuleConfig, SupervisorConfig,
 };
 
-/// The link profile names an engine's `link` key may take (SPEC section 6); `none` means a
-/// direct connection.
+/// The link profile names an engine's `link` key may take: the profiles built into
+/// [`crate::link`], and `none`, which means a direct connection.
 pub const LINK_PROFILE_NAMES: [&str; 6] = ["lan", "wan", "lossy-wan", "satellite", "modem", "none"];
 
 /// Largest batch size accepted; anything above is refused as absurd.
 pub const MAX_BATCH_SIZE: usize = 10_000;
 
-/// Largest `randomize` percentage (the seeds: at most half the start window).
+/// Largest `randomize` percentage: starts are spread over at most half the start window.
 pub const MAX_RANDOMIZE_PERCENT: u8 = 50;
 
 /// Largest `max_retries`.
@@ -34,7 +34,8 @@ pub const MAX_RESERVED_PERCENT: u8 = 90;
 /// Largest `batch_window` and `push_flush_window`.
 pub const MAX_BATCH_WINDOW: Duration = Duration::from_secs(5);
 
-/// `task_info_batch_size` at or above this logs a warning (SPEC section 4).
+/// `task_info_batch_size` at or above this logs a warning: the replies to such queries make
+/// large packets, which slow or lossy links delay or drop.
 pub const INFO_BATCH_WARN_AT: usize = 100;
 
 /// Checks several keys share. They live here, not with [`Findings`], because they are

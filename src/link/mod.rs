@@ -1,5 +1,5 @@
-//! The simulated link (SPEC section 6): a user-space link between a client (the supervisor) and a
-//! server (an engine on loopback) with latency, jitter, bandwidth, loss and faults.
+//! The simulated link: a user-space link between a client (the supervisor) and a server (an
+//! engine on loopback) with latency, jitter, bandwidth, loss and faults.
 //!
 //! A [`Link`] is built from a [`LinkProfile`] (named built-ins: [`profile()`]; the same profiles are
 //! shipped in `config/links.toml`, read with [`load_profiles`]). Connections go through it in

@@ -82,7 +82,8 @@ pub enum LinkError {
     NoLink,
 }
 
-/// The numbers that describe a simulated link, the same in both directions (SPEC section 6).
+/// The numbers that describe a simulated link, the same in both directions (see
+/// docs/DESIGN.md, The link model).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkProfile {

@@ -1,6 +1,7 @@
-//! Per-engine loop statistics (SPEC section 5): HDR histograms of submission and monitor loop
-//! time and packet size, with exact sum/min/max for the averages and extremes, closed into a
-//! [`WindowReport`] every stats interval and reset.
+//! Per-engine loop statistics: HDR histograms of submission and monitor loop time and packet
+//! size, with exact sum/min/max for the averages and extremes, closed into a [`WindowReport`]
+//! every stats interval and reset. The printed block is described in docs/DESIGN.md, The
+//! statistics block.
 
 mod report;
 

@@ -1,5 +1,5 @@
-//! The statistics report of one window: the text block of SPEC section 5 (exact layout), the
-//! JSON object for programs, and appending that object to a file.
+//! The statistics report of one window: the text block (its exact layout is in docs/DESIGN.md,
+//! The statistics block), the JSON object for programs, and appending that object to a file.
 
 use std::io::Write;
 use std::path::Path;
@@ -136,8 +136,9 @@ impl Serialize for LatenessReport {
 }
 
 impl WindowReport {
-    /// The report as text: a line naming the engine and the window, the nine lines of the
-    /// block of SPEC section 5, then one line of task lateness per stage.
+    /// The report as text: a line naming the engine and the window, the eight lines of the
+    /// statistics block (banner, two mode lines, four figure lines, banner), then one line of
+    /// task lateness per stage.
     pub fn lines(&self) -> Vec<String> {
         vec![
             format!(
