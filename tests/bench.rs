@@ -3,10 +3,12 @@
 //! and SVG; the bound arithmetic matches the wan profile; tune recommends and respects a black
 //! hole.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::TempDir;
 use serde_json::Value;
 use turbomon::bench::LoopBytes;
 use turbomon::bench::bound::{LinkShape, turbo_loop_bound, unary_loop_bound};
@@ -48,12 +50,6 @@ fn refused(args: &[&str]) -> String {
         "refused before anything starts"
     );
     stderr(&output)
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("turbomon-bench-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
 }
 
 #[test]
@@ -139,9 +135,9 @@ fn loop_times_are_sane(row: &Value, key: &str) {
 
 #[test]
 fn a_small_run_on_plain_loopback_prints_one_valid_json_row_per_combination() {
-    let dir = temp_dir("small");
-    let csv = dir.join("rows.csv");
-    let svg = dir.join("rows.svg");
+    let dir = TempDir::new("bench-small");
+    let csv = dir.path().join("rows.csv");
+    let svg = dir.path().join("rows.svg");
     let output = turbomon(&[
         "bench",
         "--links",
@@ -229,7 +225,6 @@ fn a_small_run_on_plain_loopback_prints_one_valid_json_row_per_combination() {
     assert!(csv.starts_with("link,turbo,batch_size,"));
     let svg = std::fs::read_to_string(&svg).expect("svg written");
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -326,8 +321,8 @@ fn tune_recommends_batch_sizes_for_wan_with_a_reason() {
 
 #[test]
 fn tune_refuses_batch_sizes_whose_packets_exceed_the_links_black_hole() {
-    let dir = temp_dir("holey");
-    let profiles = dir.join("links.toml");
+    let dir = TempDir::new("bench-holey");
+    let profiles = dir.path().join("links.toml");
     std::fs::write(
         &profiles,
         "[profiles.holey]\nlatency = \"2ms\"\nbandwidth = \"100Mbit\"\nblackhole_bytes = 2000\n",
@@ -348,7 +343,7 @@ fn tune_refuses_batch_sizes_whose_packets_exceed_the_links_black_hole() {
         "--max-time",
         "60s",
     ]);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     assert!(output.status.success(), "tune failed: {}", stderr(&output));
     let text = stdout(&output);
     let submit_line = text

@@ -1,14 +1,14 @@
 //! The checks an engine runs, against real sockets, programs and an HTTP server on loopback.
 
-use std::convert::Infallible;
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{closed_address, serve_http};
 use http_body_util::Full;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use turbomon::check::{self, Check, CheckError, CheckResult};
 use turbomon::config::SimOutcome;
@@ -45,8 +45,7 @@ async fn run(check: &Check, timeout: Duration) -> CheckResult {
 
 /// A port on loopback nothing listens on.
 async fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap().port()
+    closed_address().await.port()
 }
 
 #[tokio::test]
@@ -194,33 +193,19 @@ async fn exec_of_a_missing_program_fails() {
 
 /// A tiny HTTP server: `/status/N` answers N, anything else 200.
 async fn http_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let service = service_fn(|request: Request<hyper::body::Incoming>| async move {
-                    let status = request
-                        .uri()
-                        .path()
-                        .strip_prefix("/status/")
-                        .and_then(|code| code.parse::<u16>().ok())
-                        .and_then(|code| StatusCode::from_u16(code).ok())
-                        .unwrap_or(StatusCode::OK);
-                    let mut response = Response::new(Full::new(Bytes::from_static(b"hello")));
-                    *response.status_mut() = status;
-                    Ok::<_, Infallible>(response)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    address
+    serve_http(|request: Request<hyper::body::Incoming>| async move {
+        let status = request
+            .uri()
+            .path()
+            .strip_prefix("/status/")
+            .and_then(|code| code.parse::<u16>().ok())
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .unwrap_or(StatusCode::OK);
+        let mut response = Response::new(Full::new(Bytes::from_static(b"hello")));
+        *response.status_mut() = status;
+        response
+    })
+    .await
 }
 
 #[tokio::test]

@@ -1,9 +1,12 @@
 //! Configuration loading, validation (file, line and key named) and live reload.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{TempDir, capture_logs};
 use turbomon::config::{
     ConfigError, SupervisorConfig, check_file, load_supervisor, parse_engine, parse_supervisor,
     watch_supervisor, watch_supervisor_every,
@@ -473,34 +476,6 @@ fn check_file_recognises_engine_files_and_reports_errors() {
 
 // --- reload ---
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let path = std::env::temp_dir().join(format!(
-            "turbomon-config-test-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("{e}"));
-        Self(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn file_with_batch(batch: usize) -> String {
     format!("task_submit_batch_size = {batch}\n{}", with(""))
 }
@@ -612,37 +587,11 @@ async fn watcher_stops_when_every_receiver_is_dropped() {
     assert!(stopped, "watcher still holds the configuration");
 }
 
-/// Collects what a `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut buffer) = self.0.lock() {
-            buffer.extend_from_slice(bytes);
-        }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn info_batch_size_of_100_or_more_logs_a_warning_with_its_line() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
     let text = "turbo_monitoring = true\ntask_info_batch_size = 100\n";
-    let parsed =
-        tracing::subscriber::with_default(subscriber, || parse_supervisor(text, Path::new(FILE)));
+    let (parsed, output) = capture_logs(|| parse_supervisor(text, Path::new(FILE)));
     assert_eq!(parsed.map(|c| c.task_info_batch_size).ok(), Some(100));
-    let bytes = captured.0.lock().map(|b| b.clone()).unwrap_or_default();
-    let output = String::from_utf8(bytes).unwrap_or_default();
     assert!(output.contains(" WARN "), "{output}");
     assert!(
         output.contains(&format!("{FILE}:2: key `task_info_batch_size`")),
@@ -650,16 +599,10 @@ fn info_batch_size_of_100_or_more_logs_a_warning_with_its_line() {
     );
 
     // 99 is quiet.
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .finish();
-    let parsed = tracing::subscriber::with_default(subscriber, || {
-        parse_supervisor("task_info_batch_size = 99\n", Path::new(FILE))
-    });
+    let (parsed, output) =
+        capture_logs(|| parse_supervisor("task_info_batch_size = 99\n", Path::new(FILE)));
     assert!(parsed.is_ok());
-    assert!(captured.0.lock().map(|b| b.is_empty()).unwrap_or(false));
+    assert!(output.is_empty(), "{output}");
 }
 
 // === scheduling keys (issue 4) ===

@@ -87,26 +87,30 @@ fn check_error_shape(error: &ConfigError, file: &Path, text: &str) -> Result<(),
     Ok(())
 }
 
-/// Serialising `config` and parsing it back gives it again.
-fn check_supervisor_round_trip(config: &SupervisorConfig) -> Result<(), TestCaseError> {
+/// Serialising `config` and parsing it back with `parse` gives it again.
+fn check_round_trip<C>(
+    config: &C,
+    parse: fn(&str, &Path) -> Result<C, ConfigError>,
+    file: &str,
+) -> Result<(), TestCaseError>
+where
+    C: serde::Serialize + PartialEq + std::fmt::Debug,
+{
     let text = toml::to_string(config)
         .map_err(|e| TestCaseError::fail(format!("cannot serialise {config:?}: {e}")))?;
-    match parse_supervisor(&text, Path::new(SUPERVISOR_FILE)) {
+    match parse(&text, Path::new(file)) {
         Ok(parsed) => prop_assert_eq!(&parsed, config, "serialised as:\n{}", text),
         Err(error) => prop_assert!(false, "serialised form refused: {}\n{}", error, text),
     }
     Ok(())
 }
 
-/// Serialising `config` and parsing it back gives it again.
+fn check_supervisor_round_trip(config: &SupervisorConfig) -> Result<(), TestCaseError> {
+    check_round_trip(config, parse_supervisor, SUPERVISOR_FILE)
+}
+
 fn check_engine_round_trip(config: &EngineConfig) -> Result<(), TestCaseError> {
-    let text = toml::to_string(config)
-        .map_err(|e| TestCaseError::fail(format!("cannot serialise {config:?}: {e}")))?;
-    match parse_engine(&text, Path::new(ENGINE_FILE)) {
-        Ok(parsed) => prop_assert_eq!(&parsed, config, "serialised as:\n{}", text),
-        Err(error) => prop_assert!(false, "serialised form refused: {}\n{}", error, text),
-    }
-    Ok(())
+    check_round_trip(config, parse_engine, ENGINE_FILE)
 }
 
 /// A file in this test binary's scratch directory, one per thread so parallel tests do not

@@ -4,51 +4,30 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{MockEngine, serve_mock};
-use tokio::sync::{mpsc, watch};
-use turbomon::config::SupervisorConfig;
+use common::{
+    Extra, MockEngine, closed_address, eventually, one_engine_config, parse, parse_unvalidated,
+    planned_tasks, serve_engine, serve_mock, serve_mock_at, start_supervisor,
+    start_supervisor_with, take_completions,
+};
 use turbomon::proto::TaskState;
-use turbomon::supervisor::{Completion, Supervisor, SupervisorOptions};
+use turbomon::supervisor::{Completion, SupervisorOptions};
 use turbomon::transport::Dialer;
 use turbomon::wire::batch::BatchIds;
 use turbomon::wire::stream::SubmitStream;
 use turbomon::wire::submit::{Delivery, LoopLimits, submit_turbo};
 
+/// The tasks of one sim rule on `n` nodes, each named `n{i}-` and `node_len` more characters.
 fn tasks(n: usize, node_len: usize) -> Vec<turbomon::proto::Task> {
     let nodes: Vec<String> = (0..n)
-        .map(|i| format!("\"n{i}-{}\"", "x".repeat(node_len)))
+        .map(|i| format!("n{i}-{}", "x".repeat(node_len)))
         .collect();
-    let config: SupervisorConfig = toml::from_str(&format!(
-        r#"
-[[engines]]
-name = "e"
-address = "127.0.0.1:1"
-[[groups]]
-name = "g"
-engine = "e"
-nodes = [{}]
-[[rules]]
-name = "sim"
-kind = "sim"
-[[relators]]
-name = "r"
-group = "g"
-rules = ["sim"]
-interval = "1h"
-randomize = 0
-"#,
-        nodes.join(", ")
-    ))
-    .expect("config");
-    let plans = turbomon::supervisor::schedule::plan::plan_relators(&config).expect("plan");
-    plans[0]
-        .tasks_at(std::time::SystemTime::now())
-        .into_iter()
-        .map(|d| d.task)
-        .collect()
+    planned_tasks(&parse(&one_engine_config(
+        "127.0.0.1:1",
+        &nodes,
+        Extra::default(),
+    )))
 }
 
 #[tokio::test]
@@ -114,61 +93,34 @@ async fn black_hole_run(
     huge_node: bool,
     blackhole_bytes: usize,
 ) -> (Vec<Completion>, turbomon::supervisor::CountersSnapshot) {
-    let engine = common::serve_engine().await;
-    let address = engine.address;
-    let mut node_names: Vec<String> = (0..nodes).map(|i| format!("\"node-{i:03}\"")).collect();
+    let engine = serve_engine().await;
+    let mut node_names: Vec<String> = (0..nodes).map(|i| format!("node-{i:03}")).collect();
     if huge_node {
-        node_names[0] = format!("\"{}\"", "h".repeat(3000));
+        node_names[0] = "h".repeat(3000);
     }
-    let config: SupervisorConfig = toml::from_str(&format!(
-        r#"
-status_check_interval = "50ms"
-batch_timeout = "400ms"
-[[engines]]
-name = "far"
-address = "{address}"
-link = "holey"
-[[groups]]
-name = "g"
-engine = "far"
-nodes = [{}]
-[[rules]]
-name = "sim"
-kind = "sim"
-[[relators]]
-name = "r"
-group = "g"
-rules = ["sim"]
-interval = "1h"
-randomize = 0
-"#,
-        node_names.join(", ")
-    ))
-    .expect("config");
+    let config = parse_unvalidated(&one_engine_config(
+        engine.address,
+        &node_names,
+        Extra {
+            top: "status_check_interval = \"50ms\"\nbatch_timeout = \"400ms\"",
+            engine: "link = \"holey\"",
+            ..Extra::default()
+        },
+    ));
     let holey = turbomon::link::LinkProfile {
         latency: Duration::from_millis(1),
         blackhole_bytes: Some(blackhole_bytes),
         ..turbomon::link::profile("lan").expect("lan profile")
     };
-    let (_tx, rx) = watch::channel(Arc::new(config));
-    let (observer, mut done) = mpsc::unbounded_channel();
-    let supervisor = Supervisor::start(
-        rx,
+    let (supervisor, _tx, mut done) = start_supervisor_with(
+        config,
         SupervisorOptions {
-            observer: Some(observer),
             link_profiles: [("holey".to_string(), holey)].into_iter().collect(),
             ..SupervisorOptions::default()
         },
-    )
-    .expect("supervisor");
-    let mut completions = Vec::new();
-    while completions.len() < nodes {
-        let c = tokio::time::timeout(Duration::from_secs(30), done.recv())
-            .await
-            .expect("every task reaches an outcome")
-            .expect("observer");
-        completions.push(c);
-    }
+    );
+    // Every task reaches an outcome.
+    let completions = take_completions(&mut done, nodes, Duration::from_secs(30)).await;
     let counters = supervisor.shutdown().await[0].1;
     engine.stop().await;
     (completions, counters)
@@ -210,9 +162,7 @@ async fn a_task_that_cannot_pass_even_alone_is_reported_failed() {
 #[tokio::test]
 async fn tasks_fail_over_to_the_backup_and_return_without_running_on_both() {
     // The primary's port is reserved but closed until later.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let primary_address = listener.local_addr().unwrap();
-    drop(listener);
+    let primary_address = closed_address().await;
     let backup_mock = MockEngine::new();
     let backup = serve_mock(backup_mock.clone()).await;
     let text = format!(
@@ -243,10 +193,8 @@ randomize = 0
 "#,
         backup.address
     );
-    let config = turbomon::config::parse_supervisor(&text, "t.toml".as_ref()).expect("valid");
-    let (_tx, rx) = watch::channel(Arc::new(config));
-    let supervisor = Supervisor::start(rx, SupervisorOptions::default()).expect("start");
-    common::eventually(
+    let (supervisor, _tx, _done) = start_supervisor(parse(&text));
+    eventually(
         "the backup runs the primary's tasks",
         Duration::from_secs(10),
         || backup_mock.log().submit_batches.concat().len() >= 6,
@@ -254,11 +202,8 @@ randomize = 0
     .await;
     assert_eq!(supervisor.counters("primary").unwrap().failovers, 1);
     let primary_mock = MockEngine::new();
-    let listener = tokio::net::TcpListener::bind(primary_address)
-        .await
-        .expect("rebind");
-    let _primary = common::serve_mock_on(primary_mock.clone(), listener).await;
-    common::eventually(
+    let _primary = serve_mock_at(primary_mock.clone(), primary_address).await;
+    eventually(
         "tasks return to the primary",
         Duration::from_secs(10),
         || primary_mock.log().submit_batches.concat().len() >= 6,

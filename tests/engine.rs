@@ -1,134 +1,32 @@
 //! The monitoring engine as a supervisor sees it: a real gRPC client over loopback.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
+use common::{
+    RunningEngine, Stream, assert_tasks_add_up, batch, engine_config, ok_task, sim_task, state_of,
+    status_of, status_stream, submit_stream,
+};
 use tonic::Code;
 use tonic::transport::Channel;
 use turbomon::config::EngineConfig;
-use turbomon::engine::{Engine, EngineError};
+use turbomon::engine::Engine;
 use turbomon::proto::engine_client::EngineClient;
 use turbomon::proto::{self, TaskState};
 
-/// An engine serving on a free loopback port.
-struct RunningEngine {
-    engine: Engine,
-    address: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    served: JoinHandle<Result<(), EngineError>>,
-}
-
-impl RunningEngine {
-    async fn start(config: EngineConfig) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let engine = Engine::new(config);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let served = tokio::spawn(engine.clone().serve(listener, async {
-            let _ = stopped.await;
-        }));
-        Self {
-            engine,
-            address,
-            stop: Some(stop),
-            served,
-        }
-    }
-
-    async fn client(&self) -> EngineClient<Channel> {
-        EngineClient::connect(format!("http://{}", self.address))
-            .await
-            .unwrap()
-    }
-
-    /// Asks the engine to shut down; returns the serve result.
-    async fn shutdown(mut self) -> Result<(), EngineError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(20), &mut self.served)
-            .await
-            .expect("serve returned within its grace")
-            .unwrap()
-    }
-}
-
-/// Both directions of a bidirectional stream.
-struct Stream<Req, Resp> {
-    requests: mpsc::Sender<Req>,
-    responses: tonic::Streaming<Resp>,
-}
-
-impl<Req, Resp> Stream<Req, Resp> {
-    async fn exchange(&mut self, request: Req) -> Resp {
-        self.requests.send(request).await.ok().unwrap();
-        tokio::time::timeout(Duration::from_secs(10), self.responses.message())
-            .await
-            .expect("answer within 10 s")
-            .unwrap()
-            .expect("stream still open")
-    }
-}
-
-async fn submit_stream(
-    client: &mut EngineClient<Channel>,
-) -> Stream<proto::SubmitBatch, proto::SubmitAck> {
-    let (requests, rx) = mpsc::channel(16);
-    let responses = client
-        .submit(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    Stream {
-        requests,
-        responses,
-    }
-}
-
-async fn status_stream(
-    client: &mut EngineClient<Channel>,
-) -> Stream<proto::StatusQuery, proto::StatusBatch> {
-    let (requests, rx) = mpsc::channel(16);
-    let responses = client
-        .status(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    Stream {
-        requests,
-        responses,
-    }
-}
-
-fn sim_task(id: &str, duration_ms: u64, outcome: TaskState, value: f64) -> proto::Task {
-    proto::Task {
-        id: id.into(),
-        relator: "r".into(),
-        rule: "sim".into(),
-        node: "n".into(),
-        scheduled_unix_ms: 0,
-        attempt: 1,
-        timeout_ms: 10_000,
-        check: Some(proto::Check {
-            kind: Some(proto::check::Kind::Sim(proto::SimCheck {
-                duration_ms,
-                outcome: outcome as i32,
-                value,
-            })),
-        }),
-        ..Default::default()
-    }
-}
-
-fn ok_task(id: &str, duration_ms: u64) -> proto::Task {
-    sim_task(id, duration_ms, TaskState::Ok, 1.0)
-}
-
-fn batch(batch_id: u64, tasks: Vec<proto::Task>) -> proto::SubmitBatch {
-    proto::SubmitBatch { batch_id, tasks }
+/// An engine with `config`, a client of it, and a submission stream open on it.
+async fn start_with_submit(
+    config: EngineConfig,
+) -> (
+    RunningEngine,
+    EngineClient<Channel>,
+    Stream<proto::SubmitBatch, proto::SubmitAck>,
+) {
+    let running = RunningEngine::start(config).await;
+    let mut client = running.client().await;
+    let submit = submit_stream(&mut client).await;
+    (running, client, submit)
 }
 
 fn query(batch_id: u64, ids: &[String], release: &[String]) -> proto::StatusQuery {
@@ -169,18 +67,9 @@ async fn wait_finished(
     panic!("tasks still unfinished after 5 s");
 }
 
-fn config() -> EngineConfig {
-    EngineConfig {
-        listen: "127.0.0.1:0".into(),
-        ..EngineConfig::default()
-    }
-}
-
 #[tokio::test]
 async fn a_batch_of_30_sim_tasks_is_acked_in_order_and_all_report_ok() {
-    let running = RunningEngine::start(config()).await;
-    let mut client = running.client().await;
-    let mut submit = submit_stream(&mut client).await;
+    let (running, mut client, mut submit) = start_with_submit(engine_config()).await;
     let task_ids = ids("thirty", 30);
     let tasks = task_ids
         .iter()
@@ -211,9 +100,7 @@ async fn a_batch_of_30_sim_tasks_is_acked_in_order_and_all_report_ok() {
 
 #[tokio::test]
 async fn a_task_id_sent_twice_is_acknowledged_again_but_runs_once() {
-    let running = RunningEngine::start(config()).await;
-    let mut client = running.client().await;
-    let mut submit = submit_stream(&mut client).await;
+    let (running, mut client, mut submit) = start_with_submit(engine_config()).await;
 
     let ack = submit
         .exchange(batch(1, vec![ok_task("twice", 0), ok_task("twice", 0)]))
@@ -251,13 +138,11 @@ async fn a_task_id_sent_twice_is_acknowledged_again_but_runs_once() {
 
 #[tokio::test]
 async fn malformed_batches_are_refused_whole_and_the_stream_stays_open() {
-    let running = RunningEngine::start(EngineConfig {
+    let (running, _client, mut submit) = start_with_submit(EngineConfig {
         max_batch_tasks: 10,
-        ..config()
+        ..engine_config()
     })
     .await;
-    let mut client = running.client().await;
-    let mut submit = submit_stream(&mut client).await;
 
     let mut tasks: Vec<_> = ids("e", 5).iter().map(|id| ok_task(id, 0)).collect();
     tasks[4].id.clear();
@@ -310,17 +195,12 @@ async fn malformed_batches_are_refused_whole_and_the_stream_stays_open() {
     let counters = running.engine.counters();
     assert_eq!(counters.batches_refused, 2);
     assert_eq!(counters.tasks_accepted, 2);
-    assert_eq!(
-        counters.tasks_received,
-        counters.tasks_accepted + counters.duplicates + counters.tasks_rejected
-    );
+    assert_tasks_add_up(&counters);
 }
 
 #[tokio::test]
 async fn status_answers_every_id_in_order_with_unknown_for_ids_not_held() {
-    let running = RunningEngine::start(config()).await;
-    let mut client = running.client().await;
-    let mut submit = submit_stream(&mut client).await;
+    let (_running, mut client, mut submit) = start_with_submit(engine_config()).await;
     submit
         .exchange(batch(
             1,
@@ -360,9 +240,7 @@ async fn status_answers_every_id_in_order_with_unknown_for_ids_not_held() {
 
 #[tokio::test]
 async fn released_results_are_forgotten_but_running_tasks_are_not() {
-    let running = RunningEngine::start(config()).await;
-    let mut client = running.client().await;
-    let mut submit = submit_stream(&mut client).await;
+    let (running, mut client, mut submit) = start_with_submit(engine_config()).await;
     submit
         .exchange(batch(1, vec![ok_task("done", 0), ok_task("busy", 5_000)]))
         .await;
@@ -388,13 +266,11 @@ async fn released_results_are_forgotten_but_running_tasks_are_not() {
 
 #[tokio::test]
 async fn results_nobody_collects_are_dropped_after_result_retention() {
-    let running = RunningEngine::start(EngineConfig {
+    let (running, mut client, mut submit) = start_with_submit(EngineConfig {
         result_retention: Duration::from_millis(200),
-        ..config()
+        ..engine_config()
     })
     .await;
-    let mut client = running.client().await;
-    let mut submit = submit_stream(&mut client).await;
     submit
         .exchange(batch(
             1,
@@ -425,13 +301,11 @@ async fn results_nobody_collects_are_dropped_after_result_retention() {
 
 #[tokio::test]
 async fn a_full_engine_rejects_with_resource_exhausted_and_loses_nothing() {
-    let running = RunningEngine::start(EngineConfig {
+    let (running, mut client, mut submit) = start_with_submit(EngineConfig {
         max_held_tasks: 5,
-        ..config()
+        ..engine_config()
     })
     .await;
-    let mut client = running.client().await;
-    let mut submit = submit_stream(&mut client).await;
 
     let first_ids = ids("fill", 8);
     let ack = submit
@@ -474,21 +348,16 @@ async fn a_full_engine_rejects_with_resource_exhausted_and_loses_nothing() {
     let counters = running.engine.counters();
     assert_eq!(counters.tasks_accepted, 7);
     assert_eq!(counters.tasks_rejected, 5);
-    assert_eq!(
-        counters.tasks_received,
-        counters.tasks_accepted + counters.duplicates + counters.tasks_rejected
-    );
+    assert_tasks_add_up(&counters);
 }
 
 #[tokio::test]
 async fn running_checks_never_exceed_max_concurrent_checks() {
-    let running = RunningEngine::start(EngineConfig {
+    let (running, mut client, mut submit) = start_with_submit(EngineConfig {
         max_concurrent_checks: 3,
-        ..config()
+        ..engine_config()
     })
     .await;
-    let mut client = running.client().await;
-    let mut submit = submit_stream(&mut client).await;
     let task_ids = ids("slot", 10);
     let started = Instant::now();
     let ack = submit
@@ -525,7 +394,7 @@ async fn running_checks_never_exceed_max_concurrent_checks() {
 
 #[tokio::test]
 async fn unary_submit_one_and_status_one_work_and_refuse_bad_tasks() {
-    let running = RunningEngine::start(config()).await;
+    let running = RunningEngine::start(engine_config()).await;
     let mut client = running.client().await;
 
     let reply = client
@@ -605,7 +474,7 @@ async fn health_service_reports_the_engine_serving() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
 
-    let running = RunningEngine::start(config()).await;
+    let running = RunningEngine::start(engine_config()).await;
     let channel = Channel::from_shared(format!("http://{}", running.address))
         .unwrap()
         .connect()
@@ -630,7 +499,7 @@ async fn health_service_reports_the_engine_serving() {
 
 #[tokio::test]
 async fn graceful_shutdown_lets_a_running_check_finish_and_refuses_new_tasks() {
-    let running = RunningEngine::start(config()).await;
+    let running = RunningEngine::start(engine_config()).await;
     let address = running.address;
     let engine = running.engine.clone();
     let mut client = running.client().await;
@@ -640,8 +509,7 @@ async fn graceful_shutdown_lets_a_running_check_finish_and_refuses_new_tasks() {
 
     let stop_requested = Instant::now();
     let mut running = running;
-    let stop = running.stop.take().unwrap();
-    let _ = stop.send(());
+    running.request_shutdown();
     // While draining, the open stream still answers, refusing new tasks.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let ack = submit
@@ -665,13 +533,11 @@ async fn graceful_shutdown_lets_a_running_check_finish_and_refuses_new_tasks() {
 
 #[tokio::test]
 async fn a_message_over_max_message_bytes_ends_only_its_own_stream() {
-    let running = RunningEngine::start(EngineConfig {
+    let (running, mut client, mut submit) = start_with_submit(EngineConfig {
         max_message_bytes: 16 * 1024,
-        ..config()
+        ..engine_config()
     })
     .await;
-    let mut client = running.client().await;
-    let mut submit = submit_stream(&mut client).await;
     let mut huge = ok_task("huge", 0);
     huge.node = "x".repeat(64 * 1024);
     submit.requests.send(batch(1, vec![huge])).await.unwrap();
@@ -701,17 +567,9 @@ fn attempt_of(task: proto::Task, attempt: u32) -> proto::Task {
     proto::Task { attempt, ..task }
 }
 
-fn status_of(engine: &Engine, id: &str) -> proto::TaskStatus {
-    engine.status_one(id.to_string(), &[]).unwrap()
-}
-
-fn state_of(engine: &Engine, id: &str) -> TaskState {
-    TaskState::try_from(status_of(engine, id).state).unwrap()
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_higher_attempt_replaces_a_finished_result_and_runs_as_a_retry() {
-    let engine = Engine::new(config());
+    let engine = Engine::new(engine_config());
     let first = engine.submit_batch(batch(
         1,
         vec![sim_task("flaky", 10, TaskState::Failed, 0.0)],
@@ -744,7 +602,7 @@ async fn a_higher_attempt_replaces_a_finished_result_and_runs_as_a_retry() {
 
 #[tokio::test(start_paused = true)]
 async fn the_same_or_a_lower_attempt_is_acknowledged_as_a_duplicate_and_not_run() {
-    let engine = Engine::new(config());
+    let engine = Engine::new(engine_config());
     engine.submit_batch(batch(
         1,
         vec![attempt_of(sim_task("t", 0, TaskState::Broken, 1.0), 2)],
@@ -774,7 +632,7 @@ async fn the_same_or_a_lower_attempt_is_acknowledged_as_a_duplicate_and_not_run(
 async fn a_higher_attempt_while_the_held_one_still_runs_is_refused_for_later() {
     let engine = Engine::new(EngineConfig {
         max_concurrent_checks: 1,
-        ..config()
+        ..engine_config()
     });
     engine.submit_batch(batch(
         1,
@@ -815,10 +673,7 @@ async fn a_higher_attempt_while_the_held_one_still_runs_is_refused_for_later() {
     assert!(ack.acks[0].accepted && !ack.acks[0].duplicate);
     assert_eq!(status_of(&engine, "waiting").attempt, 3);
     let counters = engine.counters();
-    assert_eq!(
-        counters.tasks_received,
-        counters.tasks_accepted + counters.duplicates + counters.tasks_rejected
-    );
+    assert_tasks_add_up(&counters);
 }
 
 // === push completions ===
@@ -847,7 +702,7 @@ fn batch_ids(batch: &proto::CompletionBatch) -> Vec<&str> {
 async fn waiting_checks_run_high_priority_first_then_normal_then_low() {
     let engine = Engine::new(EngineConfig {
         max_concurrent_checks: 1,
-        ..config()
+        ..engine_config()
     });
     let mut completions = engine
         .subscribe_completions(&completions_request(1, 1))
@@ -884,7 +739,7 @@ async fn waiting_checks_run_high_priority_first_then_normal_then_low() {
 
 #[tokio::test(start_paused = true)]
 async fn completions_finishing_together_arrive_in_one_batch_within_the_flush_window() {
-    let engine = Engine::new(config());
+    let engine = Engine::new(engine_config());
     let mut completions = engine
         .subscribe_completions(&completions_request(20, 0))
         .unwrap();
@@ -917,7 +772,7 @@ async fn completions_finishing_together_arrive_in_one_batch_within_the_flush_win
 
 #[tokio::test(start_paused = true)]
 async fn max_batch_caps_the_statuses_per_completion_batch() {
-    let engine = Engine::new(config());
+    let engine = Engine::new(engine_config());
     let mut completions = engine
         .subscribe_completions(&completions_request(50, 4))
         .unwrap();
@@ -935,7 +790,7 @@ async fn max_batch_caps_the_statuses_per_completion_batch() {
 
 #[tokio::test(start_paused = true)]
 async fn no_notice_comes_for_tasks_finished_before_subscribing_and_each_subscriber_gets_all() {
-    let engine = Engine::new(config());
+    let engine = Engine::new(engine_config());
     engine.submit_batch(batch(1, vec![ok_task("before", 0), ok_task("slow", 30)]));
     let mut first = engine
         .subscribe_completions(&completions_request(5, 0))
@@ -966,7 +821,7 @@ async fn no_notice_comes_for_tasks_finished_before_subscribing_and_each_subscrib
 async fn a_subscriber_that_never_reads_loses_notices_but_never_slows_the_checks() {
     let engine = Engine::new(EngineConfig {
         completion_buffer_notices: 8,
-        ..config()
+        ..engine_config()
     });
     let stalled = engine
         .subscribe_completions(&completions_request(1, 1))
@@ -997,7 +852,7 @@ async fn a_subscriber_that_never_reads_loses_notices_but_never_slows_the_checks(
 
 #[tokio::test]
 async fn a_grpc_subscriber_sees_a_completion_within_the_flush_window() {
-    let running = RunningEngine::start(config()).await;
+    let running = RunningEngine::start(engine_config()).await;
     let mut client = running.client().await;
     let mut completions = client
         .completions(completions_request(5, 0))

@@ -5,40 +5,19 @@
 //! every check in flight dies with it, as in a killed process; a new engine then opens the same
 //! state directory.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::{
+    RunningEngine, TempDir, batch, engine_client, engine_config, ok_task, serve_until, sim_task,
+    state_of, status_of, submit_stream,
+};
 use tokio::runtime::Runtime;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use turbomon::config::EngineConfig;
 use turbomon::engine::{Engine, EngineError, JOURNAL_FILE_NAME, JournalError};
-use turbomon::proto::engine_client::EngineClient;
 use turbomon::proto::{self, TaskState};
-
-/// A fresh directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "turbomon-journal-{name}-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        Self(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -50,42 +29,9 @@ fn runtime() -> Runtime {
 
 fn config(state_dir: &Path) -> EngineConfig {
     EngineConfig {
-        listen: "127.0.0.1:0".into(),
         state_dir: Some(state_dir.to_path_buf()),
-        ..EngineConfig::default()
+        ..engine_config()
     }
-}
-
-fn sim_task(id: &str, duration_ms: u64, outcome: TaskState, value: f64) -> proto::Task {
-    proto::Task {
-        id: id.into(),
-        attempt: 1,
-        timeout_ms: 60_000,
-        check: Some(proto::Check {
-            kind: Some(proto::check::Kind::Sim(proto::SimCheck {
-                duration_ms,
-                outcome: outcome as i32,
-                value,
-            })),
-        }),
-        ..Default::default()
-    }
-}
-
-fn ok_task(id: &str, duration_ms: u64) -> proto::Task {
-    sim_task(id, duration_ms, TaskState::Ok, 1.0)
-}
-
-fn batch(batch_id: u64, tasks: Vec<proto::Task>) -> proto::SubmitBatch {
-    proto::SubmitBatch { batch_id, tasks }
-}
-
-fn status(engine: &Engine, id: &str) -> proto::TaskStatus {
-    engine.status_one(id.to_string(), &[]).unwrap()
-}
-
-fn state(engine: &Engine, id: &str) -> TaskState {
-    TaskState::try_from(status(engine, id).state).unwrap()
 }
 
 /// Runs `body` with an engine opened on `state_dir` in its own runtime, then drops both: the
@@ -106,7 +52,10 @@ fn run_engine_with<T>(config: EngineConfig, body: impl AsyncFnOnce(Engine) -> T)
 
 async fn wait_until_finished(engine: &Engine, id: &str) {
     for _ in 0..500 {
-        if !matches!(state(engine, id), TaskState::Pending | TaskState::Running) {
+        if !matches!(
+            state_of(engine, id),
+            TaskState::Pending | TaskState::Running
+        ) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -132,10 +81,10 @@ fn finished_results_survive_a_restart_and_are_never_run_again() {
     assert!(dir.path().join(JOURNAL_FILE_NAME).exists());
 
     run_engine(dir.path(), async |engine| {
-        let instant = status(&engine, "instant");
+        let instant = status_of(&engine, "instant");
         assert_eq!(instant.state, TaskState::Broken as i32);
         assert_eq!((instant.value, instant.attempt), (3.0, 1));
-        let quick = status(&engine, "quick");
+        let quick = status_of(&engine, "quick");
         assert_eq!(quick.state, TaskState::Ok as i32);
         assert_eq!(quick.value, 4.0);
         assert!(quick.finished_unix_ms >= quick.started_unix_ms && quick.started_unix_ms > 0);
@@ -162,15 +111,15 @@ fn tasks_unfinished_when_the_engine_died_come_back_lost_in_restart_once() {
             1,
             vec![ok_task("running", 10_000), ok_task("waiting", 10_000)],
         ));
-        assert_eq!(state(&engine, "running"), TaskState::Running);
-        assert_eq!(state(&engine, "waiting"), TaskState::Pending);
+        assert_eq!(state_of(&engine, "running"), TaskState::Running);
+        assert_eq!(state_of(&engine, "waiting"), TaskState::Pending);
         engine.flush_journal().await;
         // The process dies here, its checks with it.
     });
 
     run_engine_with(config.clone(), async |engine| {
         for id in ["running", "waiting"] {
-            let lost = status(&engine, id);
+            let lost = status_of(&engine, id);
             assert_eq!(lost.state, TaskState::LostInRestart as i32, "{id}");
             assert_eq!(lost.attempt, 1);
             assert!(lost.message.contains("lost in restart"), "{}", lost.message);
@@ -187,7 +136,7 @@ fn tasks_unfinished_when_the_engine_died_come_back_lost_in_restart_once() {
         };
         let ack = engine.submit_batch(batch(3, vec![retry]));
         assert!(ack.acks[0].accepted && !ack.acks[0].duplicate);
-        assert_eq!(state(&engine, "running"), TaskState::Ok);
+        assert_eq!(state_of(&engine, "running"), TaskState::Ok);
         let counters = engine.counters();
         assert_eq!(counters.retries_accepted, 1);
         assert_eq!(counters.checks_started, 1);
@@ -201,8 +150,8 @@ fn tasks_unfinished_when_the_engine_died_come_back_lost_in_restart_once() {
             "already reported by the last run"
         );
         assert_eq!(counters.results_restored, 2);
-        assert_eq!(state(&engine, "waiting"), TaskState::LostInRestart);
-        let retried = status(&engine, "running");
+        assert_eq!(state_of(&engine, "waiting"), TaskState::LostInRestart);
+        let retried = status_of(&engine, "running");
         assert_eq!(retried.state, TaskState::Ok as i32);
         assert_eq!(retried.attempt, 2);
     });
@@ -222,8 +171,8 @@ fn released_results_are_gone_after_a_restart() {
         engine.flush_journal().await;
     });
     run_engine(dir.path(), async |engine| {
-        assert_eq!(state(&engine, "collected"), TaskState::Unknown);
-        assert_eq!(state(&engine, "kept"), TaskState::Ok);
+        assert_eq!(state_of(&engine, "collected"), TaskState::Unknown);
+        assert_eq!(state_of(&engine, "kept"), TaskState::Ok);
         assert_eq!(engine.counters().results_restored, 1);
         let ack = engine.submit_batch(batch(2, vec![ok_task("collected", 0)]));
         assert!(
@@ -246,13 +195,13 @@ fn results_older_than_the_retention_are_not_taken_back() {
         ..config(dir.path())
     };
     run_engine_with(short, async |engine| {
-        assert_eq!(state(&engine, "old"), TaskState::Unknown);
+        assert_eq!(state_of(&engine, "old"), TaskState::Unknown);
         assert_eq!(engine.counters().results_expired, 1);
         engine.flush_journal().await;
     });
     run_engine(dir.path(), async |engine| {
         assert_eq!(
-            state(&engine, "old"),
+            state_of(&engine, "old"),
             TaskState::Unknown,
             "deleted from the journal"
         );
@@ -267,32 +216,18 @@ fn a_graceful_shutdown_journals_checks_still_running_after_the_grace_as_lost() {
         ..config(dir.path())
     };
     let counters = run_engine_with(config.clone(), async |engine| {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let served = tokio::spawn(engine.clone().serve(listener, async {
-            let _ = stopped.await;
-        }));
-        let mut client = EngineClient::connect(format!("http://{address}"))
-            .await
-            .unwrap();
-        let (requests, rx) = mpsc::channel(4);
-        let mut acks = client
-            .submit(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        requests
-            .send(batch(
+        let mut running = RunningEngine::serve(engine.clone()).await;
+        let mut client = running.client().await;
+        let mut submit = submit_stream(&mut client).await;
+        let ack = submit
+            .exchange(batch(
                 1,
                 vec![
                     ok_task("finishes-in-grace", 100),
                     ok_task("too-long", 10_000),
                 ],
             ))
-            .await
-            .unwrap();
-        let ack = acks.message().await.unwrap().unwrap();
+            .await;
         assert!(ack.acks.iter().all(|a| a.accepted));
         assert!(
             engine.counters().journal_commits >= 1,
@@ -300,27 +235,25 @@ fn a_graceful_shutdown_journals_checks_still_running_after_the_grace_as_lost() {
         );
 
         let stop_requested = Instant::now();
-        stop.send(()).unwrap();
-        let served = tokio::time::timeout(Duration::from_secs(10), served)
-            .await
-            .expect("serve returns after the grace")
-            .unwrap();
+        running.request_shutdown();
+        // Serve returns after the grace.
+        let served = running.shutdown().await;
         assert!(served.is_ok(), "{served:?}");
         let took = stop_requested.elapsed();
         assert!(
             took >= Duration::from_millis(300) && took < Duration::from_secs(5),
             "{took:?}"
         );
-        assert_eq!(state(&engine, "finishes-in-grace"), TaskState::Ok);
-        assert_eq!(state(&engine, "too-long"), TaskState::LostInRestart);
+        assert_eq!(state_of(&engine, "finishes-in-grace"), TaskState::Ok);
+        assert_eq!(state_of(&engine, "too-long"), TaskState::LostInRestart);
         engine.counters()
     });
     assert_eq!(counters.lost_in_restart, 1);
     assert_eq!(counters.checks_finished, 1);
 
     run_engine_with(config, async |engine| {
-        assert_eq!(state(&engine, "finishes-in-grace"), TaskState::Ok);
-        let lost = status(&engine, "too-long");
+        assert_eq!(state_of(&engine, "finishes-in-grace"), TaskState::Ok);
+        let lost = status_of(&engine, "too-long");
         assert_eq!(lost.state, TaskState::LostInRestart as i32);
         assert!(lost.message.contains("shut down"), "{}", lost.message);
         assert_eq!(
@@ -335,12 +268,8 @@ fn a_graceful_shutdown_journals_checks_still_running_after_the_grace_as_lost() {
 fn a_unary_submission_is_journaled_before_it_is_acknowledged() {
     let dir = TempDir::new("unary");
     run_engine(dir.path(), async |engine| {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(engine.clone().serve(listener, std::future::pending()));
-        let mut client = EngineClient::connect(format!("http://{address}"))
-            .await
-            .unwrap();
+        let (address, _served) = serve_until(engine.clone(), std::future::pending()).await;
+        let mut client = engine_client(address).await;
         let reply = client
             .submit_one(proto::SubmitOneRequest {
                 task: Some(ok_task("unary", 60_000)),
@@ -354,7 +283,7 @@ fn a_unary_submission_is_journaled_before_it_is_acknowledged() {
         // The engine dies now.
     });
     run_engine(dir.path(), async |engine| {
-        assert_eq!(state(&engine, "unary"), TaskState::LostInRestart);
+        assert_eq!(state_of(&engine, "unary"), TaskState::LostInRestart);
     });
 }
 

@@ -6,8 +6,11 @@
 //! Checks that would reach the network are kept on loopback: tcp and http targets are loopback
 //! addresses or strings that fail validation, exec programs do not exist.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{assert_tasks_add_up, engine_config};
 use proptest::prelude::*;
 use tonic::Code;
 use turbomon::config::EngineConfig;
@@ -19,12 +22,11 @@ const MAX_BATCH_TASKS: usize = 40;
 
 fn engine() -> Engine {
     Engine::new(EngineConfig {
-        listen: "127.0.0.1:0".into(),
         max_batch_tasks: MAX_BATCH_TASKS,
         max_held_tasks: 60,
         max_concurrent_checks: 4,
         result_retention: Duration::from_secs(60),
-        ..EngineConfig::default()
+        ..engine_config()
     })
 }
 
@@ -180,11 +182,7 @@ const BATCH_ERROR_CODES: [i32; 3] = [
 
 fn assert_counters_add_up(engine: &Engine) {
     let counters = engine.counters();
-    assert_eq!(
-        counters.tasks_received,
-        counters.tasks_accepted + counters.duplicates + counters.tasks_rejected,
-        "{counters:?}"
-    );
+    assert_tasks_add_up(&counters);
     assert!(counters.tasks_held <= 60, "never over max_held_tasks");
 }
 

@@ -4,57 +4,31 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{MockEngine, eventually, serve_mock, serve_mock_on};
-use tokio::sync::{mpsc, watch};
-use turbomon::config::SupervisorConfig;
+use common::{
+    Extra, MockEngine, RunningMock, closed_address, engine_and_group, eventually, next_completion,
+    node_names, one_engine_config, parse, serve_mock, serve_mock_at, start_supervisor,
+};
 use turbomon::proto::TaskState;
-use turbomon::supervisor::{Completion, Supervisor, SupervisorOptions};
+use turbomon::supervisor::{Completion, Supervisor};
 
-fn start(text: &str) -> (Supervisor, mpsc::UnboundedReceiver<Completion>) {
-    let config: SupervisorConfig = turbomon::config::parse_supervisor(text, "test.toml".as_ref())
-        .unwrap_or_else(|e| panic!("test config is valid: {e}"));
-    let (_tx, rx) = watch::channel(Arc::new(config));
-    let (observer, completions) = mpsc::unbounded_channel();
-    let supervisor = Supervisor::start(
-        rx,
-        SupervisorOptions {
-            stats_json: None,
-            observer: Some(observer),
-            ..SupervisorOptions::default()
+/// Runs relator `r` (with `relator` keys added) on node `n1` against `mock`, statuses checked
+/// every 20 ms; returns the supervisor, the serving mock and the task's final outcome.
+async fn run_one_task(mock: &MockEngine, relator: &str) -> (Supervisor, RunningMock, Completion) {
+    let engine = serve_mock(mock.clone()).await;
+    let text = one_engine_config(
+        engine.address,
+        &["n1"],
+        Extra {
+            top: "status_check_interval = \"20ms\"",
+            relator,
+            ..Extra::default()
         },
-    )
-    .expect("supervisor starts");
-    (supervisor, completions)
-}
-
-async fn next(
-    completions: &mut mpsc::UnboundedReceiver<Completion>,
-    limit: Duration,
-) -> Completion {
-    tokio::time::timeout(limit, completions.recv())
-        .await
-        .expect("a completion in time")
-        .expect("observer open")
-}
-
-fn engine_and_group(address: &str, nodes: &[&str]) -> String {
-    let nodes: Vec<String> = nodes.iter().map(|n| format!("\"{n}\"")).collect();
-    format!(
-        r#"
-[[engines]]
-name = "e1"
-address = "{address}"
-
-[[groups]]
-name = "g"
-engine = "e1"
-nodes = [{}]
-"#,
-        nodes.join(", ")
-    )
+    );
+    let (supervisor, _config, mut done) = start_supervisor(parse(&text));
+    let completion = next_completion(&mut done, Duration::from_secs(10)).await;
+    (supervisor, engine, completion)
 }
 
 #[tokio::test]
@@ -66,28 +40,8 @@ async fn a_task_failing_twice_then_passing_reports_three_attempts() {
             TaskState::Ok
         }
     });
-    let engine = serve_mock(mock.clone()).await;
-    let text = format!(
-        r#"
-status_check_interval = "20ms"
-{}
-[[rules]]
-name = "flaky"
-kind = "sim"
-
-[[relators]]
-name = "r"
-group = "g"
-rules = ["flaky"]
-interval = "1h"
-randomize = 0
-max_retries = 2
-retry_period = "50ms"
-"#,
-        engine_and_group(&engine.address.to_string(), &["n1"])
-    );
-    let (supervisor, mut done) = start(&text);
-    let completion = next(&mut done, Duration::from_secs(10)).await;
+    let (supervisor, _engine, completion) =
+        run_one_task(&mock, "max_retries = 2\nretry_period = \"50ms\"").await;
     assert_eq!(completion.state, TaskState::Ok);
     assert_eq!(completion.attempt, 3);
     let attempts = mock.log().attempts;
@@ -108,29 +62,11 @@ retry_period = "50ms"
 #[tokio::test]
 async fn retries_stop_at_the_end_of_the_start_window() {
     let mock = MockEngine::with_attempt_states(|_, _| TaskState::TimedOut);
-    let engine = serve_mock(mock.clone()).await;
-    let text = format!(
-        r#"
-status_check_interval = "20ms"
-{}
-[[rules]]
-name = "slow"
-kind = "sim"
-
-[[relators]]
-name = "r"
-group = "g"
-rules = ["slow"]
-interval = "1h"
-start_window = "300ms"
-randomize = 0
-max_retries = 50
-retry_period = "100ms"
-"#,
-        engine_and_group(&engine.address.to_string(), &["n1"])
-    );
-    let (supervisor, mut done) = start(&text);
-    let completion = next(&mut done, Duration::from_secs(10)).await;
+    let (supervisor, _engine, completion) = run_one_task(
+        &mock,
+        "start_window = \"300ms\"\nmax_retries = 50\nretry_period = \"100ms\"",
+    )
+    .await;
     assert_eq!(completion.state, TaskState::TimedOut);
     assert!(
         (2..=4).contains(&completion.attempt),
@@ -154,7 +90,7 @@ name = "step"
 kind = "sim"
 duration = "10ms"
 "#,
-        engine_and_group(&address.to_string(), &["n1"])
+        engine_and_group(address, &["n1"])
     );
     for i in 1..=10 {
         text.push_str(&format!(
@@ -167,13 +103,13 @@ duration = "10ms"
             text.push_str(&format!("on_ok = [\"c{}\"]\n", i + 1));
         }
     }
-    let (supervisor, mut done) = start(&text);
-    let first = next(&mut done, Duration::from_secs(10)).await;
+    let (supervisor, _config, mut done) = start_supervisor(parse(&text));
+    let first = next_completion(&mut done, Duration::from_secs(10)).await;
     assert_eq!(first.relator, "c1");
     let started = Instant::now();
     let mut last = first;
     while last.relator != "c10" {
-        last = next(&mut done, Duration::from_secs(5)).await;
+        last = next_completion(&mut done, Duration::from_secs(5)).await;
         assert_eq!(last.state, TaskState::Ok);
     }
     let chain = started.elapsed();
@@ -240,10 +176,10 @@ randomize = 0
         alive = alive.address,
         nodes = nodes.join(", ")
     );
-    let (supervisor, mut done) = start(&text);
+    let (supervisor, _config, mut done) = start_supervisor(parse(&text));
     let mut finished = 0;
     while finished < 10 {
-        let c = next(&mut done, Duration::from_secs(5)).await;
+        let c = next_completion(&mut done, Duration::from_secs(5)).await;
         assert_eq!(c.engine, "alive");
         finished += 1;
     }
@@ -252,29 +188,18 @@ randomize = 0
 }
 
 async fn run_outage(policy: &str) -> (turbomon::supervisor::CountersSnapshot, Vec<String>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    drop(listener);
-    let text = format!(
-        r#"
-status_check_interval = "50ms"
-batch_window = "10ms"
-{}
-[[rules]]
-name = "sim"
-kind = "sim"
-
-[[relators]]
-name = "r"
-group = "g"
-rules = ["sim"]
-interval = "100ms"
-randomize = 0
-catch_up = "{policy}"
-"#,
-        engine_and_group(&address.to_string(), &["n1"])
-    );
-    let (supervisor, _done) = start(&text);
+    let address = closed_address().await;
+    let text = one_engine_config(
+        address,
+        &["n1"],
+        Extra {
+            top: "status_check_interval = \"50ms\"\nbatch_window = \"10ms\"",
+            relator: &format!("catch_up = \"{policy}\""),
+            ..Extra::default()
+        },
+    )
+    .replace("interval = \"1h\"", "interval = \"100ms\"");
+    let (supervisor, _config, _done) = start_supervisor(parse(&text));
     eventually(
         "missed firings while the engine is down",
         Duration::from_secs(10),
@@ -286,10 +211,7 @@ catch_up = "{policy}"
     )
     .await;
     let mock = MockEngine::new();
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .expect("rebind");
-    let _engine = serve_mock_on(mock.clone(), listener).await;
+    let _engine = serve_mock_at(mock.clone(), address).await;
     eventually("catch-up applied", Duration::from_secs(10), || {
         supervisor
             .counters("e1")
@@ -342,8 +264,6 @@ async fn catch_up_replay_runs_every_missed_firing_spaced_out() {
 async fn high_priority_tasks_go_in_the_first_batches() {
     let mock = MockEngine::new();
     let engine = serve_mock(mock.clone()).await;
-    let nodes: Vec<String> = (0..10).map(|i| format!("n{i}")).collect();
-    let refs: Vec<&str> = nodes.iter().map(String::as_str).collect();
     let text = format!(
         r#"
 task_submit_batch_size = 5
@@ -368,9 +288,9 @@ interval = "1h"
 randomize = 0
 priority = "high"
 "#,
-        engine_and_group(&engine.address.to_string(), &refs)
+        engine_and_group(engine.address, &node_names(10))
     );
-    let (supervisor, _done) = start(&text);
+    let (supervisor, _config, _done) = start_supervisor(parse(&text));
     eventually("20 tasks submitted", Duration::from_secs(10), || {
         mock.log()
             .submit_batches
@@ -401,31 +321,18 @@ priority = "high"
 async fn lateness_is_recorded_for_every_stage_a_task_passes() {
     let mock = MockEngine::with_states(|_| TaskState::Broken);
     let engine = serve_mock(mock).await;
-    let text = format!(
-        r#"
-status_check_interval = "20ms"
-{}
-[[rules]]
-name = "sim"
-kind = "sim"
-
-[[alerts]]
-name = "log"
-kind = "log"
-
-[[relators]]
-name = "r"
-group = "g"
-rules = ["sim"]
-interval = "1h"
-randomize = 0
-alerts = ["log"]
-"#,
-        engine_and_group(&engine.address.to_string(), &["a", "b", "c"])
-    );
-    let (supervisor, mut done) = start(&text);
+    let text = one_engine_config(
+        engine.address,
+        &["a", "b", "c"],
+        Extra {
+            top: "status_check_interval = \"20ms\"",
+            relator: "alerts = [\"log\"]",
+            ..Extra::default()
+        },
+    ) + "\n[[alerts]]\nname = \"log\"\nkind = \"log\"\n";
+    let (supervisor, _config, mut done) = start_supervisor(parse(&text));
     for _ in 0..3 {
-        next(&mut done, Duration::from_secs(10)).await;
+        next_completion(&mut done, Duration::from_secs(10)).await;
     }
     use turbomon::stats::Stage;
     let counts = supervisor

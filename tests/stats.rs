@@ -1,10 +1,11 @@
 //! The statistics report: exact text of the statistics block (docs/DESIGN.md, The statistics
 //! block), window reset, rounding, units, JSON.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::{TempDir, capture_logs};
 use turbomon::stats::{EngineStats, Mode, WindowReport, append_json};
 
 /// 2026-11-22T02:40:00Z
@@ -371,19 +372,12 @@ fn json_mode_off_has_null_batch_size() {
 
 #[test]
 fn append_json_writes_one_object_per_line() {
-    let path = std::env::temp_dir().join(format!(
-        "turbomon-stats-test-{}-{}.jsonl",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    ));
+    let dir = TempDir::new("stats");
+    let path = dir.path().join("stats.jsonl");
     let report = known_report();
     append_json(&path, &report).unwrap_or_else(|e| panic!("{e}"));
     append_json(&path, &report).unwrap_or_else(|e| panic!("{e}"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
-    let _ = std::fs::remove_file(&path);
     assert!(text.ends_with('\n'));
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2);
@@ -393,36 +387,10 @@ fn append_json_writes_one_object_per_line() {
     }
 }
 
-/// Collects what a `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut buffer) = self.0.lock() {
-            buffer.extend_from_slice(bytes);
-        }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn log_emits_every_line_on_the_stats_target() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_target(true)
-        .finish();
     let report = known_report();
-    tracing::subscriber::with_default(subscriber, || report.log());
-    let bytes = captured.0.lock().map(|b| b.clone()).unwrap_or_default();
-    let output = String::from_utf8(bytes).unwrap_or_default();
+    let ((), output) = capture_logs(|| report.log());
     let logged: Vec<&str> = output.lines().collect();
     assert_eq!(logged.len(), report.lines().len(), "{output}");
     for (logged, line) in logged.iter().zip(report.lines()) {

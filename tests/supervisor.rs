@@ -7,73 +7,36 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{MockEngine, eventually, serve_mock, serve_mock_on, wire_bytes};
-use tokio::sync::{mpsc, watch};
+use common::{
+    Extra, MockEngine, TempDir, closed_address, eventually, node_names, one_engine_config, parse,
+    planned_tasks, serve_http, serve_mock, serve_mock_at, start_supervisor, take_completions,
+    wire_bytes,
+};
+use tokio::sync::mpsc;
 use turbomon::config::SupervisorConfig;
-use turbomon::proto::{Task, TaskState};
-use turbomon::supervisor::{Completion, Supervisor, SupervisorOptions};
+use turbomon::proto::TaskState;
 use turbomon::transport::Dialer;
 use turbomon::wire::batch::BatchIds;
 use turbomon::wire::status::monitor_turbo;
 use turbomon::wire::stream::{StatusStream, SubmitStream};
 use turbomon::wire::submit::{LoopLimits, submit_turbo};
 
-/// A supervisor config with one engine at `address`, one group of `nodes` nodes and one sim rule
-/// fired once an hour (so the first firing, at start, is the only one in a test), with no splay.
-fn one_engine_config(address: &str, nodes: usize, extra_top: &str, extra_engine: &str) -> String {
-    let nodes: Vec<String> = (0..nodes).map(|i| format!("\"n{i}\"")).collect();
-    format!(
-        r#"
-{extra_top}
-[[engines]]
-name = "e1"
-address = "{address}"
-{extra_engine}
-
-[[groups]]
-name = "g"
-engine = "e1"
-nodes = [{nodes}]
-
-[[rules]]
-name = "sim"
-kind = "sim"
-duration = "1ms"
-
-[[relators]]
-name = "r"
-group = "g"
-rules = ["sim"]
-randomize = 0
-interval = "1h"
-"#,
-        nodes = nodes.join(", ")
-    )
-}
-
-fn parse(text: &str) -> SupervisorConfig {
-    toml::from_str(text).expect("test config parses")
-}
-
-fn start(
-    config: SupervisorConfig,
-) -> (
-    Supervisor,
-    watch::Sender<Arc<SupervisorConfig>>,
-    mpsc::UnboundedReceiver<Completion>,
-) {
-    let (tx, rx) = watch::channel(Arc::new(config));
-    let (observer, completions) = mpsc::unbounded_channel();
-    let supervisor = Supervisor::start(
-        rx,
-        SupervisorOptions {
-            stats_json: None,
-            observer: Some(observer),
-            ..SupervisorOptions::default()
+/// Engine `e1` at `address`, `nodes` nodes and one sim rule of 1 ms fired once an hour (so the
+/// first firing, at start, is the only one in a test), with no splay.
+fn config_text(address: impl std::fmt::Display, nodes: usize, top: &str) -> String {
+    one_engine_config(
+        address,
+        &node_names(nodes),
+        Extra {
+            top,
+            rule: "duration = \"1ms\"",
+            ..Extra::default()
         },
     )
-    .expect("supervisor starts");
-    (supervisor, tx, completions)
+}
+
+fn config(address: impl std::fmt::Display, nodes: usize, top: &str) -> SupervisorConfig {
+    parse(&config_text(address, nodes, top))
 }
 
 fn batch_sizes(batches: &[Vec<String>]) -> Vec<usize> {
@@ -86,21 +49,8 @@ fn batch_sizes(batches: &[Vec<String>]) -> Vec<usize> {
 async fn sixty_due_tasks_at_batch_thirty_travel_as_exactly_two_batches() {
     let mock = MockEngine::new();
     let engine = serve_mock(mock.clone()).await;
-    let (supervisor, _tx, _done) = start(parse(&one_engine_config(
-        &engine.address.to_string(),
-        60,
-        "",
-        "",
-    )));
-    eventually("60 tasks submitted", Duration::from_secs(10), || {
-        mock.log()
-            .submit_batches
-            .iter()
-            .map(Vec::len)
-            .sum::<usize>()
-            == 60
-    })
-    .await;
+    let (supervisor, _tx, _done) = start_supervisor(config(engine.address, 60, ""));
+    mock.wait_submitted(60).await;
     let log = mock.log();
     assert_eq!(batch_sizes(&log.submit_batches), vec![30, 30]);
     let mut ids: Vec<String> = log.submit_batches.concat();
@@ -115,21 +65,8 @@ async fn sixty_due_tasks_at_batch_thirty_travel_as_exactly_two_batches() {
 async fn sixty_one_due_tasks_travel_as_three_batches() {
     let mock = MockEngine::new();
     let engine = serve_mock(mock.clone()).await;
-    let (supervisor, _tx, _done) = start(parse(&one_engine_config(
-        &engine.address.to_string(),
-        61,
-        "",
-        "",
-    )));
-    eventually("61 tasks submitted", Duration::from_secs(10), || {
-        mock.log()
-            .submit_batches
-            .iter()
-            .map(Vec::len)
-            .sum::<usize>()
-            == 61
-    })
-    .await;
+    let (supervisor, _tx, _done) = start_supervisor(config(engine.address, 61, ""));
+    mock.wait_submitted(61).await;
     assert_eq!(batch_sizes(&mock.log().submit_batches), vec![30, 30, 1]);
     supervisor.shutdown().await;
 }
@@ -138,19 +75,13 @@ async fn sixty_one_due_tasks_travel_as_three_batches() {
 async fn status_batches_never_exceed_task_info_batch_size_and_cover_every_task() {
     let mock = MockEngine::with_states(|_| TaskState::Ok);
     let engine = serve_mock(mock.clone()).await;
-    let config = parse(&one_engine_config(
-        &engine.address.to_string(),
+    let (supervisor, _tx, mut done) = start_supervisor(config(
+        engine.address,
         50,
         "task_info_batch_size = 7\nstatus_check_interval = \"100ms\"",
-        "",
     ));
-    let (supervisor, _tx, mut done) = start(config);
     let mut finished = std::collections::HashSet::new();
-    while finished.len() < 50 {
-        let completion = tokio::time::timeout(Duration::from_secs(10), done.recv())
-            .await
-            .expect("completions arrive")
-            .expect("observer open");
+    for completion in take_completions(&mut done, 50, Duration::from_secs(10)).await {
         assert_eq!(completion.state, TaskState::Ok);
         assert!(
             finished.insert(completion.task_id),
@@ -187,19 +118,12 @@ async fn status_batches_never_exceed_task_info_batch_size_and_cover_every_task()
 async fn turbo_off_opens_one_connection_per_task_and_never_more_than_max_connections() {
     let mock = MockEngine::new().with_ack_delay(Duration::from_millis(20));
     let engine = serve_mock(mock.clone()).await;
-    let config = parse(&one_engine_config(
-        &engine.address.to_string(),
+    let (supervisor, _tx, mut done) = start_supervisor(config(
+        engine.address,
         25,
         "turbo_monitoring = false\nmax_connections = 4\nstatus_check_interval = \"200ms\"",
-        "",
     ));
-    let (supervisor, _tx, mut done) = start(config);
-    for _ in 0..25 {
-        tokio::time::timeout(Duration::from_secs(20), done.recv())
-            .await
-            .expect("completions arrive")
-            .expect("observer open");
-    }
+    take_completions(&mut done, 25, Duration::from_secs(20)).await;
     let log = mock.log();
     assert_eq!(log.unary_submits.len(), 25);
     assert!(
@@ -224,16 +148,6 @@ async fn turbo_off_opens_one_connection_per_task_and_never_more_than_max_connect
     supervisor.shutdown().await;
 }
 
-fn sim_tasks(n: usize) -> Vec<Task> {
-    let config = parse(&one_engine_config("127.0.0.1:1", n, "", ""));
-    let plans = turbomon::supervisor::schedule::plan::plan_relators(&config).expect("plan");
-    plans[0]
-        .tasks_at(std::time::SystemTime::now())
-        .into_iter()
-        .map(|due| due.task)
-        .collect()
-}
-
 #[tokio::test]
 async fn loop_packet_sizes_match_the_bytes_that_crossed_and_batches_fly_together() {
     let delay = Duration::from_millis(100);
@@ -249,7 +163,7 @@ async fn loop_packet_sizes_match_the_bytes_that_crossed_and_batches_fly_together
         max_message_bytes: 4 << 20,
     };
     let ids = BatchIds::default();
-    let tasks = sim_tasks(300);
+    let tasks = planned_tasks(&config("127.0.0.1:1", 300, ""));
     let expected_request_bytes: u64 = tasks
         .chunks(30)
         .map(|c| {
@@ -307,9 +221,9 @@ async fn loop_packet_sizes_match_the_bytes_that_crossed_and_batches_fly_together
 async fn changing_the_batch_size_in_the_config_changes_the_next_loops_batches() {
     let mock = MockEngine::new();
     let engine = serve_mock(mock.clone()).await;
-    let text = one_engine_config(&engine.address.to_string(), 40, "", "")
-        .replace("interval = \"1h\"", "interval = \"300ms\"");
-    let (supervisor, tx, _done) = start(parse(&text));
+    let text =
+        config_text(engine.address, 40, "").replace("interval = \"1h\"", "interval = \"300ms\"");
+    let (supervisor, tx, _done) = start_supervisor(parse(&text));
     eventually("first loop", Duration::from_secs(10), || {
         !mock.log().submit_batches.is_empty()
     })
@@ -339,15 +253,9 @@ async fn changing_the_batch_size_in_the_config_changes_the_next_loops_batches() 
 #[tokio::test]
 async fn an_engine_that_is_down_keeps_its_tasks_until_it_comes_up() {
     // Reserve a port, then leave it closed while the supervisor starts.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    drop(listener);
-    let (supervisor, _tx, mut done) = start(parse(&one_engine_config(
-        &address.to_string(),
-        45,
-        "status_check_interval = \"100ms\"",
-        "",
-    )));
+    let address = closed_address().await;
+    let (supervisor, _tx, mut done) =
+        start_supervisor(config(address, 45, "status_check_interval = \"100ms\""));
     eventually("failed attempts recorded", Duration::from_secs(5), || {
         supervisor
             .with_stats("e1", |s| s.submission.failed_loops() > 0)
@@ -355,16 +263,10 @@ async fn an_engine_that_is_down_keeps_its_tasks_until_it_comes_up() {
     })
     .await;
     let mock = MockEngine::new();
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .expect("rebind the port");
-    let _engine = serve_mock_on(mock.clone(), listener).await;
+    let _engine = serve_mock_at(mock.clone(), address).await;
+    // Tasks are delivered after the engine came up.
     let mut finished = std::collections::HashSet::new();
-    while finished.len() < 45 {
-        let c = tokio::time::timeout(Duration::from_secs(30), done.recv())
-            .await
-            .expect("tasks delivered after the engine came up")
-            .expect("observer open");
+    for c in take_completions(&mut done, 45, Duration::from_secs(30)).await {
         assert!(finished.insert(c.task_id));
     }
     let submitted: Vec<String> = mock.log().submit_batches.concat();
@@ -376,38 +278,21 @@ async fn an_engine_that_is_down_keeps_its_tasks_until_it_comes_up() {
 async fn a_broken_rule_fires_its_webhook_and_command_alerts() {
     use http_body_util::BodyExt;
     // A tiny webhook receiver.
-    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_address = hook.local_addr().unwrap();
     let (body_tx, mut bodies) = mpsc::unbounded_channel::<serde_json::Value>();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = hook.accept().await else {
-                return;
-            };
-            let body_tx = body_tx.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let body_tx = body_tx.clone();
-                        async move {
-                            let bytes = req.into_body().collect().await?.to_bytes();
-                            if let Ok(v) = serde_json::from_slice(&bytes) {
-                                let _ = body_tx.send(v);
-                            }
-                            Ok::<_, hyper::Error>(hyper::Response::new(http_body_util::Full::new(
-                                bytes::Bytes::new(),
-                            )))
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
+    let hook_address = serve_http(move |request: hyper::Request<hyper::body::Incoming>| {
+        let body_tx = body_tx.clone();
+        async move {
+            if let Ok(body) = request.into_body().collect().await
+                && let Ok(v) = serde_json::from_slice(&body.to_bytes())
+            {
+                let _ = body_tx.send(v);
+            }
+            hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()))
         }
-    });
-    let marker = std::env::temp_dir().join(format!("turbomon-alert-{}", std::process::id()));
-    let _ = std::fs::remove_file(&marker);
+    })
+    .await;
+    let dir = TempDir::new("alert");
+    let marker = dir.path().join("marker");
     let mock = MockEngine::with_states(|id| {
         if id.contains("/n1/") {
             TaskState::Broken
@@ -416,13 +301,7 @@ async fn a_broken_rule_fires_its_webhook_and_command_alerts() {
         }
     });
     let engine = serve_mock(mock).await;
-    let text = one_engine_config(
-        &engine.address.to_string(),
-        3,
-        "status_check_interval = \"100ms\"",
-        "",
-    )
-    .replace(
+    let text = config_text(engine.address, 3, "status_check_interval = \"100ms\"").replace(
         "interval = \"1h\"",
         "interval = \"1h\"\nalerts = [\"hook\", \"cmd\", \"log\"]",
     ) + &format!(
@@ -444,7 +323,7 @@ kind = "log"
 "#,
         marker = marker.display()
     );
-    let (supervisor, _tx, _done) = start(parse(&text));
+    let (supervisor, _tx, _done) = start_supervisor(parse(&text));
     let body = tokio::time::timeout(Duration::from_secs(10), bodies.recv())
         .await
         .expect("webhook called")
@@ -465,5 +344,4 @@ kind = "log"
     );
     let counters = supervisor.shutdown().await;
     assert_eq!(counters[0].1.broken, 1);
-    let _ = std::fs::remove_file(&marker);
 }
