@@ -4,21 +4,20 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{MockEngine, serve_mock};
-use tokio::sync::{mpsc, watch};
+use common::{
+    Extra, MockEngine, closed_address, one_engine_config, parse, serve_mock, serve_mock_on,
+    start_supervisor, take_completions,
+};
 use turbomon::proto::TaskState;
-use turbomon::supervisor::{Completion, Supervisor, SupervisorOptions};
+use turbomon::supervisor::Completion;
 
 #[tokio::test]
 async fn tasks_return_to_a_restarted_primary_within_two_probe_periods() {
     // The primary's port is reserved but closed for a few seconds: long enough for the reconnect
     // backoff to grow well past a second.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let primary_address = listener.local_addr().unwrap();
-    drop(listener);
+    let primary_address = closed_address().await;
     let backup_mock = MockEngine::new();
     let backup = serve_mock(backup_mock.clone()).await;
     let text = format!(
@@ -49,9 +48,7 @@ randomize = 0
 "#,
         backup.address
     );
-    let config = turbomon::config::parse_supervisor(&text, "t.toml".as_ref()).expect("valid");
-    let (_tx, rx) = watch::channel(Arc::new(config));
-    let supervisor = Supervisor::start(rx, SupervisorOptions::default()).expect("start");
+    let (supervisor, _reload, _completions) = start_supervisor(parse(&text));
     common::eventually("the backup takes over", Duration::from_secs(10), || {
         !backup_mock.log().submit_batches.is_empty()
     })
@@ -62,7 +59,7 @@ randomize = 0
     let listener = tokio::net::TcpListener::bind(primary_address)
         .await
         .expect("rebind");
-    let _primary = common::serve_mock_on(primary_mock.clone(), listener).await;
+    let _primary = serve_mock_on(primary_mock.clone(), listener).await;
     let back = Instant::now();
     common::eventually(
         "tasks return to the primary",
@@ -86,7 +83,7 @@ randomize = 0
 async fn small_cap_run(nodes: usize, with_large_output: bool) -> (Vec<Completion>, u64) {
     let engine = common::serve_engine().await;
     let names: Vec<String> = (0..nodes)
-        .map(|i| format!("\"node-with-a-longish-name-{i:03}\""))
+        .map(|i| format!("node-with-a-longish-name-{i:03}"))
         .collect();
     let large = if with_large_output {
         r#"
@@ -105,50 +102,17 @@ randomize = 0
     } else {
         ""
     };
-    let text = format!(
-        r#"
-status_check_interval = "100ms"
-max_message_bytes = 1000
-[[engines]]
-name = "e"
-address = "{}"
-[[groups]]
-name = "g"
-engine = "e"
-nodes = [{}]
-[[rules]]
-name = "sim"
-kind = "sim"
-[[relators]]
-name = "r"
-group = "g"
-rules = ["sim"]
-interval = "1h"
-randomize = 0
-{large}"#,
+    let text = one_engine_config(
         engine.address,
-        names.join(", ")
-    );
-    let config = turbomon::config::parse_supervisor(&text, "t.toml".as_ref()).expect("valid");
-    let expected = nodes * if with_large_output { 2 } else { 1 };
-    let (_tx, rx) = watch::channel(Arc::new(config));
-    let (observer, mut done) = mpsc::unbounded_channel();
-    let supervisor = Supervisor::start(
-        rx,
-        SupervisorOptions {
-            observer: Some(observer),
-            ..SupervisorOptions::default()
+        &names,
+        Extra {
+            top: "status_check_interval = \"100ms\"\nmax_message_bytes = 1000",
+            ..Extra::default()
         },
-    )
-    .expect("supervisor");
-    let mut completions = Vec::new();
-    while completions.len() < expected {
-        let c = tokio::time::timeout(Duration::from_secs(20), done.recv())
-            .await
-            .expect("every task reaches an outcome")
-            .expect("observer");
-        completions.push(c);
-    }
+    ) + large;
+    let expected = nodes * if with_large_output { 2 } else { 1 };
+    let (supervisor, _reload, mut done) = start_supervisor(parse(&text));
+    let completions = take_completions(&mut done, expected, Duration::from_secs(20)).await;
     let counters = supervisor.shutdown().await[0].1;
     engine.stop().await;
     (completions, counters.failed_unreadable)
