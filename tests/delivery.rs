@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Extra, MockEngine, closed_address, eventually, one_engine_config, parse, parse_unvalidated,
-    planned_tasks, serve_engine, serve_mock, serve_mock_at, start_supervisor,
+    Extra, MockEngine, closed_address, eventually, failover_config, one_engine_config, parse,
+    parse_unvalidated, planned_tasks, serve_engine, serve_mock, serve_mock_at, start_supervisor,
     start_supervisor_with, take_completions,
 };
 use turbomon::proto::TaskState;
@@ -165,34 +165,7 @@ async fn tasks_fail_over_to_the_backup_and_return_without_running_on_both() {
     let primary_address = closed_address().await;
     let backup_mock = MockEngine::new();
     let backup = serve_mock(backup_mock.clone()).await;
-    let text = format!(
-        r#"
-status_check_interval = "50ms"
-batch_window = "10ms"
-[[engines]]
-name = "primary"
-address = "{primary_address}"
-backup = "standby"
-failover_after = "300ms"
-[[engines]]
-name = "standby"
-address = "{}"
-[[groups]]
-name = "g"
-engine = "primary"
-nodes = ["a", "b"]
-[[rules]]
-name = "sim"
-kind = "sim"
-[[relators]]
-name = "r"
-group = "g"
-rules = ["sim"]
-interval = "100ms"
-randomize = 0
-"#,
-        backup.address
-    );
+    let text = failover_config(primary_address, backup.address, "300ms");
     let (supervisor, _tx, _done) = start_supervisor(parse(&text));
     eventually(
         "the backup runs the primary's tasks",

@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    Extra, MockEngine, closed_address, one_engine_config, parse, serve_mock, serve_mock_on,
-    start_supervisor, take_completions,
+    Extra, MockEngine, closed_address, failover_config, one_engine_config, parse, serve_mock,
+    serve_mock_on, start_supervisor, take_completions,
 };
 use turbomon::proto::TaskState;
 use turbomon::supervisor::Completion;
@@ -20,34 +20,7 @@ async fn tasks_return_to_a_restarted_primary_within_two_probe_periods() {
     let primary_address = closed_address().await;
     let backup_mock = MockEngine::new();
     let backup = serve_mock(backup_mock.clone()).await;
-    let text = format!(
-        r#"
-status_check_interval = "50ms"
-batch_window = "10ms"
-[[engines]]
-name = "primary"
-address = "{primary_address}"
-backup = "standby"
-failover_after = "200ms"
-[[engines]]
-name = "standby"
-address = "{}"
-[[groups]]
-name = "g"
-engine = "primary"
-nodes = ["a", "b"]
-[[rules]]
-name = "sim"
-kind = "sim"
-[[relators]]
-name = "r"
-group = "g"
-rules = ["sim"]
-interval = "100ms"
-randomize = 0
-"#,
-        backup.address
-    );
+    let text = failover_config(primary_address, backup.address, "200ms");
     let (supervisor, _reload, _completions) = start_supervisor(parse(&text));
     common::eventually("the backup takes over", Duration::from_secs(10), || {
         !backup_mock.log().submit_batches.is_empty()

@@ -147,3 +147,40 @@ pub async fn take_completions(
     }
     taken
 }
+
+/// Engine `primary` at `primary` with `standby` at `backup` as its backup (failing over after
+/// `failover_after`), group `g` of nodes `a` and `b` on the primary, and rule `sim` run on it
+/// every 100 ms; statuses asked every 50 ms.
+pub fn failover_config(
+    primary: impl Display,
+    backup: impl Display,
+    failover_after: &str,
+) -> String {
+    format!(
+        r#"
+status_check_interval = "50ms"
+batch_window = "10ms"
+[[engines]]
+name = "primary"
+address = "{primary}"
+backup = "standby"
+failover_after = "{failover_after}"
+[[engines]]
+name = "standby"
+address = "{backup}"
+[[groups]]
+name = "g"
+engine = "primary"
+nodes = ["a", "b"]
+[[rules]]
+name = "sim"
+kind = "sim"
+[[relators]]
+name = "r"
+group = "g"
+rules = ["sim"]
+interval = "100ms"
+randomize = 0
+"#
+    )
+}
