@@ -10,7 +10,8 @@
 //! - `counters`, `completion`: what is counted per engine, and the outcome handed to an
 //!   observer.
 //!
-//! Talking to an engine goes through [`crate::wire`] only.
+//! Every request to an engine goes through [`crate::wire`]; only the reachability probe (gRPC
+//! health) goes through [`crate::transport`] directly.
 
 pub(crate) mod alert;
 mod completion;

@@ -10,9 +10,11 @@
 //! - [`submit`]: one submission loop (turbo or off) and what became of each task.
 //! - [`status`]: one monitor loop (turbo or off) and the statuses it brought back.
 //! - [`refusal`]: the refusal codes the engine answers with and the supervisor reads.
+//! - [`completions`]: push mode, final statuses streamed by the engine as they happen.
 //! - [`unary`]: a single call on its own new connection (turbo off).
 
 pub mod batch;
+pub mod completions;
 pub(crate) mod encode;
 pub(crate) mod refusal;
 pub mod status;

@@ -10,9 +10,9 @@ use super::connection::Backoff;
 use super::effects::apply;
 use super::handle::EngineHandle;
 use super::tunables::TunablesSource;
-use crate::config::{StatusMode, SupervisorConfig};
-use crate::proto::{CompletionBatch, CompletionsRequest};
+use crate::config::StatusMode;
 use crate::supervisor::counters::Bump;
+use crate::wire::completions::{self, CompletionFeed};
 
 /// How often poll mode checks whether the configuration switched to push.
 const MODE_CHECK_PERIOD: Duration = Duration::from_secs(1);
@@ -33,14 +33,15 @@ pub(crate) async fn run(
         let pause = if source.current().status_mode != StatusMode::Push {
             MODE_CHECK_PERIOD
         } else {
-            match subscribe(engine, &source.config()).await {
-                Ok(completions) => {
+            match subscribe(engine, source.config().push_flush_window).await {
+                Ok(feed) => {
                     backoff.succeeded();
-                    if !drain(engine, completions, &mut source, &mut stop).await {
+                    if !drain(engine, feed, &mut source, &mut stop).await {
                         return;
                     }
                     continue;
                 }
+                // An engine of an older version: the monitor loop alone collects its results.
                 Err(status) if status.code() == tonic::Code::Unimplemented => {
                     tracing::warn!(target: "turbomon::supervisor", engine = %engine.name(), "engine does not push completions; relying on the monitor loop");
                     UNSUPPORTED_RETRY
@@ -58,28 +59,27 @@ pub(crate) async fn run(
 /// Absorb notices until the stream ends or the mode changes; false when stopping.
 async fn drain(
     engine: &EngineHandle,
-    mut completions: tonic::Streaming<CompletionBatch>,
+    mut feed: CompletionFeed,
     source: &mut TunablesSource,
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
-    let mut last_batch = 0u64;
     loop {
         tokio::select! {
             _ = stop.changed() => return false,
-            next = completions.message() => match next {
-                Ok(Some(batch)) => {
-                    if batch.batch_id <= last_batch {
-                        tracing::debug!(target: "turbomon::supervisor", engine = %engine.name(), batch = batch.batch_id, "completion batch out of order");
+            next = feed.next() => match next {
+                Some(pushed) => {
+                    if pushed.out_of_order {
+                        tracing::debug!(target: "turbomon::supervisor", engine = %engine.name(), "completion batch out of order");
                     }
-                    last_batch = batch.batch_id;
-                    engine.counters.pushed.bump(batch.statuses.len() as u64);
-                    let settled = engine.ledger().statuses(batch.statuses, true, SystemTime::now());
+                    engine.counters.pushed.bump(pushed.statuses.len() as u64);
+                    let settled = engine.ledger().statuses(pushed.statuses, true, SystemTime::now());
                     apply(engine, settled);
                 }
                 // The engine went away or ended the stream: subscribe again.
-                Ok(None) | Err(_) => return true,
+                None => return true,
             },
         }
+        // Switched back to poll mode by a reload: stop listening, the monitor loop takes over.
         if source.current().status_mode != StatusMode::Push {
             return true;
         }
@@ -88,18 +88,12 @@ async fn drain(
 
 async fn subscribe(
     engine: &EngineHandle,
-    config: &SupervisorConfig,
-) -> Result<tonic::Streaming<CompletionBatch>, tonic::Status> {
+    flush_window: Duration,
+) -> Result<CompletionFeed, tonic::Status> {
     let connection = engine
         .contact
         .connection()
         .await
         .map_err(tonic::Status::unavailable)?;
-    let request = CompletionsRequest {
-        flush_window_ms: u64::try_from(config.push_flush_window.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1),
-        max_batch: 0,
-    };
-    Ok(connection.client().completions(request).await?.into_inner())
+    completions::subscribe(&connection, flush_window).await
 }

@@ -1,6 +1,6 @@
 //! Pure scheduling arithmetic: where in its start window each (relator, node) starts (a stable
 //! splay), and a timeline of due tasks that releases everything due within one batch window
-//! together, high priority first.
+//! together (the scheduler orders what it takes by priority before sending).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
