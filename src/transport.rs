@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::net::TcpStream;
+
 use tonic::transport::{Channel, Endpoint};
 
 use crate::proto::engine_client::EngineClient;
@@ -39,10 +41,12 @@ pub enum TransportError {
 /// The gRPC service name engines report in the health service.
 pub const ENGINE_SERVICE: &str = "turbomon.v1.Engine";
 
-/// Opens connections to one engine, each call a new connection.
+/// Opens connections to one engine, each call a new connection. A host name in the address is
+/// looked up again for every connection, so an engine that moves to a new address is found at
+/// the next reconnect.
 #[derive(Clone)]
 pub struct Dialer {
-    address: SocketAddr,
+    address: String,
     link: Option<crate::link::Link>,
     max_message_bytes: usize,
     connect_timeout: Duration,
@@ -59,15 +63,19 @@ impl std::fmt::Debug for Dialer {
 }
 
 impl Dialer {
-    /// A dialer for the engine at `address` (`host:port`, resolved now), optionally through `link`.
+    /// A dialer for the engine at `address` (`host:port`, a name or an IP literal; looked up at
+    /// each connection), optionally through `link`.
     pub fn new(
         address: &str,
         link: Option<crate::link::Link>,
         max_message_bytes: usize,
     ) -> Result<Self, TransportError> {
-        let address = resolve(address)?;
+        split_host_port(address).map_err(|reason| TransportError::BadAddress {
+            address: address.to_string(),
+            reason,
+        })?;
         Ok(Self {
-            address,
+            address: address.to_string(),
             link,
             max_message_bytes,
             connect_timeout: Duration::from_secs(5),
@@ -87,9 +95,9 @@ impl Dialer {
         self.sessions.as_ref()
     }
 
-    /// The engine's socket address.
-    pub fn address(&self) -> SocketAddr {
-        self.address
+    /// The engine's address as configured (`host:port`).
+    pub fn address(&self) -> &str {
+        &self.address
     }
 
     /// The simulated link in between, if any.
@@ -121,25 +129,27 @@ impl Dialer {
 
     /// A new connection as a bare channel, with its closing signal.
     async fn channel_tracked(&self) -> Result<(Channel, ConnectionClosed), TransportError> {
+        // The URI only names the :authority; the connector below does the dialling.
         let endpoint = Endpoint::from_shared(format!("http://{}", self.address))
             .map_err(|source| self.connect_error(source))?
             .connect_timeout(self.connect_timeout)
             .http2_adaptive_window(true);
         let (closed_tx, closed_rx) = tokio::sync::watch::channel(false);
         let closed_tx = std::sync::Arc::new(closed_tx);
-        let address = self.address;
+        let address = self.address.clone();
         let link = self.link.clone();
         let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
             let link = link.clone();
+            let address = address.clone();
             let closed_tx = std::sync::Arc::clone(&closed_tx);
             async move {
                 let io: Box<dyn EngineIo> = match link {
-                    None => {
-                        let stream = tokio::net::TcpStream::connect(address).await?;
-                        stream.set_nodelay(true)?;
-                        Box::new(stream)
+                    None => Box::new(connect_tcp(&address).await?),
+                    Some(link) => {
+                        // The link dials the engine itself; it needs one concrete address.
+                        let resolved = lookup(&address).await?;
+                        Box::new(link.connect(resolved[0]).await?)
                     }
-                    Some(link) => Box::new(link.connect(address).await?),
                 };
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(Tracked {
                     io,
@@ -174,14 +184,14 @@ impl Dialer {
             Ok(())
         } else {
             Err(TransportError::NotServing {
-                address: self.address.to_string(),
+                address: self.address.clone(),
             })
         }
     }
 
     fn connect_error(&self, source: tonic::transport::Error) -> TransportError {
         TransportError::Connect {
-            address: self.address.to_string(),
+            address: self.address.clone(),
             source,
         }
     }
@@ -287,15 +297,49 @@ impl tokio::io::AsyncWrite for Tracked {
     }
 }
 
-fn resolve(address: &str) -> Result<SocketAddr, TransportError> {
-    use std::net::ToSocketAddrs;
-    let bad = |reason: String| TransportError::BadAddress {
-        address: address.to_string(),
-        reason,
+/// Look `address` (`host:port`) up now: every address it names, in the resolver's order.
+async fn lookup(address: &str) -> std::io::Result<Vec<SocketAddr>> {
+    let found: Vec<SocketAddr> = tokio::net::lookup_host(address).await?.collect();
+    if found.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("`{address}` resolves to no address"),
+        ));
+    }
+    Ok(found)
+}
+
+/// A TCP connection to the first of `address`'s addresses that accepts one, without Nagle's
+/// delay (the batches are already gathered; Nagle would only add latency).
+async fn connect_tcp(address: &str) -> std::io::Result<TcpStream> {
+    let mut last_error = None;
+    for candidate in lookup(address).await? {
+        match TcpStream::connect(candidate).await {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.expect("lookup returns at least one address"))
+}
+
+/// `host` and `port` of `host:port` (`[v6]:port` for IPv6), checked for shape only.
+fn split_host_port(address: &str) -> Result<(&str, u16), String> {
+    let (host, port) = match address.strip_prefix('[') {
+        Some(rest) => rest
+            .split_once("]:")
+            .ok_or_else(|| "expected [ipv6]:port".to_string())?,
+        None => address
+            .rsplit_once(':')
+            .ok_or_else(|| "missing `:port`".to_string())?,
     };
-    address
-        .to_socket_addrs()
-        .map_err(|e| bad(e.to_string()))?
-        .next()
-        .ok_or_else(|| bad("it resolves to no address".to_string()))
+    if host.is_empty() {
+        return Err("missing host".to_string());
+    }
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("`{port}` is not a port (1..=65535)"))?;
+    Ok((host, port))
 }

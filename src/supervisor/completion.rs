@@ -12,15 +12,15 @@ pub struct Completion {
     pub engine: String,
     /// The task's id.
     pub task_id: String,
-    /// Its relator.
+    /// The relator that produced the task.
     pub relator: String,
-    /// Its node.
+    /// The node the rule was checked on.
     pub node: String,
     /// Which attempt this outcome is (1 unless retried).
     pub attempt: u32,
     /// Final state (ok, broken, failed, timed out); failed also for a task the engine rejected.
     pub state: TaskState,
-    /// Measured value.
+    /// The value the check measured (a latency, an exit code, a sim value).
     pub value: f64,
     /// Engine's message.
     pub message: String,

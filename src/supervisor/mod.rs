@@ -42,7 +42,7 @@ pub enum SupervisorError {
     /// An engine's address or link is unusable.
     #[error("engine `{engine}`: {reason}")]
     Engine {
-        /// The engine.
+        /// The engine's name in the configuration.
         engine: String,
         /// What is wrong.
         reason: String,

@@ -61,7 +61,7 @@ impl StreamError {
 pub struct StreamEnd {
     /// The gRPC status code, when the stream failed with one (none: it ended or was closed).
     pub code: Option<tonic::Code>,
-    /// For people.
+    /// A sentence for the log saying why the stream ended.
     pub reason: String,
 }
 
