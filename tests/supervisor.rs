@@ -345,3 +345,39 @@ kind = "log"
     let counters = supervisor.shutdown().await;
     assert_eq!(counters[0].1.broken, 1);
 }
+
+#[tokio::test]
+async fn an_engine_named_by_host_name_gets_its_tasks() {
+    let mock = MockEngine::new();
+    let engine = serve_mock(mock.clone()).await;
+    let by_name = format!("localhost:{}", engine.address.port());
+    let (supervisor, _tx, mut done) =
+        start_supervisor(config(&by_name, 3, "status_check_interval = \"100ms\""));
+    let completions = take_completions(&mut done, 3, Duration::from_secs(10)).await;
+    assert!(completions.iter().all(|c| c.state == TaskState::Ok));
+    assert_eq!(mock.log().submit_batches.concat().len(), 3);
+    supervisor.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_host_name_is_looked_up_again_at_every_connection() {
+    // Nothing answers at first: the supervisor starts anyway, and the name is looked up again
+    // on the reconnect that finds the engine.
+    let address = closed_address().await;
+    let by_name = format!("localhost:{}", address.port());
+    let (supervisor, _tx, mut done) =
+        start_supervisor(config(&by_name, 2, "status_check_interval = \"100ms\""));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mock = MockEngine::new();
+    let _engine = serve_mock_at(mock.clone(), address).await;
+    let completions = take_completions(&mut done, 2, Duration::from_secs(20)).await;
+    assert!(completions.iter().all(|c| c.state == TaskState::Ok));
+    supervisor.shutdown().await;
+}
+
+#[test]
+fn a_dialer_refuses_an_address_without_a_port_and_accepts_a_host_name() {
+    assert!(Dialer::new("engine1.example.net", None, 4 << 20).is_err());
+    let dialer = Dialer::new("engine1.example.net:7300", None, 4 << 20).expect("a name is fine");
+    assert_eq!(dialer.address(), "engine1.example.net:7300");
+}
