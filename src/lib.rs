@@ -35,5 +35,6 @@ pub mod engine;
 pub mod link;
 pub mod stats;
 pub mod supervisor;
+pub mod tls;
 pub mod transport;
 pub mod wire;

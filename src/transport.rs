@@ -8,6 +8,8 @@ use tokio::net::TcpStream;
 
 use tonic::transport::{Channel, Endpoint};
 
+use crate::tls::{ClientTls, Side};
+
 use crate::proto::engine_client::EngineClient;
 
 /// Errors while reaching an engine.
@@ -28,13 +30,12 @@ pub enum TransportError {
         address: String,
     },
     /// The connection could not be established.
-    #[error("cannot connect to engine at {address}: {source}")]
+    #[error("cannot connect to engine at {address}: {reason}")]
     Connect {
         /// The address dialled.
         address: String,
-        /// The underlying error.
-        #[source]
-        source: tonic::transport::Error,
+        /// Why, in words: the deepest cause (a refused connection, a TLS handshake failure).
+        reason: String,
     },
 }
 
@@ -51,6 +52,15 @@ pub struct Dialer {
     max_message_bytes: usize,
     connect_timeout: Duration,
     sessions: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    tls: Option<TlsTarget>,
+}
+
+/// Mutual TLS towards one engine: the supervisor's configuration and the name the engine's
+/// certificate must be valid for.
+#[derive(Clone, Debug)]
+struct TlsTarget {
+    config: ClientTls,
+    server_name: String,
 }
 
 impl std::fmt::Debug for Dialer {
@@ -58,6 +68,7 @@ impl std::fmt::Debug for Dialer {
         f.debug_struct("Dialer")
             .field("address", &self.address)
             .field("link", &self.link.as_ref().map(|l| l.profile().clone()))
+            .field("tls", &self.tls.as_ref().map(|t| &t.server_name))
             .finish()
     }
 }
@@ -80,7 +91,28 @@ impl Dialer {
             max_message_bytes,
             connect_timeout: Duration::from_secs(5),
             sessions: None,
+            tls: None,
         })
+    }
+
+    /// Speak mutual TLS with `config` on every connection; the engine's certificate must be
+    /// valid for `server_name`, by default the host part of the address.
+    pub fn with_tls(mut self, config: ClientTls, server_name: Option<String>) -> Self {
+        let server_name = server_name.unwrap_or_else(|| {
+            split_host_port(&self.address)
+                .map(|(host, _)| host.to_string())
+                .unwrap_or_default()
+        });
+        self.tls = Some(TlsTarget {
+            config,
+            server_name,
+        });
+        self
+    }
+
+    /// Whether connections use TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Share `sessions` (slots for batches or calls in flight) with every other engine's dialer:
@@ -138,9 +170,11 @@ impl Dialer {
         let closed_tx = std::sync::Arc::new(closed_tx);
         let address = self.address.clone();
         let link = self.link.clone();
+        let tls = self.tls.clone();
         let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
             let link = link.clone();
             let address = address.clone();
+            let tls = tls.clone();
             let closed_tx = std::sync::Arc::clone(&closed_tx);
             async move {
                 let io: Box<dyn EngineIo> = match link {
@@ -150,6 +184,16 @@ impl Dialer {
                         let resolved = lookup(&address).await?;
                         Box::new(link.connect(resolved[0]).await?)
                     }
+                };
+                // TLS runs over the link, so its bytes and round trips are simulated too.
+                let io: Box<dyn EngineIo> = match tls {
+                    None => io,
+                    Some(tls) => Box::new(
+                        tls.config
+                            .connect(io, &tls.server_name)
+                            .await
+                            .map_err(std::io::Error::other)?,
+                    ),
                 };
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(Tracked {
                     io,
@@ -192,7 +236,7 @@ impl Dialer {
     fn connect_error(&self, source: tonic::transport::Error) -> TransportError {
         TransportError::Connect {
             address: self.address.clone(),
-            source,
+            reason: connect_reason(&source),
         }
     }
 }
@@ -295,6 +339,35 @@ impl tokio::io::AsyncWrite for Tracked {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
+}
+
+/// The most useful sentence in a connection error's chain: a TLS handshake's reason when there
+/// is one, else the deepest cause (tonic's own message is only "transport error").
+fn connect_reason(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut deepest = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        if let Some(handshake) = cause.downcast_ref::<crate::tls::HandshakeError>() {
+            return handshake.reason.clone();
+        }
+        if cause.downcast_ref::<rustls::Error>().is_some() {
+            return crate::tls::reason::explain(cause, Side::Supervisor);
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if let Some(handshake) = io
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<crate::tls::HandshakeError>())
+            {
+                return handshake.reason.clone();
+            }
+            if io.get_ref().is_some_and(|e| e.is::<rustls::Error>()) {
+                return crate::tls::reason::explain(cause, Side::Supervisor);
+            }
+        }
+        deepest = cause.to_string();
+        next = cause.source();
+    }
+    deepest
 }
 
 /// Look `address` (`host:port`) up now: every address it names, in the resolver's order.

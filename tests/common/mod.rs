@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+mod certs;
 mod engine;
 mod fake_engine;
 mod logs;
@@ -16,7 +17,9 @@ use std::time::Duration;
 
 // Each test binary uses only some of these.
 #[allow(unused_imports)]
-pub use {engine::*, fake_engine::*, logs::*, net::*, supervisor::*, tasks::*, temp_dir::*};
+pub use {
+    certs::*, engine::*, fake_engine::*, logs::*, net::*, supervisor::*, tasks::*, temp_dir::*,
+};
 
 /// Wait (bounded) until `check` holds, polling every 10 ms.
 pub async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
