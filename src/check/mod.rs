@@ -8,6 +8,7 @@
 //! panics and never returns an error, because every failure is an outcome the supervisor wants
 //! to see (`BROKEN`, `FAILED` or `TIMED_OUT`, with the reason in the message).
 
+pub mod allow;
 mod exec;
 mod http;
 mod tcp;
