@@ -13,7 +13,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 
-use super::CheckResult;
+use super::result::CheckResult;
 
 /// After the program exits, how long output still in flight is awaited. A background process it
 /// left behind may hold the pipe open forever; its output is not waited for beyond this.

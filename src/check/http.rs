@@ -12,7 +12,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::{CheckError, CheckResult, clip};
+use super::result::{CheckError, CheckResult, clip};
 
 /// The parts of a validated URL a request needs.
 struct Target<'a> {

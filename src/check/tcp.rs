@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
-use super::CheckResult;
+use super::result::CheckResult;
 
 /// The host as `connect` wants it: an IPv6 literal loses its brackets.
 pub(super) fn normalise_host(host: String) -> String {

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::proto;
 
-use super::{LOG_TARGET, STREAM_BUFFER_MESSAGES};
+use super::tuning::{LOG_TARGET, STREAM_BUFFER_MESSAGES};
 
 /// The flush window when the request says 0.
 pub const DEFAULT_FLUSH_WINDOW: Duration = Duration::from_millis(5);

@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::proto;
 
-use super::LOG_TARGET;
+use super::tuning::LOG_TARGET;
 
 /// The journal's file inside `state_dir`.
 pub const JOURNAL_FILE_NAME: &str = "engine-journal.redb";

@@ -37,9 +37,11 @@
 //! `turbomon::engine` target; nothing is logged per task above debug level.
 
 mod completions;
+mod counters;
 mod journal;
 mod service;
 mod store;
+mod tuning;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -47,7 +49,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::FutureExt;
-use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
 use tonic::transport::Server;
@@ -61,10 +62,12 @@ use crate::proto::{self, Refusal, TaskState};
 use crate::wire::refusal::{accepted, batch_error, refused as refused_task};
 
 pub use completions::{CompletionStream, DEFAULT_FLUSH_WINDOW, MAX_FLUSH_WINDOW};
+pub use counters::EngineCounters;
 use journal::Journal;
 pub use journal::{JOURNAL_FILE_NAME, JournalError};
 pub use service::EngineService;
 use store::{Admission, Job, Limits, Now, Store};
+use tuning::LOG_TARGET;
 
 /// At shutdown, how long the journal gets to commit its last changes.
 const JOURNAL_FLUSH_GRACE: Duration = Duration::from_secs(5);
@@ -72,17 +75,12 @@ const JOURNAL_FLUSH_GRACE: Duration = Duration::from_secs(5);
 /// After the checks are done (or abandoned), how long open connections get to close.
 const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Messages buffered per stream between the engine and tonic's encoder.
-const STREAM_BUFFER_MESSAGES: usize = 64;
-
 /// HTTP/2 flow-control windows: room for many batches in flight before the engine reads them.
 const STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
 
 /// Longest piece of a client-supplied id quoted back in an error message.
 const QUOTE_LIMIT_CHARS: usize = 120;
-
-const LOG_TARGET: &str = "turbomon::engine";
 
 /// Why the engine cannot serve.
 #[derive(Debug, thiserror::Error)]
@@ -105,64 +103,6 @@ pub enum EngineError {
     /// The journal in `state_dir` cannot be opened.
     #[error(transparent)]
     Journal(#[from] JournalError),
-}
-
-/// What the engine has done since it started, plus a few gauges of what it holds now.
-///
-/// Every task received ends up in exactly one of accepted, duplicates, rejected:
-/// `tasks_received == tasks_accepted + duplicates + tasks_rejected` (tasks of a batch refused as
-/// a whole count as rejected).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct EngineCounters {
-    /// Tasks that arrived, in batches or one by one.
-    pub tasks_received: u64,
-    /// New tasks taken in (each runs once).
-    pub tasks_accepted: u64,
-    /// Tasks whose id was already held: acknowledged again, not run again.
-    pub duplicates: u64,
-    /// Tasks refused: an invalid check, no room (`max_held_tasks`), an earlier attempt still
-    /// running, or in a refused batch.
-    pub tasks_rejected: u64,
-    /// Of the accepted tasks, those that were a new attempt replacing a finished earlier one.
-    pub retries_accepted: u64,
-    /// Of the rejected tasks, those that were a new attempt while the earlier one was still
-    /// pending or running ("attempt N still running").
-    pub retries_busy: u64,
-    /// Checks started (including instant ones completed inline).
-    pub checks_started: u64,
-    /// Checks finished, whatever their outcome.
-    pub checks_finished: u64,
-    /// Finished results forgotten because the supervisor released them.
-    pub results_released: u64,
-    /// Finished results dropped because nobody collected them within `result_retention`.
-    pub results_expired: u64,
-    /// Finished results taken back from the journal at start.
-    pub results_restored: u64,
-    /// Tasks this engine declared `LOST_IN_RESTART`: unfinished in the journal at start, or
-    /// still unfinished at the end of the shutdown grace.
-    pub lost_in_restart: u64,
-    /// Completion notices put into subscribers' buffers (one per subscriber per task).
-    pub completion_notices_queued: u64,
-    /// Completion notices dropped because a subscriber's buffer was full.
-    pub completion_notices_dropped: u64,
-    /// Journal write transactions committed.
-    pub journal_commits: u64,
-    /// Journal write transactions that failed (retried; new tasks are refused meanwhile).
-    pub journal_write_errors: u64,
-    /// Submission batches refused as a whole.
-    pub batches_refused: u64,
-    /// Status queries refused as a whole.
-    pub queries_refused: u64,
-    /// Gauge: tasks held now (pending, running, finished and not yet released).
-    pub tasks_held: u64,
-    /// Gauge: checks waiting for a free slot now.
-    pub checks_pending: u64,
-    /// Gauge: checks running now.
-    pub checks_running: u64,
-    /// Most checks ever running at once.
-    pub checks_running_peak: u64,
-    /// Gauge: completion subscribers now.
-    pub completion_subscribers: u64,
 }
 
 /// The monitoring engine. Cheap to clone: all clones share one task store.

@@ -13,7 +13,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
-use super::{Engine, LOG_TARGET, STREAM_BUFFER_MESSAGES};
+use super::Engine;
+use super::tuning::{LOG_TARGET, STREAM_BUFFER_MESSAGES};
 use crate::proto;
 
 /// The gRPC face of an [`Engine`]; build it with [`Engine::grpc_service`].

@@ -22,8 +22,8 @@ use crate::check::{Check, CheckResult};
 use crate::config::{EngineConfig, defaults};
 use crate::proto::{self, Priority, TaskState};
 
-use super::EngineCounters;
 use super::completions::Subscribers;
+use super::counters::EngineCounters;
 use super::journal::{JournalOp, JournalQueue};
 
 /// Tasks the map is sized for up front, so that it does not rehash while it fills (capped: a huge
@@ -574,7 +574,7 @@ impl Store {
         if expired > 0 {
             self.counters.results_expired += expired;
             tracing::info!(
-                target: super::LOG_TARGET,
+                target: super::tuning::LOG_TARGET,
                 expired,
                 ?retention,
                 "dropped results nobody collected within result_retention"

@@ -31,6 +31,7 @@ pub mod shaping;
 
 mod proxy;
 mod pump;
+mod shared;
 mod stream;
 
 use std::io;
@@ -42,7 +43,6 @@ use serde::{Deserialize, Serialize};
 use tokio::io::DuplexStream;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 pub use profile::{
     LinkError, LinkProfile, NO_LINK, builtin_profiles, format_bandwidth, load_profiles, lookup,
@@ -50,7 +50,8 @@ pub use profile::{
 };
 pub use stream::{LinkConnector, LinkStream};
 
-use pump::{Ending, cut_signal, pump_connection, wait_until};
+use pump::{Ending, handshake, pump_connection};
+use shared::{AtomicCounters, Shared};
 
 /// Size of the in-memory pipe between a [`LinkStream`] and its pump.
 const PIPE_BYTES: usize = 64 * 1024;
@@ -66,87 +67,6 @@ pub struct LinkCounters {
     pub connections_opened: u64,
     /// Segments lost (and delivered one retransmission timeout late), both directions.
     pub segments_lost: u64,
-}
-
-#[derive(Debug, Default)]
-struct AtomicCounters {
-    client_to_server_bytes: AtomicU64,
-    server_to_client_bytes: AtomicU64,
-    connections_opened: AtomicU64,
-    segments_lost: AtomicU64,
-}
-
-/// The state every clone of a [`Link`] and every connection pump shares.
-#[derive(Debug)]
-struct Shared {
-    profile: LinkProfile,
-    seed: u64,
-    next_connection: AtomicU64,
-    /// Set by `cut`, cleared by `heal`: new connections are refused while set.
-    refusing: AtomicBool,
-    /// Bumped by every `cut`; live connections watch it and reset themselves.
-    cuts: watch::Sender<u64>,
-    /// Black-hole size in bytes; `usize::MAX` when off.
-    blackhole_bytes: AtomicUsize,
-    counters: AtomicCounters,
-}
-
-impl Shared {
-    fn blackhole_bytes(&self) -> Option<usize> {
-        match self.blackhole_bytes.load(Ordering::Relaxed) {
-            usize::MAX => None,
-            bytes => Some(bytes),
-        }
-    }
-
-    fn refuse_if_cut(&self) -> io::Result<()> {
-        if self.refusing.load(Ordering::Acquire) {
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionRefused,
-                "connection refused: the simulated link is cut",
-            ));
-        }
-        Ok(())
-    }
-
-    /// A seed for the next connection's shapers, distinct per connection, reproducible for a
-    /// link built [`Link::with_seed`].
-    fn connection_seed(&self) -> u64 {
-        let connection = self.next_connection.fetch_add(1, Ordering::Relaxed);
-        splitmix64(self.seed ^ splitmix64(connection))
-    }
-
-    /// Pays the handshake round trip; fails if the link is cut meanwhile or was cut before.
-    async fn handshake(&self, cuts: &mut watch::Receiver<u64>) -> io::Result<()> {
-        self.refuse_if_cut()?;
-        let cut_meanwhile = tokio::select! {
-            () = wait_until(Instant::now() + self.profile.round_trip()) => false,
-            () = cut_signal(cuts) => true,
-        };
-        self.refuse_if_cut()?;
-        if cut_meanwhile {
-            // Cut and healed during the handshake: this attempt was reset.
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                "connection reset: the simulated link was cut during the handshake",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Counts a connection that made it through the handshake to its server.
-    fn count_opened(&self) {
-        self.counters
-            .connections_opened
-            .fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-fn splitmix64(value: u64) -> u64 {
-    let mut z = value.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// A simulated link. Cheap to clone: clones share connections, faults and counters.
@@ -194,7 +114,7 @@ impl Link {
         let mut cuts = shared.cuts.subscribe();
         shared.refuse_if_cut()?;
         let dialled = TcpStream::connect(upstream).await;
-        shared.handshake(&mut cuts).await?;
+        handshake(shared, &mut cuts).await?;
         let server = dialled?;
         // Nagle would add its own delays on top of the simulated ones.
         server.set_nodelay(true)?;

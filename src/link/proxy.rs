@@ -11,8 +11,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::pump::{Ending, pump_connection};
-use super::{Link, Shared};
+use super::Link;
+use super::pump::{Ending, handshake, pump_connection};
+use super::shared::Shared;
 
 /// Pause after a transient accept error (e.g. out of file descriptors) before accepting again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
@@ -92,7 +93,7 @@ async fn serve(
         return reset(client);
     }
     let dialled = TcpStream::connect(upstream).await;
-    if shared.handshake(&mut cuts).await.is_err() {
+    if handshake(&shared, &mut cuts).await.is_err() {
         return reset(client);
     }
     let mut server = match dialled {

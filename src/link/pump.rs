@@ -39,9 +39,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, SemaphorePermit, mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 
-use super::Shared;
 use super::profile::LinkProfile;
 use super::shaping::{ChunkPlan, Shaper};
+use super::shared::Shared;
 
 /// Largest chunk one read takes from a sender.
 pub(crate) const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -82,6 +82,24 @@ pub(crate) async fn wait_until(deadline: Instant) {
     if deadline > Instant::now() + TIMER_SLACK {
         sleep_until(deadline - TIMER_SLACK).await;
     }
+}
+
+/// Pays the handshake round trip over `shared`'s link; fails if the link is cut meanwhile or was cut before.
+pub(crate) async fn handshake(shared: &Shared, cuts: &mut watch::Receiver<u64>) -> io::Result<()> {
+    shared.refuse_if_cut()?;
+    let cut_meanwhile = tokio::select! {
+        () = wait_until(Instant::now() + shared.profile.round_trip()) => false,
+        () = cut_signal(cuts) => true,
+    };
+    shared.refuse_if_cut()?;
+    if cut_meanwhile {
+        // Cut and healed during the handshake: this attempt was reset.
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "connection reset: the simulated link was cut during the handshake",
+        ));
+    }
+    Ok(())
 }
 
 /// Resolves when the link is cut after `cuts` was subscribed; never if the link is gone.
