@@ -13,6 +13,7 @@
 //! - [`transport`]: how the supervisor dials an engine (plain TCP or a simulated link).
 //! - [`wire`]: the client side of the engine protocol (batches, streams, unary calls).
 //! - [`link`]: the simulated link (latency, bandwidth, loss, faults).
+//! - [`tls`]: mutual TLS between supervisor and engines; [`pki`]: certificates for it.
 //! - [`supervisor`]: scheduling, submission and monitor loops, alerts.
 //! - [`chaos`]: link cuts and engine restarts, counting lost and duplicated tasks.
 //! - [`demo`]: supervisor and engines on loopback for a first look.
@@ -33,6 +34,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod link;
+pub mod pki;
 pub mod stats;
 pub mod supervisor;
 pub mod tls;

@@ -1,4 +1,5 @@
-//! The `turbomon` command line: engine, supervisor, demo, configuration check and link proxy.
+//! The `turbomon` command line: engine, supervisor, demo, chaos, bench and tune, configuration
+//! check, link proxy and certificates.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -124,6 +125,52 @@ enum Command {
     /// Sweep batch sizes on one link and recommend task_submit_batch_size and
     /// task_info_batch_size.
     Tune(turbomon::bench::TuneArgs),
+    /// Certificates for mutual TLS: a CA, leaves for engines and supervisors, and a look inside.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Create a CA: DIR/ca.pem and DIR/ca.key (mode 0600; never overwritten).
+    Init {
+        /// Directory for the CA's files (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "turbomon CA")]
+        name: String,
+        /// Days of validity.
+        #[arg(long, default_value_t = turbomon::pki::DEFAULT_CA_DAYS)]
+        days: u32,
+    },
+    /// Issue a certificate for an engine or a supervisor: OUT/NAME.pem, OUT/NAME.key (mode
+    /// 0600) and a copy of the CA certificate, OUT/ca.pem.
+    Issue {
+        /// The CA's directory (from `pki init`).
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// Common name; also the DNS name when neither --dns nor --ip is given.
+        #[arg(long)]
+        name: String,
+        /// A DNS name the certificate is valid for (an engine: the host supervisors dial).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// An IP address the certificate is valid for.
+        #[arg(long)]
+        ip: Vec<std::net::IpAddr>,
+        /// Directory for the files (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Days of validity.
+        #[arg(long, default_value_t = turbomon::pki::DEFAULT_LEAF_DAYS)]
+        days: u32,
+    },
+    /// Print the subject, issuer, names and expiry of the certificates in a PEM file.
+    Show {
+        /// The certificate file.
+        file: PathBuf,
+    },
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -285,6 +332,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Command::Pki(command) => pki(command)?,
         Command::Bench(args) => turbomon::bench::run_cli(args).await?,
         Command::Tune(args) => turbomon::bench::tune_cli(args).await?,
         Command::CheckConfig { file } => match config::check_file(&file) {
@@ -294,6 +342,47 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
+    }
+    Ok(())
+}
+
+fn pki(command: PkiCommand) -> anyhow::Result<()> {
+    use turbomon::pki;
+    match command {
+        PkiCommand::Init { dir, name, days } => {
+            let cert = pki::init(&dir, &name, days)?;
+            println!(
+                "CA certificate: {}\nCA key:         {} (keep it off the engines)",
+                cert.display(),
+                dir.join(pki::CA_KEY).display()
+            );
+        }
+        PkiCommand::Issue {
+            ca_dir,
+            name,
+            dns,
+            ip,
+            out,
+            days,
+        } => {
+            let leaf = pki::issue(
+                &ca_dir,
+                &pki::LeafRequest {
+                    name,
+                    dns,
+                    ips: ip,
+                    days,
+                },
+                &out,
+            )?;
+            println!(
+                "certificate: {}\nkey:         {}\nCA:          {}",
+                leaf.cert.display(),
+                leaf.key.display(),
+                leaf.ca.display()
+            );
+        }
+        PkiCommand::Show { file } => print!("{}", pki::show(&file)?),
     }
     Ok(())
 }

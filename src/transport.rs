@@ -42,6 +42,9 @@ pub enum TransportError {
 /// The gRPC service name engines report in the health service.
 pub const ENGINE_SERVICE: &str = "turbomon.v1.Engine";
 
+/// How long a keep-alive ping may go unanswered before the connection is closed.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Opens connections to one engine, each call a new connection. A host name in the address is
 /// looked up again for every connection, so an engine that moves to a new address is found at
 /// the next reconnect.
@@ -53,6 +56,7 @@ pub struct Dialer {
     connect_timeout: Duration,
     sessions: Option<std::sync::Arc<tokio::sync::Semaphore>>,
     tls: Option<TlsTarget>,
+    keepalive: Option<Duration>,
 }
 
 /// Mutual TLS towards one engine: the supervisor's configuration and the name the engine's
@@ -92,7 +96,15 @@ impl Dialer {
             connect_timeout: Duration::from_secs(5),
             sessions: None,
             tls: None,
+            keepalive: None,
         })
+    }
+
+    /// Send HTTP/2 keep-alive pings every `interval`, also while no call is open, and close a
+    /// connection whose engine does not answer one within [`KEEPALIVE_TIMEOUT`].
+    pub fn with_keepalive(mut self, interval: Duration) -> Self {
+        self.keepalive = Some(interval);
+        self
     }
 
     /// Speak mutual TLS with `config` on every connection; the engine's certificate must be
@@ -166,6 +178,13 @@ impl Dialer {
             .map_err(|source| self.connect_error(source))?
             .connect_timeout(self.connect_timeout)
             .http2_adaptive_window(true);
+        let endpoint = match self.keepalive {
+            Some(interval) => endpoint
+                .http2_keep_alive_interval(interval)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                .keep_alive_while_idle(true),
+            None => endpoint,
+        };
         let (closed_tx, closed_rx) = tokio::sync::watch::channel(false);
         let closed_tx = std::sync::Arc::new(closed_tx);
         let address = self.address.clone();

@@ -81,6 +81,36 @@ pub struct SupervisorConfig {
     /// Alert actions fired when a rule is broken.
     #[serde(default)]
     pub alerts: Vec<AlertConfig>,
+    /// Mutual TLS to the engines. Unset: plaintext, which engines off loopback refuse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SupervisorTls>,
+    /// HTTP/2 keep-alive pings on every engine connection, so a peer that vanished without
+    /// closing (a pulled cable, a dead NAT entry) is noticed and the connection closed.
+    #[serde(default = "defaults::keepalive_interval", with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+}
+
+/// The supervisor's `[tls]`: PEM files, re-read when they change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorTls {
+    /// CA certificates an engine's certificate must chain to.
+    pub ca: PathBuf,
+    /// The supervisor's certificate chain, shown to engines.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+impl SupervisorTls {
+    /// The files as the TLS layer takes them.
+    pub fn client_files(&self) -> crate::tls::ClientTlsFiles {
+        crate::tls::ClientTlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 /// One engine the supervisor talks to, with optional per-engine overrides of the turbo keys.
@@ -89,8 +119,12 @@ pub struct SupervisorConfig {
 pub struct EngineEntry {
     /// Name used by groups and in statistics.
     pub name: String,
-    /// `host:port` of the engine's gRPC server.
+    /// `host:port` of the engine's gRPC server; a host name is looked up at every connection.
     pub address: String,
+    /// With `[tls]`: the name the engine's certificate must carry (default: the host of
+    /// `address`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
     /// Name of a simulated link profile to put between supervisor and engine (`lan`, `wan`,
     /// `lossy-wan`, `satellite`, `modem`), or `none`; see docs/DESIGN.md, The link model.
     #[serde(default)]
@@ -411,6 +445,59 @@ pub struct EngineConfig {
     /// dropped (counted) rather than slowing the checks down.
     #[serde(default = "defaults::completion_buffer_notices")]
     pub completion_buffer_notices: usize,
+    /// Mutual TLS: only supervisors whose certificate chains to `client_ca` are served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<EngineTls>,
+    /// Serve plaintext on a non-loopback `listen` (anyone who reaches the port can submit
+    /// tasks); warned about at every start.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// Which programs `exec` checks may run.
+    #[serde(default)]
+    pub exec: ExecConfig,
+    /// Every task's timeout is cut to this, whatever the supervisor asks.
+    #[serde(default = "defaults::max_check_timeout", with = "humantime_serde")]
+    pub max_check_timeout: Duration,
+    /// Largest task accepted (its id, check and arguments, encoded); a larger one is refused.
+    #[serde(default = "defaults::max_task_bytes")]
+    pub max_task_bytes: usize,
+    /// HTTP/2 keep-alive pings on every connection; a peer that does not answer one within
+    /// 20 s is disconnected.
+    #[serde(default = "defaults::keepalive_interval", with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+}
+
+/// The engine's `[tls]`: PEM files, re-read when they change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineTls {
+    /// The engine's certificate chain, valid for the names supervisors dial.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// CA certificates a supervisor's certificate must chain to.
+    pub client_ca: PathBuf,
+}
+
+impl EngineTls {
+    /// The files as the TLS layer takes them.
+    pub fn server_files(&self) -> crate::tls::ServerTlsFiles {
+        crate::tls::ServerTlsFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            client_ca: self.client_ca.clone(),
+        }
+    }
+}
+
+/// The engine's `[exec]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ExecConfig {
+    /// Glob patterns over absolute program paths (`/usr/lib/nagios/plugins/*`). Empty: every
+    /// exec check is refused.
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 impl Default for RelatorConfig {
@@ -446,6 +533,12 @@ impl Default for EngineConfig {
             state_dir: None,
             shutdown_grace: defaults::shutdown_grace(),
             completion_buffer_notices: defaults::completion_buffer_notices(),
+            tls: None,
+            allow_plaintext: false,
+            exec: ExecConfig::default(),
+            max_check_timeout: defaults::max_check_timeout(),
+            max_task_bytes: defaults::max_task_bytes(),
+            keepalive_interval: defaults::keepalive_interval(),
         }
     }
 }
@@ -474,6 +567,8 @@ impl Default for SupervisorConfig {
             rules: Vec::new(),
             relators: Vec::new(),
             alerts: Vec::new(),
+            tls: None,
+            keepalive_interval: defaults::keepalive_interval(),
         }
     }
 }
@@ -581,6 +676,18 @@ pub mod defaults {
     /// Engine `completion_buffer_notices`.
     pub fn completion_buffer_notices() -> usize {
         16_384
+    }
+    /// Engine `max_check_timeout`.
+    pub fn max_check_timeout() -> Duration {
+        Duration::from_secs(3600)
+    }
+    /// Engine `max_task_bytes`.
+    pub fn max_task_bytes() -> usize {
+        4096
+    }
+    /// `keepalive_interval`, both sides.
+    pub fn keepalive_interval() -> Duration {
+        Duration::from_secs(30)
     }
     /// Engine `output_limit_bytes`.
     pub fn output_limit_bytes() -> usize {

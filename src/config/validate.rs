@@ -174,6 +174,13 @@ pub(crate) fn check_supervisor(config: &SupervisorConfig) -> Findings {
         root.key("task_submit_batch_size"),
         config.task_submit_batch_size,
     );
+    if let Some(tls) = &config.tls {
+        let table = root.key("tls");
+        for (key, path) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
+            check_readable(&mut findings, table.key(key), path);
+        }
+    }
+    findings.interval(root.key("keepalive_interval"), config.keepalive_interval);
     findings.info_batch_size(
         root.key("task_info_batch_size"),
         config.task_info_batch_size,
@@ -397,6 +404,14 @@ fn check_engine_entry(findings: &mut Findings, engine: &EngineEntry, path: &KeyP
         findings.error(
             path.key("address"),
             format!("`{}` is not host:port: {why}", engine.address),
+        );
+    }
+    if let Some(name) = &engine.server_name
+        && (name.is_empty() || rustls_pki_types::ServerName::try_from(name.as_str()).is_err())
+    {
+        findings.error(
+            path.key("server_name"),
+            format!("`{name}` is not a DNS name or an IP address"),
         );
     }
     if let Some(link) = &engine.link
@@ -706,15 +721,41 @@ pub(crate) fn check_engine(config: &EngineConfig) -> Findings {
     const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(600);
     let mut findings = Findings::default();
     let root = KeyPath::root();
-    if let Err(error) = config.listen.parse::<SocketAddr>() {
-        findings.error(
+    match listen_is_loopback(&config.listen) {
+        Err(why) => findings.error(
             root.key("listen"),
             format!(
-                "`{}` is not a socket address like 127.0.0.1:7300: {error}",
+                "`{}` is not host:port like 127.0.0.1:7300 or engine1.example.net:7300: {why}",
                 config.listen
             ),
-        );
+        ),
+        Ok(false) if config.tls.is_none() && !config.allow_plaintext => findings.error(
+            root.key("tls"),
+            format!(
+                "listen `{}` is not a loopback address: set [tls] cert, key and client_ca (make \
+                 them with `turbomon pki`), or allow_plaintext = true to let anyone who reaches \
+                 the port run checks",
+                config.listen
+            ),
+        ),
+        Ok(_) => {}
     }
+    if let Some(tls) = &config.tls {
+        let table = root.key("tls");
+        for (key, path) in [
+            ("cert", &tls.cert),
+            ("key", &tls.key),
+            ("client_ca", &tls.client_ca),
+        ] {
+            check_readable(&mut findings, table.key(key), path);
+        }
+    }
+    if let Err(error) = crate::check::allow::ExecAllowList::new(&config.exec.allow) {
+        findings.error(root.key("exec").key("allow"), error.to_string());
+    }
+    findings.interval(root.key("max_check_timeout"), config.max_check_timeout);
+    findings.count(root.key("max_task_bytes"), config.max_task_bytes);
+    findings.interval(root.key("keepalive_interval"), config.keepalive_interval);
     findings.count(
         root.key("max_concurrent_checks"),
         config.max_concurrent_checks,
@@ -752,6 +793,33 @@ pub(crate) fn check_engine(config: &EngineConfig) -> Findings {
         );
     }
     findings
+}
+
+/// Whether `listen` is a loopback address (an IP literal on loopback, or `localhost`), or why
+/// it is not `host:port`. Port 0 (any free port) is allowed.
+pub(crate) fn listen_is_loopback(listen: &str) -> Result<bool, String> {
+    if let Ok(address) = listen.parse::<SocketAddr>() {
+        return Ok(address.ip().is_loopback());
+    }
+    let (host, port) = listen
+        .rsplit_once(':')
+        .ok_or_else(|| "missing `:port`".to_string())?;
+    if host.is_empty() {
+        return Err("missing host".into());
+    }
+    if host.contains(|c: char| c.is_whitespace() || c == '/' || c == ':' || c == '[') {
+        return Err(format!("`{host}` is not a host name"));
+    }
+    port.parse::<u16>()
+        .map_err(|e| format!("`{port}` is not a port: {e}"))?;
+    Ok(host.eq_ignore_ascii_case("localhost"))
+}
+
+/// A file the engine or supervisor will read at start.
+fn check_readable(findings: &mut Findings, key: KeyPath, path: &Path) {
+    if let Err(error) = std::fs::File::open(path) {
+        findings.error(key, format!("cannot read `{}`: {error}", path.display()));
+    }
 }
 
 /// An engine `state_dir`: an existing directory, or a path whose nearest existing ancestor is a

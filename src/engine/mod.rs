@@ -52,13 +52,16 @@ use futures::FutureExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tracing::{debug, info, warn};
 
+use crate::check::allow::ExecAllowList;
 use crate::check::{self, CheckResult};
 use crate::config::EngineConfig;
 use crate::proto::engine_server::EngineServer;
 use crate::proto::{self, Refusal, TaskState};
+use crate::tls::ServerTls;
+use crate::tls::incoming::{plaintext_incoming, tls_incoming};
+use crate::transport::KEEPALIVE_TIMEOUT;
 use crate::wire::refusal::{accepted, batch_error, refused as refused_task};
 
 pub use completions::{CompletionStream, DEFAULT_FLUSH_WINDOW, MAX_FLUSH_WINDOW};
@@ -71,6 +74,9 @@ use tuning::LOG_TARGET;
 
 /// At shutdown, how long the journal gets to commit its last changes.
 const JOURNAL_FLUSH_GRACE: Duration = Duration::from_secs(5);
+
+/// How often the `[tls]` files are checked for a renewal.
+const TLS_RELOAD_PERIOD: Duration = Duration::from_secs(10);
 
 /// After the checks are done (or abandoned), how long open connections get to close.
 const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -103,6 +109,21 @@ pub enum EngineError {
     /// The journal in `state_dir` cannot be opened.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// A file of `[tls]` cannot be used.
+    #[error("[tls]: {0}")]
+    Tls(#[source] crate::tls::TlsFileError),
+    /// A pattern of `[exec] allow` cannot be used.
+    #[error("[exec] allow: {0}")]
+    ExecAllow(#[source] crate::check::allow::AllowError),
+    /// Plaintext on an address other hosts can reach, without `allow_plaintext`.
+    #[error(
+        "listening on {address}, which is not a loopback address, without [tls]: set [tls] cert, \
+         key and client_ca (make them with `turbomon pki`), or allow_plaintext = true"
+    )]
+    PlaintextNotAllowed {
+        /// The address bound.
+        address: SocketAddr,
+    },
 }
 
 /// The monitoring engine. Cheap to clone: all clones share one task store.
@@ -156,6 +177,7 @@ impl Engine {
     /// Reading the journal is blocking file I/O, done once at start. Only one engine may have a
     /// state directory open at a time; a second one gets [`JournalError::Open`].
     pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
+        ExecAllowList::new(&config.exec.allow).map_err(EngineError::ExecAllow)?;
         let Some(state_dir) = config.state_dir.clone() else {
             return Ok(Engine::build(config, None));
         };
@@ -203,12 +225,18 @@ impl Engine {
             );
         }
         let limits = Limits::from_config(&config);
+        let exec_allow = ExecAllowList::new(&config.exec.allow).unwrap_or_else(|error| {
+            // Validation refuses this; a caller that skipped it gets an engine that runs no
+            // program rather than one that runs any.
+            warn!(target: LOG_TARGET, %error, "[exec] allow unusable; every exec check is refused");
+            ExecAllowList::default()
+        });
         let journal_queue = journal.as_ref().map(|journal| Arc::clone(journal.queue()));
         Engine {
             shared: Arc::new(Shared {
                 config,
                 limits,
-                store: Mutex::new(Store::new(limits, journal_queue)),
+                store: Mutex::new(Store::new(limits, journal_queue, Arc::new(exec_allow))),
                 journal,
                 idle: Notify::new(),
                 closing: watch::Sender::new(false),
@@ -263,14 +291,67 @@ impl Engine {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), EngineError> {
         let local_addr: SocketAddr = listener.local_addr().map_err(EngineError::Listener)?;
+        let name = local_addr.to_string();
+        match &self.shared.config.tls {
+            Some(files) => {
+                let tls = ServerTls::load(&files.server_files()).map_err(EngineError::Tls)?;
+                // Renewed certificate files take effect for new connections within the period,
+                // or at once on SIGHUP.
+                let watcher = AbortOnDrop(tls.spawn_watcher(TLS_RELOAD_PERIOD));
+                let hangup = AbortOnDrop(tokio::spawn(reload_on_hangup(tls.clone())));
+                let incoming = tls_incoming(listener, tls, name, None);
+                let result = self.serve_on(incoming, local_addr, true, shutdown).await;
+                drop((watcher, hangup));
+                result
+            }
+            None => {
+                if !local_addr.ip().is_loopback() {
+                    if !self.shared.config.allow_plaintext {
+                        return Err(EngineError::PlaintextNotAllowed {
+                            address: local_addr,
+                        });
+                    }
+                    warn!(
+                        target: LOG_TARGET,
+                        %local_addr,
+                        "serving plaintext beyond loopback (allow_plaintext = true): anyone who \
+                         reaches this port can submit checks and read results"
+                    );
+                }
+                let incoming = plaintext_incoming(listener, name, None);
+                self.serve_on(incoming, local_addr, false, shutdown).await
+            }
+        }
+    }
+
+    /// [`Engine::serve`] on connections from `incoming`, TLS or plaintext.
+    async fn serve_on<IO>(
+        self,
+        incoming: impl futures::Stream<Item = Result<IO, std::io::Error>> + Send,
+        local_addr: SocketAddr,
+        tls: bool,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), EngineError>
+    where
+        IO: tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + tonic::transport::server::Connected
+            + Unpin
+            + Send
+            + 'static,
+        IO::ConnectInfo: Clone + Send + Sync + 'static,
+    {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<EngineServer<EngineService>>().await;
 
         let (stop_accepting, stop_accepting_rx) = tokio::sync::oneshot::channel::<()>();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = Server::builder()
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            // Pings find peers that vanished without closing (a pulled cable, a dead NAT entry),
+            // so their connections do not stay open for ever.
+            .http2_keepalive_interval(Some(self.shared.config.keepalive_interval))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .add_service(health_service)
             .add_service(self.grpc_service())
             .serve_with_incoming_shutdown(incoming, async {
@@ -278,7 +359,7 @@ impl Engine {
             });
         let mut server = std::pin::pin!(server);
         let sweeper = AbortOnDrop(tokio::spawn(sweep_periodically(self.clone())));
-        info!(target: LOG_TARGET, %local_addr, "engine serving");
+        info!(target: LOG_TARGET, %local_addr, tls, "engine serving");
 
         tokio::select! {
             result = &mut server => {
@@ -361,12 +442,16 @@ impl Engine {
     /// ack only once they are committed; a direct caller can wait with
     /// [`Engine::flush_journal`].
     pub fn submit_batch(&self, batch: proto::SubmitBatch) -> proto::SubmitAck {
-        self.submit_batch_tracked(batch).0
+        self.submit_batch_tracked(batch, &Caller::default()).0
     }
 
     /// [`Engine::submit_batch`], plus the journal sequence number that must be committed before
     /// the ack is sent (0 when nothing is to wait for).
-    fn submit_batch_tracked(&self, batch: proto::SubmitBatch) -> (proto::SubmitAck, u64) {
+    fn submit_batch_tracked(
+        &self,
+        batch: proto::SubmitBatch,
+        caller: &Caller,
+    ) -> (proto::SubmitAck, u64) {
         let batch_id = batch.batch_id;
         let task_count = batch.tasks.len();
         if let Err(message) =
@@ -381,6 +466,7 @@ impl Engine {
         let mut acks = Vec::with_capacity(task_count);
         let mut start_now = Vec::new();
         let mut exhausted = 0usize;
+        let mut not_allowed = Vec::new();
         let journal_seq;
         {
             let mut store = self.lock();
@@ -398,6 +484,10 @@ impl Engine {
                         refused_task(task_id, Refusal::AttemptRunning, reason)
                     }
                     (task_id, Admission::Invalid(reason)) => {
+                        refused_task(task_id, Refusal::Invalid, reason)
+                    }
+                    (task_id, Admission::NotAllowed(reason)) => {
+                        not_allowed.push(reason.clone());
                         refused_task(task_id, Refusal::Invalid, reason)
                     }
                     (task_id, Admission::Exhausted(reason)) => {
@@ -426,6 +516,7 @@ impl Engine {
             }
         }
         self.start_workers(start_now);
+        log_not_allowed(caller, &not_allowed);
         let ack = proto::SubmitAck {
             batch_id,
             acks,
@@ -441,13 +532,14 @@ impl Engine {
     ///
     /// With a journal, the task is recorded in the background (see [`Engine::submit_batch`]).
     pub fn submit_one(&self, task: proto::Task) -> Result<proto::TaskAck, tonic::Status> {
-        self.submit_one_tracked(task).0
+        self.submit_one_tracked(task, &Caller::default()).0
     }
 
     /// [`Engine::submit_one`], plus the journal sequence number to wait for before answering.
     fn submit_one_tracked(
         &self,
         task: proto::Task,
+        caller: &Caller,
     ) -> (Result<proto::TaskAck, tonic::Status>, u64) {
         if task.id.is_empty() {
             self.lock().count_rejected_task();
@@ -474,6 +566,10 @@ impl Engine {
             (task_id, Admission::Duplicate) => Ok(accepted(task_id, true)),
             (_, Admission::Busy(reason)) => Err(tonic::Status::unavailable(reason)),
             (_, Admission::Invalid(reason)) => Err(tonic::Status::invalid_argument(reason)),
+            (_, Admission::NotAllowed(reason)) => {
+                log_not_allowed(caller, std::slice::from_ref(&reason));
+                Err(tonic::Status::permission_denied(reason))
+            }
             (_, Admission::Exhausted(reason)) => Err(tonic::Status::resource_exhausted(reason)),
         };
         (answer, journal_seq)
@@ -615,6 +711,66 @@ impl Engine {
     fn closing(&self) -> watch::Receiver<bool> {
         self.shared.closing.subscribe()
     }
+}
+
+/// Who sent a request: the name in its client certificate (with TLS) and its address; both
+/// unknown for calls made in-process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// The certificate's name (its first DNS name, else its common name).
+    pub name: Option<String>,
+    /// The peer's address.
+    pub address: Option<SocketAddr>,
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.name, &self.address) {
+            (Some(name), Some(address)) => write!(f, "{name} ({address})"),
+            (Some(name), None) => f.write_str(name),
+            (None, Some(address)) => write!(f, "{address} (no certificate)"),
+            (None, None) => f.write_str("in-process caller"),
+        }
+    }
+}
+
+/// One warning for the exec checks of a request refused by `[exec] allow`, naming the caller.
+fn log_not_allowed(caller: &Caller, reasons: &[String]) {
+    /// Distinct reasons quoted in one line; the count covers all.
+    const QUOTED: usize = 5;
+    if reasons.is_empty() {
+        return;
+    }
+    let mut distinct: Vec<&str> = Vec::new();
+    for reason in reasons {
+        if distinct.len() < QUOTED && !distinct.contains(&reason.as_str()) {
+            distinct.push(reason);
+        }
+    }
+    warn!(
+        target: LOG_TARGET,
+        %caller,
+        refused = reasons.len(),
+        reasons = %distinct.join("; "),
+        "exec checks refused"
+    );
+}
+
+/// Re-reads the TLS files at every SIGHUP (unix), as operators expect of a daemon.
+async fn reload_on_hangup(tls: ServerTls) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            info!(target: LOG_TARGET, "SIGHUP: re-reading the [tls] files");
+            tls.reload_logged();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 /// A worker: runs `job`, records its result, and goes on with the next waiting check until

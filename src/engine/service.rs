@@ -13,8 +13,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
-use super::Engine;
 use super::tuning::{LOG_TARGET, STREAM_BUFFER_MESSAGES};
+use super::{Caller, Engine};
 use crate::proto;
 
 /// The gRPC face of an [`Engine`]; build it with [`Engine::grpc_service`].
@@ -29,12 +29,22 @@ impl EngineService {
     }
 }
 
+/// Who sent `request`: its client certificate's name (with TLS) and its address.
+fn caller<T>(request: &Request<T>) -> Caller {
+    Caller {
+        name: request
+            .peer_certs()
+            .and_then(|certs| crate::tls::peer_name(&certs)),
+        address: request.remote_addr(),
+    }
+}
+
 /// Answers every message of `inbound` with `handle`, in order, on the returned stream, until the
 /// client ends its side, the client goes away, or the engine closes its streams at shutdown.
 fn answer_each<Req, Resp>(
     engine: Engine,
     inbound: Streaming<Req>,
-    handle: fn(&Engine, Req) -> Resp,
+    handle: impl Fn(&Engine, Req) -> Resp + Send + 'static,
 ) -> ReceiverStream<Result<Resp, Status>>
 where
     Req: Send + 'static,
@@ -51,7 +61,7 @@ fn read_each<Req, Out>(
     engine: Engine,
     mut inbound: Streaming<Req>,
     out: mpsc::Sender<Result<Out, Status>>,
-    handle: fn(&Engine, Req) -> Out,
+    handle: impl Fn(&Engine, Req) -> Out + Send + 'static,
 ) where
     Req: Send + 'static,
     Out: Send + 'static,
@@ -92,18 +102,18 @@ fn read_each<Req, Out>(
 fn answer_submissions(
     engine: Engine,
     inbound: Streaming<proto::SubmitBatch>,
+    caller: Caller,
 ) -> ReceiverStream<Result<proto::SubmitAck, Status>> {
     if !engine.has_journal() {
-        return answer_each(engine, inbound, Engine::submit_batch);
+        return answer_each(engine, inbound, move |engine, batch| {
+            engine.submit_batch_tracked(batch, &caller).0
+        });
     }
     let (answers, answers_rx) = mpsc::channel(STREAM_BUFFER_MESSAGES);
     let (handled, mut handled_rx) = mpsc::channel(STREAM_BUFFER_MESSAGES);
-    read_each(
-        engine.clone(),
-        inbound,
-        handled,
-        Engine::submit_batch_tracked,
-    );
+    read_each(engine.clone(), inbound, handled, move |engine, batch| {
+        engine.submit_batch_tracked(batch, &caller)
+    });
     tokio::spawn(async move {
         while let Some(handled) = handled_rx.recv().await {
             let answer = match handled {
@@ -152,9 +162,11 @@ impl proto::engine_server::Engine for EngineService {
         &self,
         request: Request<Streaming<proto::SubmitBatch>>,
     ) -> Result<Response<Self::SubmitStream>, Status> {
+        let caller = caller(&request);
         Ok(Response::new(answer_submissions(
             self.engine.clone(),
             request.into_inner(),
+            caller,
         )))
     }
 
@@ -173,11 +185,12 @@ impl proto::engine_server::Engine for EngineService {
         &self,
         request: Request<proto::SubmitOneRequest>,
     ) -> Result<Response<proto::SubmitOneReply>, Status> {
+        let caller = caller(&request);
         let task = request
             .into_inner()
             .task
             .ok_or_else(|| Status::invalid_argument("request has no task"))?;
-        let (answer, journal_seq) = self.engine.submit_one_tracked(task);
+        let (answer, journal_seq) = self.engine.submit_one_tracked(task, &caller);
         let ack = answer?;
         if !committed_before_closing(&self.engine, journal_seq).await {
             return Err(Status::unavailable(

@@ -18,6 +18,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use prost::Message;
+
+use crate::check::allow::ExecAllowList;
 use crate::check::{Check, CheckResult};
 use crate::config::{EngineConfig, defaults};
 use crate::proto::{self, Priority, TaskState};
@@ -134,6 +137,8 @@ pub(crate) enum Admission {
     Invalid(String),
     /// The engine holds `max_held_tasks` tasks.
     Exhausted(String),
+    /// An exec check whose program is not in `[exec] allow`; the reason names the program.
+    NotAllowed(String),
 }
 
 /// The limits of EngineConfig the store enforces.
@@ -143,6 +148,8 @@ pub(crate) struct Limits {
     pub(crate) max_batch_tasks: usize,
     pub(crate) max_held_tasks: usize,
     pub(crate) result_retention: Duration,
+    pub(crate) max_task_bytes: usize,
+    pub(crate) max_check_timeout: Duration,
 }
 
 impl Limits {
@@ -152,6 +159,8 @@ impl Limits {
             max_batch_tasks: config.max_batch_tasks,
             max_held_tasks: config.max_held_tasks,
             result_retention: config.result_retention,
+            max_task_bytes: config.max_task_bytes,
+            max_check_timeout: config.max_check_timeout,
         }
     }
 
@@ -211,11 +220,17 @@ pub(crate) struct Store {
     counters: EngineCounters,
     journal: Option<Arc<JournalQueue>>,
     subscribers: Subscribers,
+    exec_allow: Arc<ExecAllowList>,
 }
 
 impl Store {
-    /// An empty store; with `journal`, changes are recorded there.
-    pub(crate) fn new(limits: Limits, journal: Option<Arc<JournalQueue>>) -> Self {
+    /// An empty store; with `journal`, changes are recorded there. Exec checks may run only the
+    /// programs `exec_allow` permits.
+    pub(crate) fn new(
+        limits: Limits,
+        journal: Option<Arc<JournalQueue>>,
+        exec_allow: Arc<ExecAllowList>,
+    ) -> Self {
         Self {
             limits,
             tasks: TaskMap::with_capacity_and_hasher(
@@ -230,6 +245,7 @@ impl Store {
             counters: EngineCounters::default(),
             journal,
             subscribers: Subscribers::default(),
+            exec_allow,
         }
     }
 
@@ -325,6 +341,17 @@ impl Store {
         start_now: &mut Vec<Job>,
     ) -> (String, Admission) {
         self.counters.tasks_received += 1;
+        let size = task.encoded_len();
+        if size > self.limits.max_task_bytes {
+            // Refused before anything of it is kept: memory stays bounded by max_held_tasks
+            // times a small size, whatever a client sends.
+            self.counters.tasks_rejected += 1;
+            let reason = format!(
+                "task is {size} bytes, over max_task_bytes {}",
+                self.limits.max_task_bytes
+            );
+            return (clip_id(task.id), Admission::Invalid(reason));
+        }
         let attempt = task.attempt.max(1);
         let held_count = self.tasks.len();
         let entry = self.tasks.entry(task.id);
@@ -351,13 +378,23 @@ impl Store {
             }
             Entry::Vacant(_) => false,
         };
-        let check = match Check::try_from(task.check) {
+        let mut check = match Check::try_from(task.check) {
             Ok(check) => check,
             Err(error) => {
                 self.counters.tasks_rejected += 1;
                 return (entry_key(entry), Admission::Invalid(error.to_string()));
             }
         };
+        if let Check::Exec { program, .. } = &mut check {
+            match self.exec_allow.permit(program) {
+                // What runs is the path that was matched, never a later PATH lookup.
+                Ok(path) => *program = path.to_string_lossy().into_owned(),
+                Err(reason) => {
+                    self.counters.tasks_rejected += 1;
+                    return (entry_key(entry), Admission::NotAllowed(reason));
+                }
+            }
+        }
         if !retry && held_count >= self.limits.max_held_tasks {
             self.counters.tasks_rejected += 1;
             let reason = format!(
@@ -401,7 +438,8 @@ impl Store {
         let timeout = match task.timeout_ms {
             0 => defaults::rule_timeout(),
             ms => Duration::from_millis(ms),
-        };
+        }
+        .min(self.limits.max_check_timeout);
         let job = Job {
             id: id.clone(),
             seq,
@@ -598,6 +636,23 @@ impl Store {
 }
 
 /// The id of a task map entry, moved out when the entry is vacant.
+/// Ids longer than this are cut when echoed in a refusal.
+const MAX_ECHOED_ID_BYTES: usize = 256;
+
+/// `id` for a refusal: cut (on a character boundary, marked with `…`) when absurdly long, so a
+/// refusal never carries a client's megabytes back.
+fn clip_id(mut id: String) -> String {
+    if id.len() > MAX_ECHOED_ID_BYTES {
+        let mut end = MAX_ECHOED_ID_BYTES;
+        while !id.is_char_boundary(end) {
+            end -= 1;
+        }
+        id.truncate(end);
+        id.push('…');
+    }
+    id
+}
+
 fn entry_key(entry: Entry<'_, String, HeldTask>) -> String {
     match entry {
         Entry::Occupied(occupied) => occupied.key().clone(),
@@ -623,6 +678,8 @@ mod tests {
             max_batch_tasks: 1000,
             max_held_tasks,
             result_retention: Duration::from_secs(60),
+            max_task_bytes: 4096,
+            max_check_timeout: Duration::from_secs(3600),
         }
     }
 
@@ -648,7 +705,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn unclaimed_results_expire_after_retention_and_are_counted() {
-        let mut store = Store::new(limits(4, 100), None);
+        let mut store = Store::new(limits(4, 100), None, Arc::default());
         let mut start = Vec::new();
         store.admit(sim_task("a", 0), Now::read(), &mut start);
         assert_eq!(state(&store, "a"), TaskState::Ok);
@@ -666,7 +723,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn running_and_pending_tasks_never_expire() {
-        let mut store = Store::new(limits(1, 100), None);
+        let mut store = Store::new(limits(1, 100), None, Arc::default());
         let mut start = Vec::new();
         store.admit(sim_task("run", 1000), Now::read(), &mut start);
         store.admit(sim_task("wait", 1000), Now::read(), &mut start);
@@ -679,7 +736,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_finished_worker_takes_the_next_waiting_check() {
-        let mut store = Store::new(limits(1, 100), None);
+        let mut store = Store::new(limits(1, 100), None, Arc::default());
         let mut start = Vec::new();
         store.admit(sim_task("first", 5), Now::read(), &mut start);
         store.admit(sim_task("second", 5), Now::read(), &mut start);
@@ -702,7 +759,7 @@ mod tests {
 
     #[tokio::test]
     async fn releasing_a_running_task_is_ignored() {
-        let mut store = Store::new(limits(1, 100), None);
+        let mut store = Store::new(limits(1, 100), None, Arc::default());
         let mut start = Vec::new();
         store.admit(sim_task("r", 5), Now::read(), &mut start);
         assert!(!store.release("r"));

@@ -47,7 +47,13 @@ pub enum SupervisorError {
         /// What is wrong.
         reason: String,
     },
+    /// A file of `[tls]` cannot be used.
+    #[error("[tls]: {0}")]
+    Tls(#[from] crate::tls::TlsFileError),
 }
+
+/// How often the `[tls]` files are checked for a renewal.
+const TLS_RELOAD_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Options that are not part of the configuration file.
 #[derive(Debug, Default)]
@@ -88,6 +94,16 @@ impl Supervisor {
         let mut tasks = JoinSet::new();
         let alert_actions = alert::AlertActions::new(&initial.alerts);
         let sessions = Arc::new(tokio::sync::Semaphore::new(initial.max_sessions.max(1)));
+        let tls = match &initial.tls {
+            Some(files) => {
+                let tls = crate::tls::ClientTls::load(&files.client_files())?;
+                // Renewed files take effect for new connections; the watcher ends with the
+                // last dialer.
+                drop(tls.spawn_watcher(TLS_RELOAD_PERIOD));
+                Some(tls)
+            }
+            None => None,
+        };
         let mut engines = HashMap::new();
         let mut outlets = Vec::new();
         let mut engine_index = HashMap::new();
@@ -108,9 +124,13 @@ impl Supervisor {
                         .map_err(|e| engine_error(e.to_string()))?,
                 ),
             };
-            let dialer = Dialer::new(&entry.address, link, initial.max_message_bytes)
+            let mut dialer = Dialer::new(&entry.address, link, initial.max_message_bytes)
                 .map_err(|e| engine_error(e.to_string()))?
-                .with_sessions(Arc::clone(&sessions));
+                .with_sessions(Arc::clone(&sessions))
+                .with_keepalive(initial.keepalive_interval);
+            if let Some(tls) = &tls {
+                dialer = dialer.with_tls(tls.clone(), entry.server_name.clone());
+            }
             let counters = Arc::new(counters::DeliveryCounters::default());
             let (state, due) = engine::start(
                 engine::Setup {
