@@ -37,6 +37,8 @@ pub struct ChaosOptions {
     pub seed: u64,
     /// Give up waiting for outcomes after this long.
     pub max_time: Duration,
+    /// Plaintext instead of mutual TLS with a throw-away CA.
+    pub plaintext: bool,
 }
 
 impl Default for ChaosOptions {
@@ -48,6 +50,7 @@ impl Default for ChaosOptions {
             engine_restarts: 2,
             seed: 1,
             max_time: Duration::from_secs(240),
+            plaintext: false,
         }
     }
 }
@@ -96,6 +99,9 @@ pub enum ChaosError {
     /// The supervisor could not start.
     #[error(transparent)]
     Supervisor(#[from] crate::supervisor::SupervisorError),
+    /// The throw-away certificates could not be made.
+    #[error("certificates: {0}")]
+    Pki(#[from] crate::pki::PkiError),
 }
 
 /// Finished (task, attempt) pairs seen on the engine, with how often.
@@ -109,6 +115,7 @@ struct RunningEngine {
 /// Start an engine on `address` with the journal in `state_dir`, and count its completions.
 async fn start_engine(
     address: SocketAddr,
+    tls: Option<&crate::config::EngineTls>,
     state_dir: &std::path::Path,
     finished: &Finished,
     missed: &Arc<std::sync::atomic::AtomicU64>,
@@ -119,6 +126,7 @@ async fn start_engine(
         shutdown_grace: Duration::ZERO,
         max_held_tasks: 1_000_000,
         completion_buffer_notices: 1_000_000,
+        tls: tls.cloned(),
         ..EngineConfig::default()
     };
     let engine = Engine::open(config).map_err(|e| ChaosError::Engine(e.to_string()))?;
@@ -277,9 +285,17 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         .map_err(|e| ChaosError::Engine(e.to_string()))?;
     let finished: Finished = Arc::default();
     let missed = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut engine = Some(start_engine(address, &state_dir, &finished, &missed).await?);
+    let pki = match options.plaintext {
+        true => None,
+        false => Some(crate::pki::ThrowawayPki::create()?),
+    };
+    let engine_tls = pki.as_ref().map(|pki| &pki.engine);
+    let mut engine = Some(start_engine(address, engine_tls, &state_dir, &finished, &missed).await?);
 
-    let (_config_tx, config_rx) = watch::channel(Arc::new(supervisor_config(address, &options)));
+    let (_config_tx, config_rx) = watch::channel(Arc::new(SupervisorConfig {
+        tls: pki.as_ref().map(|pki| pki.supervisor.clone()),
+        ..supervisor_config(address, &options)
+    }));
     let (observer, mut completions) = mpsc::unbounded_channel();
     let supervisor = Supervisor::start(
         config_rx,
@@ -332,7 +348,7 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport, ChaosError> {
                     } else if let Some(running) = engine.take() {
                         running.stop().await;
                         tokio::time::sleep(Duration::from_millis(300)).await;
-                        engine = Some(start_engine(address, &state_dir, &finished, &missed).await?);
+                        engine = Some(start_engine(address, engine_tls, &state_dir, &finished, &missed).await?);
                         restarts += 1;
                     }
                 }

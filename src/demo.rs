@@ -28,6 +28,8 @@ pub struct DemoOptions {
     pub remote_link: String,
     /// Append statistics windows as JSON here.
     pub stats_json: Option<std::path::PathBuf>,
+    /// Plaintext instead of mutual TLS with a throw-away CA.
+    pub plaintext: bool,
 }
 
 impl Default for DemoOptions {
@@ -38,6 +40,7 @@ impl Default for DemoOptions {
             turbo_monitoring: true,
             remote_link: "wan".to_string(),
             stats_json: None,
+            plaintext: false,
         }
     }
 }
@@ -51,6 +54,9 @@ pub enum DemoError {
     /// The supervisor could not start.
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
+    /// The throw-away certificates could not be made.
+    #[error("certificates: {0}")]
+    Pki(#[from] crate::pki::PkiError),
 }
 
 /// Counters per engine at the end of the demo.
@@ -157,6 +163,11 @@ pub async fn run(
     options: DemoOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<DemoSummary, DemoError> {
+    // Mutual TLS as on a real site, with certificates that live as long as the demo.
+    let pki = match options.plaintext {
+        true => None,
+        false => Some(crate::pki::ThrowawayPki::create()?),
+    };
     let (stop_engines, engines_stopped) = watch::channel(false);
     let mut addresses = Vec::new();
     let mut servers = Vec::new();
@@ -170,18 +181,25 @@ pub async fn run(
                 .map_err(|e| DemoError::Engine(e.to_string()))?
                 .to_string(),
         );
-        let engine = Engine::new(EngineConfig::default());
+        let engine = Engine::new(EngineConfig {
+            tls: pki.as_ref().map(|pki| pki.engine.clone()),
+            ..EngineConfig::default()
+        });
         let mut stopped = engines_stopped.clone();
         servers.push(tokio::spawn(engine.serve(listener, async move {
             let _ = stopped.wait_for(|s| *s).await;
         })));
     }
-    let config = demo_config(&addresses[0], &addresses[1], &options);
+    let config = SupervisorConfig {
+        tls: pki.as_ref().map(|pki| pki.supervisor.clone()),
+        ..demo_config(&addresses[0], &addresses[1], &options)
+    };
     tracing::info!(
         target: "turbomon::demo",
         local = %addresses[0],
         remote = %addresses[1],
         remote_link = %options.remote_link,
+        tls = if pki.is_some() { "mutual TLS (throw-away CA)" } else { "plaintext" },
         "demo: engines `local` and `remote` listening; a few hundred tasks every few seconds, statistics every {}",
         humantime::format_duration(options.stats_interval)
     );

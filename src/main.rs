@@ -71,6 +71,9 @@ enum Command {
         /// Append every statistics window as JSON to this file.
         #[arg(long)]
         stats_json: Option<PathBuf>,
+        /// Plaintext instead of mutual TLS (a throw-away CA made at start).
+        #[arg(long)]
+        plaintext: bool,
     },
     /// Run a supervisor and a journaling engine in one process behind a simulated link, cut the
     /// link and restart the engine at random moments, then report what became of every task
@@ -97,6 +100,9 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Plaintext instead of mutual TLS (a throw-away CA made at start).
+        #[arg(long)]
+        plaintext: bool,
     },
     /// Validate a supervisor or engine configuration file; exit non-zero naming the bad key.
     CheckConfig {
@@ -244,6 +250,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             turbo,
             remote_link,
             stats_json,
+            plaintext,
         } => {
             let options = DemoOptions {
                 stats_interval,
@@ -251,6 +258,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 turbo_monitoring: turbo,
                 remote_link,
                 stats_json,
+                plaintext,
             };
             let until = async move {
                 match duration {
@@ -300,6 +308,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             seed,
             max_time,
             json,
+            plaintext,
         } => {
             let report = turbomon::chaos::run(turbomon::chaos::ChaosOptions {
                 tasks,
@@ -308,6 +317,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 engine_restarts,
                 seed,
                 max_time,
+                plaintext,
             })
             .await?;
             if json {

@@ -1,7 +1,7 @@
 //! `turbomon pki`: a small certificate authority for mutual TLS between a supervisor and its
 //! engines, made with rcgen. `init` creates the CA, `issue` signs a leaf for an engine or a
-//! supervisor, `show` prints what a certificate file holds. [`throwaway`] makes a complete
-//! set in a scratch directory for `demo`, `chaos` and `bench`.
+//! supervisor, `show` prints what a certificate file holds. [`ThrowawayPki`] makes a complete
+//! set in a temporary directory for `demo`, `chaos` and `bench`.
 //!
 //! Files: `ca.pem` and `ca.key` in the CA directory; `NAME.pem`, `NAME.key` and a copy of
 //! `ca.pem` in a leaf's output directory, so that directory is all a host needs. Keys are
@@ -248,44 +248,89 @@ fn ip_from(bytes: &[u8]) -> Option<IpAddr> {
     }
 }
 
-/// A complete throw-away set in `dir`: a CA, an engine certificate for `localhost` and
-/// `127.0.0.1`, and a supervisor certificate, as the `[tls]` tables of both sides.
-pub fn throwaway(dir: &Path) -> Result<(EngineTls, SupervisorTls), PkiError> {
-    let ca_dir = dir.join("ca");
-    init(&ca_dir, "turbomon throw-away CA", 2)?;
-    let leaf = |name: &str, dns: &[&str], ips: &[IpAddr]| {
-        issue(
-            &ca_dir,
-            &LeafRequest {
-                name: name.to_string(),
-                dns: dns.iter().map(|d| d.to_string()).collect(),
-                ips: ips.to_vec(),
-                days: 2,
-            },
-            &dir.join(name),
-        )
-    };
-    let engine = leaf(
-        "engine",
-        &["localhost"],
-        &[
+/// A complete throw-away set, for `demo`, `chaos` and `bench`: a CA valid for two days, an
+/// engine certificate for `localhost`, `127.0.0.1` and `::1`, and a supervisor certificate, in a
+/// fresh temporary directory that is removed when this is dropped.
+#[derive(Debug)]
+pub struct ThrowawayPki {
+    dir: PathBuf,
+    /// The engine's `[tls]`.
+    pub engine: EngineTls,
+    /// The supervisor's `[tls]`.
+    pub supervisor: SupervisorTls,
+}
+
+impl ThrowawayPki {
+    /// Makes the set in a new directory under the system's temporary directory.
+    pub fn create() -> Result<Self, PkiError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let unique = format!(
+            "turbomon-pki-{}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        );
+        let dir = std::env::temp_dir().join(unique);
+        match Self::create_in(&dir) {
+            Ok((engine, supervisor)) => Ok(Self {
+                dir,
+                engine,
+                supervisor,
+            }),
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(error)
+            }
+        }
+    }
+
+    fn create_in(dir: &Path) -> Result<(EngineTls, SupervisorTls), PkiError> {
+        let ca_dir = dir.join("ca");
+        init(&ca_dir, "turbomon throw-away CA", 2)?;
+        let leaf = |name: &str, dns: &[&str], ips: &[IpAddr]| {
+            issue(
+                &ca_dir,
+                &LeafRequest {
+                    name: name.to_string(),
+                    dns: dns.iter().map(|d| d.to_string()).collect(),
+                    ips: ips.to_vec(),
+                    days: 2,
+                },
+                &dir.join(name),
+            )
+        };
+        let loopback = [
             IpAddr::from([127, 0, 0, 1]),
             IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
-        ],
-    )?;
-    let supervisor = leaf("supervisor", &["supervisor"], &[])?;
-    Ok((
-        EngineTls {
-            cert: engine.cert,
-            key: engine.key,
-            client_ca: engine.ca,
-        },
-        SupervisorTls {
-            ca: supervisor.ca,
-            cert: supervisor.cert,
-            key: supervisor.key,
-        },
-    ))
+        ];
+        let engine = leaf("engine", &["localhost"], &loopback)?;
+        let supervisor = leaf("supervisor", &["supervisor"], &[])?;
+        Ok((
+            EngineTls {
+                cert: engine.cert,
+                key: engine.key,
+                client_ca: engine.ca,
+            },
+            SupervisorTls {
+                ca: supervisor.ca,
+                cert: supervisor.cert,
+                key: supervisor.key,
+            },
+        ))
+    }
+
+    /// The directory holding the files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for ThrowawayPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn set_validity(params: &mut CertificateParams, days: u32) {
@@ -352,6 +397,23 @@ fn write_public(path: &Path, text: &str) -> Result<(), PkiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throwaway_set_is_complete_and_removed_when_dropped() {
+        let pki = ThrowawayPki::create().unwrap();
+        let dir = pki.dir().to_path_buf();
+        let shown = show(&pki.engine.cert).unwrap();
+        assert!(shown.contains("DNS:localhost") && shown.contains("IP:127.0.0.1"), "{shown}");
+        assert!(show(&pki.supervisor.ca).unwrap().contains("CA:         yes"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&pki.engine.key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        drop(pki);
+        assert!(!dir.exists());
+    }
 
     #[test]
     fn names_that_would_escape_the_directory_are_refused() {

@@ -1,5 +1,5 @@
-//! A small chaos run in CI (issue 5): link cuts and an engine restart on its journal, and still
-//! every task reaches a final outcome exactly once.
+//! A small chaos run in CI: link cuts and an engine restart on its journal, over mutual TLS as
+//! by default, and still every task reaches a final outcome exactly once.
 
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ async fn a_thousand_tasks_survive_cuts_and_an_engine_restart_with_nothing_lost_o
         engine_restarts: 1,
         seed: 7,
         max_time: Duration::from_secs(120),
+        plaintext: false,
     })
     .await
     .expect("chaos run");

@@ -1531,6 +1531,8 @@ fn arb_supervisor_config() -> impl Strategy<Value = SupervisorConfig> {
             rules,
             relators,
             alerts,
+            tls: None,
+            keepalive_interval: Duration::from_secs(30),
         }
     })
 }

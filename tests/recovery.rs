@@ -54,7 +54,13 @@ async fn tasks_return_to_a_restarted_primary_within_two_probe_periods() {
 /// A supervisor with a 1000-byte message cap in front of a real engine, running `nodes` sim
 /// tasks plus, optionally, one exec task whose output is larger than the cap.
 async fn small_cap_run(nodes: usize, with_large_output: bool) -> (Vec<Completion>, u64) {
-    let engine = common::serve_engine().await;
+    let engine = common::RunningEngine::start(turbomon::config::EngineConfig {
+        exec: turbomon::config::ExecConfig {
+            allow: vec!["/bin/sh".into()],
+        },
+        ..common::engine_config()
+    })
+    .await;
     let names: Vec<String> = (0..nodes)
         .map(|i| format!("node-with-a-longish-name-{i:03}"))
         .collect();

@@ -86,6 +86,9 @@ pub struct BenchArgs {
     /// Seed for the links' jitter and loss, for repeatable runs.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Plaintext connections instead of mutual TLS (for every row, the bare baseline too).
+    #[arg(long)]
+    pub plaintext: bool,
     /// Also measure alert latency for these status modes, comma separated (`poll`, `push`):
     /// a supervisor with a sim rule set to break, per link; turbo-on rows are given once per
     /// mode with `status_mode` and `alert_latency_s`.
@@ -144,6 +147,9 @@ pub struct TuneArgs {
     /// Seed for the link's jitter and loss, for repeatable runs.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Plaintext connections instead of mutual TLS.
+    #[arg(long)]
+    pub plaintext: bool,
 }
 
 fn invalid(flag: &'static str, reason: impl Into<String>) -> BenchError {
@@ -294,6 +300,7 @@ struct LoopArgs<'a> {
     max_packet_kb: u64,
     max_time: Duration,
     seed: Option<u64>,
+    plaintext: bool,
 }
 
 /// [`LoopArgs`] once checked: what both commands build their plan from.
@@ -331,6 +338,7 @@ impl LoopArgs<'_> {
                 max_inflight_batches: self.max_inflight_batches,
                 reply_timeout: REPLY_TIMEOUT.min(self.max_time),
                 seed: self.seed,
+                plaintext: self.plaintext,
             },
             safe_packet_bytes,
             max_time: self.max_time,
@@ -396,6 +404,7 @@ impl BenchArgs {
             max_packet_kb: self.max_packet_kb,
             max_time: self.max_time,
             seed: self.seed,
+            plaintext: self.plaintext,
         }
         .check()?;
         if !self.status_mode.is_empty() {
@@ -476,6 +485,7 @@ impl TuneArgs {
             max_packet_kb: self.max_packet_kb,
             max_time: self.max_time,
             seed: self.seed,
+            plaintext: self.plaintext,
         }
         .check()?;
         let combinations: Vec<Combination> = checked

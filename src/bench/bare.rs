@@ -19,7 +19,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::bound::{self, bench_message_bytes};
 use super::plan::{Measurement, RunSettings, bench_tasks};
+use crate::config::{EngineTls, SupervisorTls};
+use crate::pki::ThrowawayPki;
 use crate::proto::engine_client::EngineClient;
+use crate::tls::incoming::tls_incoming;
+use crate::tls::{ClientTls, ServerTls};
 use crate::proto::engine_server::{Engine, EngineServer};
 use crate::proto::{
     CompletionBatch, CompletionsRequest, StatusBatch, StatusOneReply, StatusOneRequest,
@@ -140,8 +144,16 @@ pub struct BareServer {
 }
 
 impl BareServer {
-    /// Serve [`BareEngine`] on `127.0.0.1:0` with messages up to `max_message_bytes`.
+    /// Serve [`BareEngine`] on `127.0.0.1:0` with messages up to `max_message_bytes`, plaintext.
     pub async fn start(max_message_bytes: usize) -> Result<Self, String> {
+        Self::start_with(max_message_bytes, None).await
+    }
+
+    /// [`BareServer::start`], speaking mutual TLS with `tls` when given, as the engine does.
+    pub async fn start_with(
+        max_message_bytes: usize,
+        tls: Option<&EngineTls>,
+    ) -> Result<Self, String> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| format!("cannot bind a loopback port for the bare server: {e}"))?;
@@ -149,17 +161,26 @@ impl BareServer {
             .local_addr()
             .map_err(|e| format!("bare server listener has no address: {e}"))?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let stopped = async move {
+            let _ = stopped.await;
+        };
         let service = EngineServer::new(BareEngine)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
-        let server = tokio::spawn(
-            Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stopped.await;
-                }),
-        );
+        let mut builder = Server::builder();
+        let router = builder.add_service(service);
+        let server = match tls {
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+            }
+            Some(files) => {
+                let tls = ServerTls::load(&files.server_files())
+                    .map_err(|e| format!("bare server TLS: {e}"))?;
+                let incoming = tls_incoming(listener, tls, "bare".to_string(), None);
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+            }
+        };
         Ok(Self {
             address,
             stop: Some(stop),
@@ -248,13 +269,33 @@ fn packets<Resp: Message + Batched>(sent: &HashMap<u64, u64>, replies: &[Resp]) 
 async fn connect(
     address: std::net::SocketAddr,
     max_message_bytes: usize,
+    tls: Option<&SupervisorTls>,
 ) -> Result<EngineClient<Channel>, String> {
-    let channel = Endpoint::from_shared(format!("http://{address}"))
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| e.to_string())?
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to the bare server: {e}"))?;
+        .tcp_nodelay(true);
+    let channel = match tls {
+        None => endpoint.connect().await,
+        Some(files) => {
+            let tls = ClientTls::load(&files.client_files())
+                .map_err(|e| format!("bare client TLS: {e}"))?;
+            endpoint
+                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                    let tls = tls.clone();
+                    async move {
+                        let tcp = tokio::net::TcpStream::connect(address).await?;
+                        tcp.set_nodelay(true)?;
+                        let stream = tls
+                            .connect(tcp, &address.ip().to_string())
+                            .await
+                            .map_err(std::io::Error::other)?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+                .await
+        }
+    }
+    .map_err(|e| format!("cannot connect to the bare server: {e}"))?;
     Ok(EngineClient::new(channel)
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes))
@@ -265,13 +306,14 @@ async fn connect(
 pub async fn run_bare(
     batch_size: usize,
     settings: &RunSettings,
+    tls: Option<&ThrowawayPki>,
     progress: &ProgressBar,
 ) -> Result<Measurement, String> {
     let message_bytes = bench_message_bytes(
         bound::submit_packet_bytes(batch_size).max(bound::status_packet_bytes(batch_size)),
     );
-    let server = BareServer::start(message_bytes).await?;
-    let mut client = connect(server.address, message_bytes).await?;
+    let server = BareServer::start_with(message_bytes, tls.map(|pki| &pki.engine)).await?;
+    let mut client = connect(server.address, message_bytes, tls.map(|pki| &pki.supervisor)).await?;
     let in_flight = settings.max_inflight_batches;
     let (submit_tx, submit_rx) = mpsc::channel::<SubmitBatch>(in_flight.max(1));
     let mut acks = client

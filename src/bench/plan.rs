@@ -103,6 +103,9 @@ pub struct RunSettings {
     pub reply_timeout: Duration,
     /// Seed for the link's jitter and loss; random when `None`.
     pub seed: Option<u64>,
+    /// Plaintext connections; otherwise every combination (the bare baseline too) speaks mutual
+    /// TLS with a throw-away CA, as a real site does.
+    pub plaintext: bool,
 }
 
 /// What one combination measured.

@@ -356,6 +356,7 @@ mod tests {
             max_inflight_batches: 64,
             reply_timeout: Duration::from_secs(30),
             seed: None,
+            plaintext: false,
         }
     }
 

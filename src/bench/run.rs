@@ -27,6 +27,8 @@ use crate::config::{EngineConfig, defaults};
 use crate::engine::Engine;
 use crate::link::{Link, LinkCounters};
 use crate::proto::TaskState;
+use crate::pki::ThrowawayPki;
+use crate::tls::ClientTls;
 use crate::transport::Dialer;
 use crate::wire::batch::BatchIds;
 use crate::wire::status::{MonitorOutcome, TaskId, monitor_turbo, monitor_unary};
@@ -97,6 +99,16 @@ impl Drop for RunningEngine {
     }
 }
 
+/// A throw-away CA and certificates for one combination, unless the run is plaintext.
+fn bench_pki(settings: &RunSettings) -> Result<Option<ThrowawayPki>, String> {
+    if settings.plaintext {
+        return Ok(None);
+    }
+    ThrowawayPki::create()
+        .map(Some)
+        .map_err(|e| format!("cannot make the throw-away certificates: {e}"))
+}
+
 /// Run one combination. Errors say what failed, for the caller to name the combination.
 pub async fn run_combination(
     combination: &Combination,
@@ -104,9 +116,15 @@ pub async fn run_combination(
     progress: &ProgressBar,
 ) -> Result<Measurement, String> {
     if combination.turbo == TurboMode::Bare {
-        return bare::run_bare(combination.batch_size, settings, progress).await;
+        let pki = bench_pki(settings)?;
+        return bare::run_bare(combination.batch_size, settings, pki.as_ref(), progress).await;
     }
-    let engine = RunningEngine::start(bench_engine_config(combination, settings)).await?;
+    let pki = bench_pki(settings)?;
+    let engine = RunningEngine::start(EngineConfig {
+        tls: pki.as_ref().map(|pki| pki.engine.clone()),
+        ..bench_engine_config(combination, settings)
+    })
+    .await?;
     let link = match &combination.link.profile {
         None => None,
         Some(profile) => Some(
@@ -121,8 +139,12 @@ pub async fn run_combination(
         bound::submit_packet_bytes(combination.batch_size)
             .max(bound::status_packet_bytes(combination.batch_size)),
     );
-    let dialer = Dialer::new(&engine.address.to_string(), link.clone(), message_bytes)
+    let mut dialer = Dialer::new(&engine.address.to_string(), link.clone(), message_bytes)
         .map_err(|e| e.to_string())?;
+    if let Some(pki) = &pki {
+        let tls = ClientTls::load(&pki.supervisor.client_files()).map_err(|e| e.to_string())?;
+        dialer = dialer.with_tls(tls, None);
+    }
     let driver = Driver {
         combination,
         settings,

@@ -568,7 +568,7 @@ impl Engine {
             (_, Admission::Invalid(reason)) => Err(tonic::Status::invalid_argument(reason)),
             (_, Admission::NotAllowed(reason)) => {
                 log_not_allowed(caller, std::slice::from_ref(&reason));
-                Err(tonic::Status::permission_denied(reason))
+                Err(tonic::Status::invalid_argument(reason))
             }
             (_, Admission::Exhausted(reason)) => Err(tonic::Status::resource_exhausted(reason)),
         };
