@@ -403,12 +403,22 @@ mod tests {
         let pki = ThrowawayPki::create().unwrap();
         let dir = pki.dir().to_path_buf();
         let shown = show(&pki.engine.cert).unwrap();
-        assert!(shown.contains("DNS:localhost") && shown.contains("IP:127.0.0.1"), "{shown}");
-        assert!(show(&pki.supervisor.ca).unwrap().contains("CA:         yes"));
+        assert!(
+            shown.contains("DNS:localhost") && shown.contains("IP:127.0.0.1"),
+            "{shown}"
+        );
+        assert!(
+            show(&pki.supervisor.ca)
+                .unwrap()
+                .contains("CA:         yes")
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&pki.engine.key).unwrap().permissions().mode();
+            let mode = std::fs::metadata(&pki.engine.key)
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         drop(pki);

@@ -554,11 +554,25 @@ async fn a_message_over_max_message_bytes_ends_only_its_own_stream() {
 }
 
 #[test]
-fn shipped_engine_config_parses_to_the_defaults() {
+fn shipped_engine_config_parses_to_the_defaults_with_the_plugins_allowed() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/engine.toml"))
         .unwrap();
     let parsed: EngineConfig = toml::from_str(&text).unwrap();
-    assert_eq!(parsed, EngineConfig::default());
+    // Every key shows its default, except the allow-list (empty by default), which shows the
+    // Monitoring Plugins and `test` (the shipped supervisor's exec rule).
+    assert_eq!(
+        parsed.exec.allow,
+        vec!["/usr/lib/nagios/plugins/*", "/usr/bin/test"]
+    );
+    let defaults = EngineConfig::default();
+    assert!(defaults.exec.allow.is_empty());
+    assert_eq!(
+        EngineConfig {
+            exec: defaults.exec.clone(),
+            ..parsed
+        },
+        defaults
+    );
 }
 
 // === attempts ===

@@ -102,11 +102,7 @@ async fn supervisor_and_engine_over_mutual_tls_deliver_every_task_by_host_name()
 async fn server_name_overrides_the_host_checked_in_the_engine_certificate() {
     let dir = TempDir::new("server-name");
     let ca = TestCa::new(dir.path(), "site");
-    let engine_leaf = ca.leaf(
-        "engine1",
-        &["engine1.branch.example.net"],
-        Validity::Valid,
-    );
+    let engine_leaf = ca.leaf("engine1", &["engine1.branch.example.net"], Validity::Valid);
     let supervisor_leaf = ca.leaf("supervisor", &["supervisor"], Validity::Valid);
     let server = ca.server_files(&engine_leaf);
     let engine = tls_engine(
@@ -160,14 +156,14 @@ async fn a_plaintext_engine_off_loopback_refuses_to_start_naming_tls() {
         "{message}"
     );
 
-    let refused = turbomon::config::parse_engine(
-        "listen = \"0.0.0.0:7300\"\n",
-        Path::new("engine.toml"),
-    )
-    .unwrap_err()
-    .to_string();
+    let refused =
+        turbomon::config::parse_engine("listen = \"0.0.0.0:7300\"\n", Path::new("engine.toml"))
+            .unwrap_err()
+            .to_string();
     assert!(
-        refused.contains("engine.toml") && refused.contains("tls") && refused.contains("turbomon pki"),
+        refused.contains("engine.toml")
+            && refused.contains("tls")
+            && refused.contains("turbomon pki"),
         "{refused}"
     );
     // Loopback, by address or by name, needs nothing.
@@ -192,10 +188,7 @@ fn allow_plaintext_serves_off_loopback_with_a_warning_at_start() {
         runtime.block_on(async {
             let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
             Engine::new(config)
-                .serve(
-                    listener,
-                    tokio::time::sleep(Duration::from_millis(100)),
-                )
+                .serve(listener, tokio::time::sleep(Duration::from_millis(100)))
                 .await
         })
     });
@@ -212,7 +205,11 @@ async fn exec_is_refused_by_default_and_allowed_by_pattern_with_bare_names_resol
     let mut client = closed.client().await;
     let error = client
         .submit_one(proto::SubmitOneRequest {
-            task: Some(exec_task("sh", "/bin/sh", &["-c", "touch /tmp/turbomon-pwned"])),
+            task: Some(exec_task(
+                "sh",
+                "/bin/sh",
+                &["-c", "touch /tmp/turbomon-pwned"],
+            )),
         })
         .await
         .unwrap_err();
@@ -260,7 +257,11 @@ async fn exec_is_refused_by_default_and_allowed_by_pattern_with_bare_names_resol
         verdicts,
         vec![
             ("bare", true, ""),
-            ("outside", false, "program not allowed on this engine: /bin/sh"),
+            (
+                "outside",
+                false,
+                "program not allowed on this engine: /bin/sh"
+            ),
             (
                 "climb",
                 false,
@@ -285,12 +286,8 @@ fn exec_refusals_are_logged_with_the_supervisor_certificate_name() {
             .unwrap();
         runtime.block_on(async {
             let engine = tls_engine(&pki.engine, engine_config()).await;
-            let mut client = tls_client(
-                pki.supervisor.client_files(),
-                engine.address,
-                "localhost",
-            )
-            .await;
+            let mut client =
+                tls_client(pki.supervisor.client_files(), engine.address, "localhost").await;
             let error = client
                 .submit_one(proto::SubmitOneRequest {
                     task: Some(exec_task("id", "/usr/bin/id", &[])),
@@ -325,7 +322,11 @@ async fn oversized_tasks_are_refused_one_by_one_and_never_held() {
     let ack = client
         .submit(tokio_stream::iter([batch(
             7,
-            vec![ok_task("before", 0), ok_task(&huge_id, 0), ok_task("after", 0)],
+            vec![
+                ok_task("before", 0),
+                ok_task(&huge_id, 0),
+                ok_task("after", 0),
+            ],
         )]))
         .await
         .unwrap()
@@ -375,5 +376,101 @@ async fn max_check_timeout_frees_a_slot_held_by_an_endless_check() {
         },
     )
     .await;
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_over_the_engine_message_cap_are_resent_smaller_until_every_task_arrives() {
+    // The engine's cap is far below the supervisor's: a full batch of 30 tasks ends the Submit
+    // stream on the engine side. The supervisor must take the broken stream as "resend what is
+    // unacknowledged", shrinking the batches, and lose nothing.
+    let engine = RunningEngine::start(EngineConfig {
+        max_message_bytes: 2048,
+        ..engine_config()
+    })
+    .await;
+    let nodes = node_names(60);
+    let config = parse(&one_engine_config(
+        engine.address,
+        &nodes,
+        Extra {
+            top: "status_check_interval = \"100ms\"\nbatch_timeout = \"1s\"",
+            ..Extra::default()
+        },
+    ));
+    let (_supervisor, _reload, mut completions) = start_supervisor(config);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..nodes.len() {
+        let completion = next_completion(&mut completions, Duration::from_secs(60)).await;
+        assert_eq!(completion.state, TaskState::Ok, "{completion:?}");
+        assert!(seen.insert(completion.task_id.clone()), "{completion:?}");
+    }
+    let counters = engine.engine.counters();
+    assert_eq!(counters.tasks_accepted, nodes.len() as u64, "{counters:?}");
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_belong_to_the_certificate_that_submitted_them() {
+    let pki = pki();
+    let intruder = turbomon::pki::issue(
+        &pki.dir().join("ca"),
+        &turbomon::pki::LeafRequest {
+            name: "intruder".into(),
+            dns: Vec::new(),
+            ips: Vec::new(),
+            days: 1,
+        },
+        &pki.dir().join("intruder"),
+    )
+    .expect("a second supervisor certificate from the same CA");
+    let engine = tls_engine(&pki.engine, engine_config()).await;
+    let mut owner = tls_client(pki.supervisor.client_files(), engine.address, "localhost").await;
+    let mut other = tls_client(
+        ClientTlsFiles {
+            ca: intruder.ca,
+            cert: intruder.cert,
+            key: intruder.key,
+        },
+        engine.address,
+        "localhost",
+    )
+    .await;
+    let ack = owner
+        .submit_one(proto::SubmitOneRequest {
+            task: Some(ok_task("mine", 0)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ack
+        .unwrap();
+    assert!(ack.accepted);
+    let status = |task_id: &str, release: &[&str]| proto::StatusOneRequest {
+        task_id: task_id.into(),
+        release_ids: release.iter().map(|r| r.to_string()).collect(),
+    };
+    let state = |reply: tonic::Response<proto::StatusOneReply>| {
+        TaskState::try_from(reply.into_inner().status.unwrap().state).unwrap()
+    };
+
+    // The other certificate sees no such task and cannot release it...
+    let seen = other.status_one(status("mine", &["mine"])).await.unwrap();
+    assert_eq!(state(seen), TaskState::Unknown);
+    // ...nor take its id over with a later attempt.
+    let mut retry = ok_task("mine", 0);
+    retry.attempt = 2;
+    let error = other
+        .submit_one(proto::SubmitOneRequest { task: Some(retry) })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(error.message().contains("another supervisor"), "{error}");
+
+    // The owner still reads its result, then releases it.
+    let seen = owner.status_one(status("mine", &["mine"])).await.unwrap();
+    assert_eq!(state(seen), TaskState::Ok);
+    let seen = owner.status_one(status("mine", &[])).await.unwrap();
+    assert_eq!(state(seen), TaskState::Unknown);
     engine.stop().await;
 }

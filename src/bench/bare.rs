@@ -22,13 +22,13 @@ use super::plan::{Measurement, RunSettings, bench_tasks};
 use crate::config::{EngineTls, SupervisorTls};
 use crate::pki::ThrowawayPki;
 use crate::proto::engine_client::EngineClient;
-use crate::tls::incoming::tls_incoming;
-use crate::tls::{ClientTls, ServerTls};
 use crate::proto::engine_server::{Engine, EngineServer};
 use crate::proto::{
     CompletionBatch, CompletionsRequest, StatusBatch, StatusOneReply, StatusOneRequest,
     StatusQuery, SubmitAck, SubmitBatch, SubmitOneReply, SubmitOneRequest, TaskState, TaskStatus,
 };
+use crate::tls::incoming::tls_incoming;
+use crate::tls::{ClientTls, ServerTls};
 use crate::wire::batch::{framed_bytes, split_into_batches};
 use crate::wire::refusal::accepted;
 use crate::wire::stream::Batched;
@@ -313,7 +313,12 @@ pub async fn run_bare(
         bound::submit_packet_bytes(batch_size).max(bound::status_packet_bytes(batch_size)),
     );
     let server = BareServer::start_with(message_bytes, tls.map(|pki| &pki.engine)).await?;
-    let mut client = connect(server.address, message_bytes, tls.map(|pki| &pki.supervisor)).await?;
+    let mut client = connect(
+        server.address,
+        message_bytes,
+        tls.map(|pki| &pki.supervisor),
+    )
+    .await?;
     let in_flight = settings.max_inflight_batches;
     let (submit_tx, submit_rx) = mpsc::channel::<SubmitBatch>(in_flight.max(1));
     let mut acks = client

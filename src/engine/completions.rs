@@ -8,6 +8,7 @@
 //! statuses, or until the batch would outgrow the message size limit) and sends them as one
 //! batch, with batch ids 1, 2, 3...
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
@@ -20,6 +21,7 @@ use tracing::{debug, info, warn};
 use crate::proto;
 
 use super::tuning::{LOG_TARGET, STREAM_BUFFER_MESSAGES};
+use super::viewer::Viewer;
 
 /// The flush window when the request says 0.
 pub const DEFAULT_FLUSH_WINDOW: Duration = Duration::from_millis(5);
@@ -37,6 +39,8 @@ pub type CompletionStream = ReceiverStream<Result<proto::CompletionBatch, Status
 #[derive(Debug)]
 pub(crate) struct Subscriber {
     notices: mpsc::Sender<proto::TaskStatus>,
+    /// Whose completions it may see.
+    viewer: Viewer,
     /// Notices dropped since the buffer last had room (for one log line per overflow).
     dropping: u64,
 }
@@ -68,17 +72,26 @@ impl Subscribers {
     }
 
     /// Adds a subscriber whose notices go to `notices`.
-    pub(crate) fn add(&mut self, notices: mpsc::Sender<proto::TaskStatus>) {
+    pub(crate) fn add(&mut self, notices: mpsc::Sender<proto::TaskStatus>, viewer: Viewer) {
         self.list.push(Subscriber {
             notices,
+            viewer,
             dropping: 0,
         });
     }
 
-    /// Hands `status` to every subscriber without waiting; forgets subscribers that are gone.
-    pub(crate) fn deliver(&mut self, status: &proto::TaskStatus) -> Delivery {
+    /// Hands `status` (of a task owned by `owner`) to every subscriber allowed to see it,
+    /// without waiting; forgets subscribers that are gone.
+    pub(crate) fn deliver(
+        &mut self,
+        status: &proto::TaskStatus,
+        owner: Option<&Arc<str>>,
+    ) -> Delivery {
         let mut delivery = Delivery::default();
         self.list.retain_mut(|subscriber| {
+            if !subscriber.viewer.may_see(owner) {
+                return !subscriber.notices.is_closed();
+            }
             match subscriber.notices.try_send(status.clone()) {
                 Ok(()) => {
                     delivery.queued += 1;

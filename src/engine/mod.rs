@@ -42,6 +42,7 @@ mod journal;
 mod service;
 mod store;
 mod tuning;
+mod viewer;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -71,6 +72,7 @@ pub use journal::{JOURNAL_FILE_NAME, JournalError};
 pub use service::EngineService;
 use store::{Admission, Job, Limits, Now, Store};
 use tuning::LOG_TARGET;
+use viewer::Viewer;
 
 /// At shutdown, how long the journal gets to commit its last changes.
 const JOURNAL_FLUSH_GRACE: Duration = Duration::from_secs(5);
@@ -467,6 +469,7 @@ impl Engine {
         let mut start_now = Vec::new();
         let mut exhausted = 0usize;
         let mut not_allowed = Vec::new();
+        let viewer = caller.viewer();
         let journal_seq;
         {
             let mut store = self.lock();
@@ -477,7 +480,7 @@ impl Engine {
             }
             store.sweep_if_due(now.instant);
             for task in batch.tasks {
-                let task_ack = match store.admit(task, now, &mut start_now) {
+                let task_ack = match store.admit(task, now, &mut start_now, &viewer) {
                     (task_id, Admission::Accepted | Admission::Retry) => accepted(task_id, false),
                     (task_id, Admission::Duplicate) => accepted(task_id, true),
                     (task_id, Admission::Busy(reason)) => {
@@ -557,7 +560,7 @@ impl Engine {
                 return (Err(tonic::Status::unavailable(message)), 0);
             }
             store.sweep_if_due(now.instant);
-            let admitted = store.admit(task, now, &mut start_now);
+            let admitted = store.admit(task, now, &mut start_now, &caller.viewer());
             (admitted, store.journal_seq())
         };
         self.start_workers(start_now);
@@ -585,11 +588,20 @@ impl Engine {
         &self,
         request: &proto::CompletionsRequest,
     ) -> Result<CompletionStream, tonic::Status> {
+        self.subscribe_completions_as(request, Viewer::Local)
+    }
+
+    /// [`Engine::subscribe_completions`] for `viewer`: only completions of its own tasks.
+    fn subscribe_completions_as(
+        &self,
+        request: &proto::CompletionsRequest,
+        viewer: Viewer,
+    ) -> Result<CompletionStream, tonic::Status> {
         let shape =
             completions::BatchShape::from_request(request, self.shared.config.max_message_bytes)?;
         let (notices, notices_rx) =
             mpsc::channel(self.shared.config.completion_buffer_notices.max(1));
-        self.lock().subscribe(notices);
+        self.lock().subscribe(notices, viewer);
         Ok(completions::forward(notices_rx, shape, self.closing()))
     }
 
@@ -617,6 +629,12 @@ impl Engine {
     /// Handles one status query, exactly as the `Status` stream does: statuses in the query's
     /// order, then the releases.
     pub fn query_status(&self, query: proto::StatusQuery) -> proto::StatusBatch {
+        self.query_status_as(query, &Viewer::Local)
+    }
+
+    /// [`Engine::query_status`] for `viewer`: another supervisor's tasks read as unknown and
+    /// are not released.
+    fn query_status_as(&self, query: proto::StatusQuery, viewer: &Viewer) -> proto::StatusBatch {
         let batch_id = query.batch_id;
         let max = self.shared.limits.max_batch_tasks;
         if let Err(message) = check_query_shape(batch_id, &query.task_ids, &query.release_ids, max)
@@ -634,10 +652,10 @@ impl Engine {
         let mut store = self.lock();
         store.sweep_if_due(now);
         for task_id in query.task_ids {
-            statuses.push(store.status(task_id));
+            statuses.push(store.status(task_id, viewer));
         }
         for task_id in &query.release_ids {
-            store.release(task_id);
+            store.release(task_id, viewer);
         }
         drop(store);
         proto::StatusBatch {
@@ -653,6 +671,16 @@ impl Engine {
         task_id: String,
         release_ids: &[String],
     ) -> Result<proto::TaskStatus, tonic::Status> {
+        self.status_one_as(task_id, release_ids, &Viewer::Local)
+    }
+
+    /// [`Engine::status_one`] for `viewer`.
+    fn status_one_as(
+        &self,
+        task_id: String,
+        release_ids: &[String],
+        viewer: &Viewer,
+    ) -> Result<proto::TaskStatus, tonic::Status> {
         if task_id.is_empty() {
             return Err(tonic::Status::invalid_argument("task_id is empty"));
         }
@@ -660,9 +688,9 @@ impl Engine {
         check_query_shape(0, &[], release_ids, max).map_err(tonic::Status::invalid_argument)?;
         let mut store = self.lock();
         store.sweep_if_due(tokio::time::Instant::now());
-        let status = store.status(task_id);
+        let status = store.status(task_id, viewer);
         for id in release_ids {
-            store.release(id);
+            store.release(id, viewer);
         }
         Ok(status)
     }
@@ -717,10 +745,20 @@ impl Engine {
 /// unknown for calls made in-process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
-    /// The certificate's name (its first DNS name, else its common name).
-    pub name: Option<String>,
+    /// The certificate's name (its common name, else its first DNS name).
+    pub name: Option<Arc<str>>,
     /// The peer's address.
     pub address: Option<SocketAddr>,
+}
+
+impl Caller {
+    /// Whose results this caller may see: everything in-process, its own over the network.
+    fn viewer(&self) -> Viewer {
+        match (&self.name, &self.address) {
+            (None, None) => Viewer::Local,
+            (name, _) => Viewer::Peer(name.clone()),
+        }
+    }
 }
 
 impl std::fmt::Display for Caller {

@@ -8,6 +8,8 @@
 //! With a journal, an acknowledgement of accepted tasks leaves only once the tasks are committed
 //! to it, so a supervisor never holds an ack for a task a crash could forget.
 
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -34,7 +36,8 @@ fn caller<T>(request: &Request<T>) -> Caller {
     Caller {
         name: request
             .peer_certs()
-            .and_then(|certs| crate::tls::peer_name(&certs)),
+            .and_then(|certs| crate::tls::peer_name(&certs))
+            .map(Arc::from),
         address: request.remote_addr(),
     }
 }
@@ -154,7 +157,10 @@ impl proto::engine_server::Engine for EngineService {
         &self,
         request: Request<proto::CompletionsRequest>,
     ) -> Result<Response<Self::CompletionsStream>, Status> {
-        let stream = self.engine.subscribe_completions(request.get_ref())?;
+        let viewer = caller(&request).viewer();
+        let stream = self
+            .engine
+            .subscribe_completions_as(request.get_ref(), viewer)?;
         Ok(Response::new(stream))
     }
 
@@ -174,10 +180,11 @@ impl proto::engine_server::Engine for EngineService {
         &self,
         request: Request<Streaming<proto::StatusQuery>>,
     ) -> Result<Response<Self::StatusStream>, Status> {
+        let viewer = caller(&request).viewer();
         Ok(Response::new(answer_each(
             self.engine.clone(),
             request.into_inner(),
-            Engine::query_status,
+            move |engine, query| engine.query_status_as(query, &viewer),
         )))
     }
 
@@ -204,10 +211,11 @@ impl proto::engine_server::Engine for EngineService {
         &self,
         request: Request<proto::StatusOneRequest>,
     ) -> Result<Response<proto::StatusOneReply>, Status> {
+        let viewer = caller(&request).viewer();
         let request = request.into_inner();
         let status = self
             .engine
-            .status_one(request.task_id, &request.release_ids)?;
+            .status_one_as(request.task_id, &request.release_ids, &viewer)?;
         Ok(Response::new(proto::StatusOneReply {
             status: Some(status),
         }))

@@ -28,6 +28,7 @@ use crate::proto::{self, Priority, TaskState};
 use super::completions::Subscribers;
 use super::counters::EngineCounters;
 use super::journal::{JournalOp, JournalQueue};
+use super::viewer::Viewer;
 
 /// Tasks the map is sized for up front, so that it does not rehash while it fills (capped: a huge
 /// `max_held_tasks` grows on demand beyond this).
@@ -55,6 +56,9 @@ struct HeldTask {
     finished_at: Option<Instant>,
     /// Identifies this incarnation of the id, so a late result never lands on another one.
     seq: u64,
+    /// The certificate name of the supervisor that submitted it; only it may read or release
+    /// the result. `None` (plaintext, in-process, or restored from the journal): anyone.
+    owner: Option<Arc<str>>,
 }
 
 impl HeldTask {
@@ -267,6 +271,8 @@ impl Store {
                 finished_unix_ms: status.finished_unix_ms,
                 finished_at: Some(now.instant),
                 seq,
+                // The journal keeps no owner: a restored result is anyone's.
+                owner: None,
             };
             if is_final_state(state) {
                 let age_ms = now.unix_ms.saturating_sub(status.finished_unix_ms).max(0);
@@ -327,8 +333,8 @@ impl Store {
     }
 
     /// Adds a completion subscriber.
-    pub(crate) fn subscribe(&mut self, notices: mpsc::Sender<proto::TaskStatus>) {
-        self.subscribers.add(notices);
+    pub(crate) fn subscribe(&mut self, notices: mpsc::Sender<proto::TaskStatus>, viewer: Viewer) {
+        self.subscribers.add(notices, viewer);
     }
 
     /// Takes in one task. A check that can start now is pushed onto `start_now` (already marked
@@ -339,6 +345,7 @@ impl Store {
         task: proto::Task,
         now: Now,
         start_now: &mut Vec<Job>,
+        viewer: &Viewer,
     ) -> (String, Admission) {
         self.counters.tasks_received += 1;
         let size = task.encoded_len();
@@ -358,6 +365,11 @@ impl Store {
         let retry = match &entry {
             Entry::Occupied(occupied) => {
                 let held = occupied.get();
+                if !viewer.may_see(held.owner.as_ref()) {
+                    self.counters.tasks_rejected += 1;
+                    let reason = "task id is held for another supervisor's certificate".to_string();
+                    return (occupied.key().clone(), Admission::Invalid(reason));
+                }
                 if attempt <= held.attempt {
                     self.counters.duplicates += 1;
                     return (occupied.key().clone(), Admission::Duplicate);
@@ -424,6 +436,7 @@ impl Store {
             finished_unix_ms: 0,
             finished_at: None,
             seq,
+            owner: viewer.owner(),
         };
         if let Some(result) = check.instant_result() {
             // Completes inline: no queue, no worker.
@@ -534,7 +547,7 @@ impl Store {
         };
         let status = held.status(task_id.to_string());
         if !self.subscribers.is_empty() {
-            let delivery = self.subscribers.deliver(&status);
+            let delivery = self.subscribers.deliver(&status, held.owner.as_ref());
             self.counters.completion_notices_queued += delivery.queued;
             self.counters.completion_notices_dropped += delivery.dropped;
         }
@@ -553,10 +566,11 @@ impl Store {
     }
 
     /// The status of `task_id` (moved into the reply).
-    pub(crate) fn status(&self, task_id: String) -> proto::TaskStatus {
+    pub(crate) fn status(&self, task_id: String, viewer: &Viewer) -> proto::TaskStatus {
         match self.tasks.get(&task_id) {
-            Some(held) => held.status(task_id),
-            None => proto::TaskStatus {
+            Some(held) if viewer.may_see(held.owner.as_ref()) => held.status(task_id),
+            // Another supervisor's task looks like no task at all.
+            _ => proto::TaskStatus {
                 task_id,
                 state: TaskState::Unknown as i32,
                 ..Default::default()
@@ -566,9 +580,9 @@ impl Store {
 
     /// Forgets the finished result of `task_id`; a task still pending or running, or not held,
     /// is left alone. True when something was forgotten.
-    pub(crate) fn release(&mut self, task_id: &str) -> bool {
+    pub(crate) fn release(&mut self, task_id: &str, viewer: &Viewer) -> bool {
         match self.tasks.get(task_id) {
-            Some(held) if held.is_finished() => {
+            Some(held) if held.is_finished() && viewer.may_see(held.owner.as_ref()) => {
                 self.tasks.remove(task_id);
                 self.counters.results_released += 1;
                 if self.journal.is_some() {
@@ -700,14 +714,14 @@ mod tests {
     }
 
     fn state(store: &Store, id: &str) -> TaskState {
-        TaskState::try_from(store.status(id.into()).state).unwrap()
+        TaskState::try_from(store.status(id.into(), &Viewer::Local).state).unwrap()
     }
 
     #[tokio::test(start_paused = true)]
     async fn unclaimed_results_expire_after_retention_and_are_counted() {
         let mut store = Store::new(limits(4, 100), None, Arc::default());
         let mut start = Vec::new();
-        store.admit(sim_task("a", 0), Now::read(), &mut start);
+        store.admit(sim_task("a", 0), Now::read(), &mut start, &Viewer::Local);
         assert_eq!(state(&store, "a"), TaskState::Ok);
 
         tokio::time::advance(Duration::from_secs(59)).await;
@@ -725,8 +739,18 @@ mod tests {
     async fn running_and_pending_tasks_never_expire() {
         let mut store = Store::new(limits(1, 100), None, Arc::default());
         let mut start = Vec::new();
-        store.admit(sim_task("run", 1000), Now::read(), &mut start);
-        store.admit(sim_task("wait", 1000), Now::read(), &mut start);
+        store.admit(
+            sim_task("run", 1000),
+            Now::read(),
+            &mut start,
+            &Viewer::Local,
+        );
+        store.admit(
+            sim_task("wait", 1000),
+            Now::read(),
+            &mut start,
+            &Viewer::Local,
+        );
         assert_eq!(start.len(), 1);
         tokio::time::advance(Duration::from_secs(3600)).await;
         assert_eq!(store.sweep(Instant::now()), 0);
@@ -738,8 +762,18 @@ mod tests {
     async fn a_finished_worker_takes_the_next_waiting_check() {
         let mut store = Store::new(limits(1, 100), None, Arc::default());
         let mut start = Vec::new();
-        store.admit(sim_task("first", 5), Now::read(), &mut start);
-        store.admit(sim_task("second", 5), Now::read(), &mut start);
+        store.admit(
+            sim_task("first", 5),
+            Now::read(),
+            &mut start,
+            &Viewer::Local,
+        );
+        store.admit(
+            sim_task("second", 5),
+            Now::read(),
+            &mut start,
+            &Viewer::Local,
+        );
         let job = start.pop().unwrap();
         assert_eq!(job.id, "first");
         let next = store
@@ -761,8 +795,8 @@ mod tests {
     async fn releasing_a_running_task_is_ignored() {
         let mut store = Store::new(limits(1, 100), None, Arc::default());
         let mut start = Vec::new();
-        store.admit(sim_task("r", 5), Now::read(), &mut start);
-        assert!(!store.release("r"));
+        store.admit(sim_task("r", 5), Now::read(), &mut start, &Viewer::Local);
+        assert!(!store.release("r", &Viewer::Local));
         assert_eq!(state(&store, "r"), TaskState::Running);
     }
 }
