@@ -115,7 +115,7 @@ fn the_bound_for_wan_follows_the_profile() {
     assert_eq!(turbo_loop_bound(&wan, bytes), Duration::from_millis(60));
     // Turbo off, 300 tasks at 10 connections: 30 waves of a connect round trip and a call.
     assert_eq!(
-        unary_loop_bound(&wan, bytes, 300, 10),
+        unary_loop_bound(&wan, bytes, 300, 10, false),
         Duration::from_millis(30 * 100 + 10)
     );
 }

@@ -61,6 +61,22 @@ async fn tls_client(
         .client()
 }
 
+/// Sends `batch` on a new Submit stream and returns its ack.
+async fn submit_once(
+    client: &mut EngineClient<tonic::transport::Channel>,
+    batch: proto::SubmitBatch,
+) -> proto::SubmitAck {
+    client
+        .submit(tokio_stream::iter([batch]))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .expect("an ack")
+}
+
 fn exec_task(id: &str, program: &str, args: &[&str]) -> proto::Task {
     let mut task = ok_task(id, 0);
     task.check = Some(proto::Check {
@@ -229,8 +245,9 @@ async fn exec_is_refused_by_default_and_allowed_by_pattern_with_bare_names_resol
     })
     .await;
     let mut client = open.client().await;
-    let ack = client
-        .submit(tokio_stream::iter([batch(
+    let ack = submit_once(
+        &mut client,
+        batch(
             1,
             vec![
                 // A bare name, found in PATH under /usr/bin.
@@ -240,14 +257,9 @@ async fn exec_is_refused_by_default_and_allowed_by_pattern_with_bare_names_resol
                 // `..` could walk out of the allowed directory: refused.
                 exec_task("climb", "/usr/bin/../../bin/sh", &["-c", "true"]),
             ],
-        )]))
-        .await
-        .unwrap()
-        .into_inner()
-        .message()
-        .await
-        .unwrap()
-        .expect("an ack");
+        ),
+    )
+    .await;
     let verdicts: Vec<(&str, bool, &str)> = ack
         .acks
         .iter()
@@ -319,22 +331,18 @@ async fn oversized_tasks_are_refused_one_by_one_and_never_held() {
     .await;
     let mut client = engine.client().await;
     let huge_id = "x".repeat(1_000_000);
-    let ack = client
-        .submit(tokio_stream::iter([batch(
+    let ack = submit_once(
+        &mut client,
+        batch(
             7,
             vec![
                 ok_task("before", 0),
                 ok_task(&huge_id, 0),
                 ok_task("after", 0),
             ],
-        )]))
-        .await
-        .unwrap()
-        .into_inner()
-        .message()
-        .await
-        .unwrap()
-        .expect("an ack");
+        ),
+    )
+    .await;
     assert!(ack.error.is_none(), "{ack:?}");
     assert!(ack.acks[0].accepted && ack.acks[2].accepted, "{ack:?}");
     let refused = &ack.acks[1];
@@ -385,7 +393,7 @@ async fn batches_over_the_engine_message_cap_are_resent_smaller_until_every_task
     // stream on the engine side. The supervisor must take the broken stream as "resend what is
     // unacknowledged", shrinking the batches, and lose nothing.
     let engine = RunningEngine::start(EngineConfig {
-        max_message_bytes: 2048,
+        max_message_bytes: 1000,
         ..engine_config()
     })
     .await;
@@ -398,10 +406,17 @@ async fn batches_over_the_engine_message_cap_are_resent_smaller_until_every_task
             ..Extra::default()
         },
     ));
+    // A full batch of these tasks is indeed over the engine's cap.
+    let full_batch: usize = common::planned_tasks(&config)
+        .iter()
+        .take(30)
+        .map(prost::Message::encoded_len)
+        .sum();
+    assert!(full_batch > 1000, "{full_batch}");
     let (_supervisor, _reload, mut completions) = start_supervisor(config);
     let mut seen = std::collections::HashSet::new();
     for _ in 0..nodes.len() {
-        let completion = next_completion(&mut completions, Duration::from_secs(60)).await;
+        let completion = next_completion(&mut completions, Duration::from_secs(30)).await;
         assert_eq!(completion.state, TaskState::Ok, "{completion:?}");
         assert!(seen.insert(completion.task_id.clone()), "{completion:?}");
     }
@@ -472,5 +487,52 @@ async fn results_belong_to_the_certificate_that_submitted_them() {
     assert_eq!(state(seen), TaskState::Ok);
     let seen = owner.status_one(status("mine", &[])).await.unwrap();
     assert_eq!(state(seen), TaskState::Unknown);
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_max_open_connections_are_closed_at_once() {
+    use tokio::io::AsyncReadExt;
+    let engine = RunningEngine::start(EngineConfig {
+        max_open_connections: 2,
+        ..engine_config()
+    })
+    .await;
+    // Two silent connections take both places (the accept loop takes them in order)...
+    let first = tokio::net::TcpStream::connect(engine.address)
+        .await
+        .unwrap();
+    let second = tokio::net::TcpStream::connect(engine.address)
+        .await
+        .unwrap();
+    // ...so a third is closed at once rather than held open.
+    let mut third = tokio::net::TcpStream::connect(engine.address)
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut byte))
+        .await
+        .expect("closed well before the handshake time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // Closing the silent ones frees their places for a real client.
+    drop((first, second));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = match EngineClient::connect(format!("http://{}", engine.address)).await {
+            Ok(mut client) => client
+                .submit_one(proto::SubmitOneRequest {
+                    task: Some(ok_task("after", 0)),
+                })
+                .await
+                .map(|_| ())
+                .map_err(|status| status.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if reply.is_ok() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{reply:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     engine.stop().await;
 }

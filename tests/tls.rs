@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
-use turbomon::tls::incoming::{Refusal, plaintext_incoming, tls_incoming};
+use turbomon::tls::incoming::{Accept, Refusal, plaintext_incoming, tls_incoming};
 use turbomon::tls::{ClientTls, ServerTls, peer_name};
 
 const LOCAL: &[&str] = &["localhost", "127.0.0.1"];
@@ -42,11 +42,22 @@ async fn echo_server(tls: ServerTls) -> (std::net::SocketAddr, mpsc::UnboundedRe
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (refusals_tx, refusals) = mpsc::unbounded_channel();
-    let mut incoming = tls_incoming(listener, tls, "e1".into(), Some(refusals_tx));
+    let mut incoming = tls_incoming(
+        listener,
+        tls,
+        Accept::new("e1", 1024).with_refusals(refusals_tx),
+    );
     tokio::spawn(async move {
         while let Some(Ok(mut stream)) = incoming.next().await {
             tokio::spawn(async move {
-                let name = peer_name(stream.get_ref().1.peer_certificates().unwrap_or(&[]));
+                let name = peer_name(
+                    stream
+                        .get_ref()
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .unwrap_or(&[]),
+                );
                 let mut buf = [0u8; 64];
                 while let Ok(n @ 1..) = stream.read(&mut buf).await {
                     let reply = format!("{}:{}", name.as_deref().unwrap_or("?"), n);
@@ -217,7 +228,8 @@ async fn a_tls_client_at_a_plaintext_engine_is_told_apart_on_both_sides() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (refusals_tx, mut refusals) = mpsc::unbounded_channel();
-    let _incoming = plaintext_incoming(listener, "e1".into(), Some(refusals_tx));
+    let _incoming =
+        plaintext_incoming(listener, Accept::new("e1", 1024).with_refusals(refusals_tx));
     let client = ClientTls::load(&f.ca.client_files(&f.supervisor)).unwrap();
     let why = exchange(&client, address, "localhost").await.unwrap_err();
     assert!(why.contains("engine answered in plaintext"), "{why}");

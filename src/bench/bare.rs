@@ -27,7 +27,7 @@ use crate::proto::{
     CompletionBatch, CompletionsRequest, StatusBatch, StatusOneReply, StatusOneRequest,
     StatusQuery, SubmitAck, SubmitBatch, SubmitOneReply, SubmitOneRequest, TaskState, TaskStatus,
 };
-use crate::tls::incoming::tls_incoming;
+use crate::tls::incoming::{Accept, tls_incoming};
 use crate::tls::{ClientTls, ServerTls};
 use crate::wire::batch::{framed_bytes, split_into_batches};
 use crate::wire::refusal::accepted;
@@ -177,7 +177,7 @@ impl BareServer {
             Some(files) => {
                 let tls = ServerTls::load(&files.server_files())
                     .map_err(|e| format!("bare server TLS: {e}"))?;
-                let incoming = tls_incoming(listener, tls, "bare".to_string(), None);
+                let incoming = tls_incoming(listener, tls, Accept::new("bare", 1024));
                 tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
             }
         };

@@ -6,8 +6,10 @@
 //! plus the loop's bytes on the busier direction ÷ the bandwidth. Turbo off opens one connection
 //! per task, `max_connections` at a time: each wave of connections pays a connect round trip and
 //! the two one-way latencies of its call, and the waves' bytes add up to the loop's bytes, so the
-//! bound is `waves × (round trip + 2 × latency) + busier bytes ÷ bandwidth`. Loss is left out:
-//! it is random, and the bound is what every loop must pay.
+//! bound is `waves × (round trip + 2 × latency) + busier bytes ÷ bandwidth`. With TLS each new
+//! connection pays one more round trip (a TLS 1.3 handshake) before its call; its bytes are in the
+//! measured loop bytes already. Loss is left out: it is random, and the bound is what every loop
+//! must pay.
 
 use std::time::Duration;
 
@@ -65,16 +67,18 @@ pub fn turbo_loop_bound(link: &LinkShape, bytes: LoopBytes) -> Duration {
 }
 
 /// The bound of one turbo-off loop of `calls` calls, `max_connections` connections at a time:
-/// per wave a connect round trip plus two one-way latencies, plus the busier direction's bytes ÷
-/// bandwidth.
+/// per wave a connect round trip (two with `tls`) plus two one-way latencies, plus the busier
+/// direction's bytes ÷ bandwidth.
 pub fn unary_loop_bound(
     link: &LinkShape,
     bytes: LoopBytes,
     calls: usize,
     max_connections: usize,
+    tls: bool,
 ) -> Duration {
     let waves = calls.div_ceil(max_connections.max(1));
-    let per_wave = link.round_trip() + link.round_trip();
+    let handshakes = if tls { 2 } else { 1 };
+    let per_wave = link.round_trip() * (handshakes + 1);
     per_wave.saturating_mul(u32::try_from(waves).unwrap_or(u32::MAX))
         + link.transfer_time(bytes.busier())
 }
@@ -87,10 +91,11 @@ pub fn loop_bound(
     bytes: LoopBytes,
     tasks: usize,
     max_connections: usize,
+    tls: bool,
 ) -> Option<Duration> {
     match mode {
         TurboMode::On => Some(turbo_loop_bound(link, bytes)),
-        TurboMode::Off => Some(unary_loop_bound(link, bytes, tasks, max_connections)),
+        TurboMode::Off => Some(unary_loop_bound(link, bytes, tasks, max_connections, tls)),
         TurboMode::Bare => None,
     }
 }
@@ -208,6 +213,7 @@ fn estimate_loop(combination: &Combination, settings: &RunSettings) -> Duration 
                     },
                     tasks,
                     settings.max_connections,
+                    !settings.plaintext,
                 )
             });
             shaped + connections + cpu(ESTIMATE_CPU_PER_TASK, tasks)
@@ -283,12 +289,17 @@ mod tests {
             server_to_client: 100,
         };
         assert_eq!(
-            unary_loop_bound(&wan(), bytes, 300, 10),
+            unary_loop_bound(&wan(), bytes, 300, 10, false),
             Duration::from_millis(3_010)
+        );
+        // TLS: one more round trip per wave for the handshake.
+        assert_eq!(
+            unary_loop_bound(&wan(), bytes, 300, 10, true),
+            Duration::from_millis(4_510)
         );
         // A partial last wave is still a wave.
         assert_eq!(
-            unary_loop_bound(&wan(), LoopBytes::default(), 301, 10),
+            unary_loop_bound(&wan(), LoopBytes::default(), 301, 10, false),
             Duration::from_millis(3_100)
         );
     }
@@ -307,7 +318,10 @@ mod tests {
             turbo_loop_bound(&lan_unlimited, bytes),
             Duration::from_micros(200)
         );
-        assert_eq!(loop_bound(&wan(), TurboMode::Bare, bytes, 300, 10), None);
+        assert_eq!(
+            loop_bound(&wan(), TurboMode::Bare, bytes, 300, 10, true),
+            None
+        );
     }
 
     #[test]

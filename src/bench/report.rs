@@ -154,6 +154,7 @@ impl Row {
                             *bytes,
                             settings.tasks,
                             settings.max_connections,
+                            !settings.plaintext,
                         )
                     })
                     .collect();

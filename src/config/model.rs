@@ -465,6 +465,10 @@ pub struct EngineConfig {
     /// 20 s is disconnected.
     #[serde(default = "defaults::keepalive_interval", with = "humantime_serde")]
     pub keepalive_interval: Duration,
+    /// Connections open at once; beyond it a new one is closed at once and logged, so a flood
+    /// of connections cannot take every file descriptor.
+    #[serde(default = "defaults::max_open_connections")]
+    pub max_open_connections: usize,
 }
 
 /// The engine's `[tls]`: PEM files, re-read when they change.
@@ -539,6 +543,7 @@ impl Default for EngineConfig {
             max_check_timeout: defaults::max_check_timeout(),
             max_task_bytes: defaults::max_task_bytes(),
             keepalive_interval: defaults::keepalive_interval(),
+            max_open_connections: defaults::max_open_connections(),
         }
     }
 }
@@ -684,6 +689,10 @@ pub mod defaults {
     /// Engine `max_task_bytes`.
     pub fn max_task_bytes() -> usize {
         4096
+    }
+    /// Engine `max_open_connections`.
+    pub fn max_open_connections() -> usize {
+        1024
     }
     /// `keepalive_interval`, both sides.
     pub fn keepalive_interval() -> Duration {

@@ -755,6 +755,10 @@ pub(crate) fn check_engine(config: &EngineConfig) -> Findings {
     }
     findings.interval(root.key("max_check_timeout"), config.max_check_timeout);
     findings.count(root.key("max_task_bytes"), config.max_task_bytes);
+    findings.count(
+        root.key("max_open_connections"),
+        config.max_open_connections,
+    );
     findings.interval(root.key("keepalive_interval"), config.keepalive_interval);
     findings.count(
         root.key("max_concurrent_checks"),
@@ -807,12 +811,29 @@ pub(crate) fn listen_is_loopback(listen: &str) -> Result<bool, String> {
     if host.is_empty() {
         return Err("missing host".into());
     }
-    if host.contains(|c: char| c.is_whitespace() || c == '/' || c == ':' || c == '[') {
-        return Err(format!("`{host}` is not a host name"));
+    if !is_host_name(host) {
+        return Err(format!("`{host}` is neither an IP address nor a host name"));
     }
     port.parse::<u16>()
         .map_err(|e| format!("`{port}` is not a port: {e}"))?;
     Ok(host.eq_ignore_ascii_case("localhost"))
+}
+
+/// A DNS host name: dot-separated labels of letters, digits and `-` (not at either end), each
+/// at most 63 long, the last not all digits (so `10.0.0.256` is a bad address, not a name).
+fn is_host_name(host: &str) -> bool {
+    let labels: Vec<&str> = host.split('.').collect();
+    host.len() <= 253
+        && labels.iter().all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        && labels
+            .last()
+            .is_some_and(|last| !last.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// A file the engine or supervisor will read at start.

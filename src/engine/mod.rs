@@ -61,7 +61,7 @@ use crate::config::EngineConfig;
 use crate::proto::engine_server::EngineServer;
 use crate::proto::{self, Refusal, TaskState};
 use crate::tls::ServerTls;
-use crate::tls::incoming::{plaintext_incoming, tls_incoming};
+use crate::tls::incoming::{Accept, plaintext_incoming, tls_incoming};
 use crate::transport::KEEPALIVE_TIMEOUT;
 use crate::wire::refusal::{accepted, batch_error, refused as refused_task};
 
@@ -300,8 +300,9 @@ impl Engine {
                 // Renewed certificate files take effect for new connections within the period,
                 // or at once on SIGHUP.
                 let watcher = AbortOnDrop(tls.spawn_watcher(TLS_RELOAD_PERIOD));
-                let hangup = AbortOnDrop(tokio::spawn(reload_on_hangup(tls.clone())));
-                let incoming = tls_incoming(listener, tls, name, None);
+                let hangup = AbortOnDrop(tokio::spawn(tls.reload_on_hangup()));
+                let accept = Accept::new(name, self.shared.config.max_open_connections);
+                let incoming = tls_incoming(listener, tls, accept);
                 let result = self.serve_on(incoming, local_addr, true, shutdown).await;
                 drop((watcher, hangup));
                 result
@@ -320,7 +321,8 @@ impl Engine {
                          reaches this port can submit checks and read results"
                     );
                 }
-                let incoming = plaintext_incoming(listener, name, None);
+                let accept = Accept::new(name, self.shared.config.max_open_connections);
+                let incoming = plaintext_incoming(listener, accept);
                 self.serve_on(incoming, local_addr, false, shutdown).await
             }
         }
@@ -792,23 +794,6 @@ fn log_not_allowed(caller: &Caller, reasons: &[String]) {
         reasons = %distinct.join("; "),
         "exec checks refused"
     );
-}
-
-/// Re-reads the TLS files at every SIGHUP (unix), as operators expect of a daemon.
-async fn reload_on_hangup(tls: ServerTls) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            return;
-        };
-        while hangups.recv().await.is_some() {
-            info!(target: LOG_TARGET, "SIGHUP: re-reading the [tls] files");
-            tls.reload_logged();
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tls;
 }
 
 /// A worker: runs `job`, records its result, and goes on with the next waiting check until

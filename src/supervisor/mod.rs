@@ -97,9 +97,17 @@ impl Supervisor {
         let tls = match &initial.tls {
             Some(files) => {
                 let tls = crate::tls::ClientTls::load(&files.client_files())?;
-                // Renewed files take effect for new connections; the watcher ends with the
-                // last dialer.
+                // Renewed files take effect for new connections, within the period or at once
+                // on SIGHUP; the watcher ends with the last dialer.
                 drop(tls.spawn_watcher(TLS_RELOAD_PERIOD));
+                let hangups = tls.reload_on_hangup();
+                let mut stopping = stop_rx.clone();
+                tasks.spawn(async move {
+                    tokio::select! {
+                        () = hangups => {}
+                        _ = stopping.wait_for(|stop| *stop) => {}
+                    }
+                });
                 Some(tls)
             }
             None => None,

@@ -12,7 +12,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::files::{ALPN_H2, TlsFileError, load_certs, load_key, load_roots, provider};
 use super::reason::{HandshakeError, Side};
-use super::reload::{Reloadable, spawn_watcher};
+use super::reload::{Reloadable, reload_on_hangup, spawn_watcher};
 use super::server::HANDSHAKE_TIMEOUT;
 
 /// The supervisor's `[tls]` files.
@@ -61,6 +61,12 @@ impl ClientTls {
     /// Check the files every `period` and reload them when they change.
     pub fn spawn_watcher(&self, period: Duration) -> tokio::task::JoinHandle<()> {
         spawn_watcher(&self.config, period)
+    }
+
+    /// Re-read the files at every SIGHUP (unix), for as long as the returned future runs and
+    /// this configuration is in use.
+    pub fn reload_on_hangup(&self) -> impl Future<Output = ()> + Send + 'static {
+        reload_on_hangup(Arc::downgrade(&self.config))
     }
 
     /// Complete the handshake over `io` with the configuration in force now; the engine's

@@ -1,18 +1,21 @@
 //! The engine's accept loop, for tonic's `serve_with_incoming_shutdown`: connections accepted
-//! with a back-off on accept errors, handshakes run side by side so a silent client blocks no
-//! one, and each refused connection logged once with the peer and the reason (rate-limited per
-//! peer address).
+//! with a back-off on accept errors, at most `max_open_connections` open at once, handshakes run
+//! side by side so a silent client blocks no one, and each refused connection logged once with
+//! the peer and the reason (rate-limited per peer address).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
 
 use super::server::{HANDSHAKE_TIMEOUT, ServerTls};
 
@@ -41,87 +44,206 @@ pub struct Refusal {
 /// Where refusals go besides the log (tests, metrics).
 pub type RefusalSink = Option<mpsc::UnboundedSender<Refusal>>;
 
+/// How an accept loop runs.
+#[derive(Debug, Clone)]
+pub struct Accept {
+    /// The engine's name in log lines (its address).
+    pub engine: String,
+    /// Connections open at once; beyond it a new one is closed at once, with a refusal line.
+    pub max_open_connections: usize,
+    /// Where refusals go besides the log.
+    pub refusals: RefusalSink,
+}
+
+impl Accept {
+    /// An accept loop for `engine`, with room for `max_open_connections` connections.
+    pub fn new(engine: impl Into<String>, max_open_connections: usize) -> Self {
+        Self {
+            engine: engine.into(),
+            max_open_connections,
+            refusals: None,
+        }
+    }
+
+    /// Also send every refusal to `sink`.
+    pub fn with_refusals(mut self, sink: mpsc::UnboundedSender<Refusal>) -> Self {
+        self.refusals = Some(sink);
+        self
+    }
+}
+
+/// An accepted connection holding one of the `max_open_connections` places until it closes.
+#[derive(Debug)]
+pub struct Counted<S> {
+    inner: S,
+    _place: OwnedSemaphorePermit,
+}
+
+impl<S> Counted<S> {
+    /// The connection inside.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S: Connected> Connected for Counted<S> {
+    type ConnectInfo = S::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
 /// Accepted TLS connections with their handshake done, for `serve_with_incoming_shutdown`. The
 /// accept loop ends, and the port closes, once the stream is dropped.
 pub fn tls_incoming(
     listener: TcpListener,
     tls: ServerTls,
-    engine: String,
-    refusals: RefusalSink,
-) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
-    let log = Arc::new(RefusalLog::new(engine, refusals));
+    accept: Accept,
+) -> ReceiverStream<Result<Counted<TlsStream<TcpStream>>, std::io::Error>> {
+    let limit = accept.max_open_connections;
+    let log = Arc::new(RefusalLog::new(accept.engine, accept.refusals));
     let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    spawn_accept_loop(listener, Arc::clone(&log), move |tcp, peer, ready| {
-        let tls = tls.clone();
-        let log = Arc::clone(&log);
-        let slots = Arc::clone(&slots);
-        async move {
-            let Ok(_slot) = slots.acquire_owned().await else {
-                return;
-            };
-            match tls.accept(tcp).await {
-                Ok(stream) => {
-                    let _ = ready.send(Ok(stream)).await;
+    spawn_accept_loop(
+        listener,
+        limit,
+        Arc::clone(&log),
+        move |tcp, peer, place, ready| {
+            let tls = tls.clone();
+            let log = Arc::clone(&log);
+            let slots = Arc::clone(&slots);
+            async move {
+                let Ok(_slot) = slots.acquire_owned().await else {
+                    return;
+                };
+                match tls.accept(tcp).await {
+                    Ok(inner) => {
+                        let _ = ready
+                            .send(Ok(Counted {
+                                inner,
+                                _place: place,
+                            }))
+                            .await;
+                    }
+                    Err(error) => log.refused(peer, error.reason),
                 }
-                Err(error) => log.refused(peer, error.reason),
             }
-        }
-    })
+        },
+    )
 }
 
 /// Accepted plaintext connections. A TLS client is told this port is plaintext, logged and
 /// closed; a client that sends nothing within the handshake time is closed too.
 pub fn plaintext_incoming(
     listener: TcpListener,
-    engine: String,
-    refusals: RefusalSink,
-) -> ReceiverStream<Result<TcpStream, std::io::Error>> {
-    let log = Arc::new(RefusalLog::new(engine, refusals));
-    spawn_accept_loop(listener, Arc::clone(&log), move |mut tcp, peer, ready| {
-        let log = Arc::clone(&log);
-        async move {
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await {
-                Ok(Ok(1..)) if first[0] == 0x16 => {
-                    let _ = tcp.write_all(PLAINTEXT_NOTICE).await;
-                    let _ = tcp.shutdown().await;
-                    log.refused(
+    accept: Accept,
+) -> ReceiverStream<Result<Counted<TcpStream>, std::io::Error>> {
+    let limit = accept.max_open_connections;
+    let log = Arc::new(RefusalLog::new(accept.engine, accept.refusals));
+    spawn_accept_loop(
+        listener,
+        limit,
+        Arc::clone(&log),
+        move |mut tcp, peer, place, ready| {
+            let log = Arc::clone(&log);
+            async move {
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await {
+                    Ok(Ok(1..)) if first[0] == 0x16 => {
+                        let _ = tcp.write_all(PLAINTEXT_NOTICE).await;
+                        let _ = tcp.shutdown().await;
+                        log.refused(
                         peer,
                         "a TLS client reached this plaintext engine (set [tls] on the engine, or \
                          remove [tls] from the supervisor)"
                             .to_string(),
                     );
-                }
-                Ok(Ok(1..)) => {
-                    let _ = ready.send(Ok(tcp)).await;
-                }
-                // Closed before saying anything: nothing to serve, nothing worth a log line.
-                Ok(Ok(0)) | Ok(Err(_)) => {}
-                Err(_) => log.refused(
-                    peer,
-                    format!(
-                        "sent nothing within {}",
-                        humantime::format_duration(HANDSHAKE_TIMEOUT)
+                    }
+                    Ok(Ok(1..)) => {
+                        let _ = ready
+                            .send(Ok(Counted {
+                                inner: tcp,
+                                _place: place,
+                            }))
+                            .await;
+                    }
+                    // Closed before saying anything: nothing to serve, nothing worth a log line.
+                    Ok(Ok(0)) | Ok(Err(_)) => {}
+                    Err(_) => log.refused(
+                        peer,
+                        format!(
+                            "sent nothing within {}",
+                            humantime::format_duration(HANDSHAKE_TIMEOUT)
+                        ),
                     ),
-                ),
+                }
             }
-        }
-    })
+        },
+    )
 }
 
-/// Accept until the returned stream is dropped, handing each connection to `admit` on a task of
-/// its own; `admit` sends what is ready to serve.
+/// Accept until the returned stream is dropped, handing each connection, with its place among
+/// the `limit` open ones, to `admit` on a task of its own; `admit` sends what is ready to serve.
 fn spawn_accept_loop<S, F, Fut>(
     listener: TcpListener,
+    limit: usize,
     log: Arc<RefusalLog>,
     admit: F,
 ) -> ReceiverStream<Result<S, std::io::Error>>
 where
     S: Send + 'static,
-    F: Fn(TcpStream, SocketAddr, mpsc::Sender<Result<S, std::io::Error>>) -> Fut + Send + 'static,
+    F: Fn(
+            TcpStream,
+            SocketAddr,
+            OwnedSemaphorePermit,
+            mpsc::Sender<Result<S, std::io::Error>>,
+        ) -> Fut
+        + Send
+        + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (ready_tx, ready_rx) = mpsc::channel(64);
+    let places = Arc::new(Semaphore::new(limit.max(1)));
     tokio::spawn(async move {
         let mut backoff = ACCEPT_BACKOFF_MIN;
         let mut failing = false;
@@ -138,8 +260,17 @@ where
                     }
                     failing = false;
                     backoff = ACCEPT_BACKOFF_MIN;
+                    let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
+                        // Closing at once keeps file descriptors for the connections in use.
+                        drop(tcp);
+                        log.refused(
+                            peer,
+                            format!("too many open connections (max_open_connections {limit})"),
+                        );
+                        continue;
+                    };
                     let _ = tcp.set_nodelay(true);
-                    tokio::spawn(admit(tcp, peer, ready_tx.clone()));
+                    tokio::spawn(admit(tcp, peer, place, ready_tx.clone()));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: retrying at once would spin a core.

@@ -86,6 +86,29 @@ pub(crate) fn spawn_watcher<C: Send + Sync + 'static>(
     })
 }
 
+/// Reload `target`'s files at every SIGHUP (unix), as operators expect of a daemon, until
+/// `target` is only held here (or the future is dropped).
+pub(crate) async fn reload_on_hangup<C: Send + Sync + 'static>(
+    target: std::sync::Weak<Reloadable<C>>,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let Some(target) = target.upgrade() else {
+                return;
+            };
+            tracing::info!(target: "turbomon::tls", what = target.what, "SIGHUP: re-reading the TLS files");
+            target.reload_logged();
+        }
+    }
+    #[cfg(not(unix))]
+    drop(target);
+}
+
 fn stamp(paths: &[PathBuf]) -> Stamp {
     let refs: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
     Stamp::of(&refs)

@@ -37,9 +37,12 @@ pub enum Delivery {
     Retry {
         /// Why it must be sent again.
         reason: String,
-        /// Its batch got no answer within the batch timeout (the link may drop large packets);
-        /// the batch held this many tasks.
+        /// Its batch got no answer within the batch timeout (the link may drop large packets),
+        /// or was refused as too large; the batch held this many tasks.
         timed_out_batch: Option<usize>,
+        /// Its batch ended the stream for being over a message size cap (the engine's, or
+        /// ours for the reply): it must go again smaller, not after a backoff.
+        oversized: bool,
     },
 }
 
@@ -48,6 +51,7 @@ impl Delivery {
         Delivery::Retry {
             reason: reason.into(),
             timed_out_batch: None,
+            oversized: false,
         }
     }
 }
@@ -140,13 +144,15 @@ pub async fn submit_turbo(
             Err(failure) => {
                 // An unanswered batch may have stalled the connection: send no more on it.
                 stalled |= failure.timed_out;
-                let timed_out_batch = failure.timed_out.then_some(sent.tasks.len());
+                let timed_out_batch =
+                    (failure.timed_out || failure.oversized).then_some(sent.tasks.len());
                 outcome.deliveries.extend(sent.tasks.into_iter().map(|t| {
                     (
                         t,
                         Delivery::Retry {
                             reason: failure.reason.clone(),
                             timed_out_batch,
+                            oversized: failure.oversized,
                         },
                     )
                 }));
@@ -209,6 +215,8 @@ struct SentBatch {
 struct BatchFailure {
     reason: String,
     timed_out: bool,
+    /// The stream ended on a message over a size cap (gRPC OUT_OF_RANGE).
+    oversized: bool,
 }
 
 async fn send_batch(
@@ -224,6 +232,7 @@ async fn send_batch(
         Ok(Err(e)) => Err(BatchFailure {
             reason: e.to_string(),
             timed_out: false,
+            oversized: e.reply_too_large(),
         }),
         Err(_) => {
             stream.abandon(batch_id);
@@ -233,6 +242,7 @@ async fn send_batch(
                     humantime::format_duration(timeout)
                 ),
                 timed_out: true,
+                oversized: false,
             })
         }
     };
@@ -360,6 +370,7 @@ async fn submit_one(
                 Delivery::Retry {
                     reason: e.to_string(),
                     timed_out_batch,
+                    oversized: false,
                 },
             )
         }

@@ -571,6 +571,7 @@ mod tests {
                     Delivery::Retry {
                         reason: "stream closed".into(),
                         timed_out_batch: None,
+                        oversized: false,
                     },
                 ),
             ],

@@ -176,6 +176,15 @@ async fn settle(
         _ => None,
     });
     let timed_out = largest_timed_out_batch(&outcome);
+    let oversized = outcome.deliveries.iter().any(|(_, d)| {
+        matches!(
+            d,
+            Delivery::Retry {
+                oversized: true,
+                ..
+            }
+        )
+    });
     let now = SystemTime::now();
     if timed_out == Some(1) && sender.shrink.at_floor() {
         // Even alone these tasks got no answer: report them failed, never drop them silently
@@ -192,10 +201,14 @@ async fn settle(
                 )
             });
         outcome.deliveries = rest;
-        let reason = format!(
-            "not acknowledged within {} even when sent alone: the link may be dropping packets this large",
-            humantime::format_duration(batch_timeout)
-        );
+        let reason = if oversized {
+            "refused even when sent alone: over the engine's max_message_bytes".to_string()
+        } else {
+            format!(
+                "not acknowledged within {} even when sent alone: the link may be dropping packets this large",
+                humantime::format_duration(batch_timeout)
+            )
+        };
         let settled =
             engine
                 .ledger()
@@ -213,7 +226,11 @@ async fn settle(
             sender.shrink.timed_out(size);
             engine.counters.splits.bump(1);
             engine.stats().submission.record_splits(1);
-            tracing::warn!(target: "turbomon::supervisor", engine = %engine.name(), unanswered_batch = size, next_batch = ?sender.shrink.cap(), "batches went unanswered: sending them again split in half, one at a time, on a fresh connection");
+            if oversized {
+                tracing::warn!(target: "turbomon::supervisor", engine = %engine.name(), refused_batch = size, next_batch = ?sender.shrink.cap(), reason = failure.as_deref().unwrap_or(""), "a batch was over a message size cap (is the engine's max_message_bytes below ours?): sending them again split in half on a fresh connection");
+            } else {
+                tracing::warn!(target: "turbomon::supervisor", engine = %engine.name(), unanswered_batch = size, next_batch = ?sender.shrink.cap(), "batches went unanswered: sending them again split in half, one at a time, on a fresh connection");
+            }
         }
         // The connection may be stalled (a black hole): start a fresh one.
         sender.stream = None;
@@ -223,8 +240,9 @@ async fn settle(
         sender.shrink.answered(tunables.task_submit_batch_size);
         sender.backoff.succeeded();
         engine.contact.set_reachable(true);
-    } else if timed_out.is_some() && retry.len() < count {
-        // Part of the loop got through: the engine is up; resend at once, smaller.
+    } else if timed_out.is_some() && (retry.len() < count || oversized) {
+        // Part of the loop got through, or the engine answered that a batch was too large: the
+        // engine is up; resend at once, smaller.
         sender.outbox.extend(retry);
     } else {
         engine.counters.retried.bump(retry.len() as u64);
