@@ -300,14 +300,29 @@ async fn warn_about_restart_only_changes(
         if now.alerts != initial.alerts {
             needs_restart.push("alerts");
         }
-        let addresses = |c: &SupervisorConfig| -> Vec<(String, String, Option<String>)> {
-            c.engines
-                .iter()
-                .map(|e| (e.name.clone(), e.address.clone(), e.link.clone()))
-                .collect()
-        };
+        let addresses =
+            |c: &SupervisorConfig| -> Vec<(String, String, Option<String>, Option<String>)> {
+                c.engines
+                    .iter()
+                    .map(|e| {
+                        (
+                            e.name.clone(),
+                            e.address.clone(),
+                            e.link.clone(),
+                            e.server_name.clone(),
+                        )
+                    })
+                    .collect()
+            };
         if addresses(&now) != addresses(&initial) {
-            needs_restart.push("engines (names, addresses, links)");
+            needs_restart.push("engines (names, addresses, links, server names)");
+        }
+        if now.tls != initial.tls {
+            // Renewed files at the same paths are picked up without a restart.
+            needs_restart.push("[tls] file paths");
+        }
+        if now.keepalive_interval != initial.keepalive_interval {
+            needs_restart.push("keepalive_interval");
         }
         if !needs_restart.is_empty() {
             tracing::warn!(target: "turbomon::config", changed = %needs_restart.join(", "), "the configuration file changed parts that apply only at start; restart the supervisor to use them (turbo keys and intervals already apply)");
