@@ -223,6 +223,22 @@ async fn a_plaintext_client_at_a_tls_engine_is_told_apart() {
 }
 
 #[tokio::test]
+async fn a_port_check_that_connects_and_closes_is_not_logged_as_a_refusal() {
+    let f = fixture();
+    let (address, mut refusals) =
+        echo_server(ServerTls::load(&f.ca.server_files(&f.engine)).unwrap()).await;
+    // What check_tcp or a load balancer's probe does: connect, send nothing, close.
+    drop(TcpStream::connect(address).await.unwrap());
+    // The next refusal is the plaintext client's, not the probe's.
+    let mut tcp = TcpStream::connect(address).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let reason = next_refusal(&mut refusals).await;
+    assert!(reason.contains("spoke plaintext, not TLS"), "{reason}");
+}
+
+#[tokio::test]
 async fn a_tls_client_at_a_plaintext_engine_is_told_apart_on_both_sides() {
     let f = fixture();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -165,6 +165,10 @@ pub fn tls_incoming(
                             }))
                             .await;
                     }
+                    // A port check (connect, then close) is not a refusal worth a line.
+                    Err(error) if error.closed_silently => {
+                        tracing::debug!(target: "turbomon::engine", %peer, "connection closed before the TLS handshake");
+                    }
                     Err(error) => log.refused(peer, error.reason),
                 }
             }

@@ -37,12 +37,23 @@ impl Side {
 pub struct HandshakeError {
     /// The sentence saying why.
     pub reason: String,
+    /// The peer connected and closed without sending a byte: what a TCP port check does
+    /// (`check_tcp`, a load balancer's probe), not worth a warning.
+    pub closed_silently: bool,
 }
 
 impl HandshakeError {
     pub(crate) fn new(reason: impl Into<String>) -> Self {
         Self {
             reason: reason.into(),
+            closed_silently: false,
+        }
+    }
+
+    pub(crate) fn closed_silently() -> Self {
+        Self {
+            closed_silently: true,
+            ..Self::new("the client closed the connection before the TLS handshake")
         }
     }
 

@@ -87,11 +87,7 @@ impl ServerTls {
             // saying so instead of a parse error.
             let mut first = [0u8; 1];
             match tcp.peek(&mut first).await {
-                Ok(0) => {
-                    return Err(HandshakeError::new(
-                        "the client closed the connection before the TLS handshake",
-                    ));
-                }
+                Ok(0) => return Err(HandshakeError::closed_silently()),
                 Ok(_) if first[0] != TLS_HANDSHAKE_RECORD => {
                     return Err(HandshakeError::new(plaintext_peer(Side::Engine)));
                 }
