@@ -346,11 +346,11 @@ async fn lateness_is_recorded_for_every_stage_a_task_passes() {
 async fn alerts_arrive_within_100ms_in_push_mode_and_within_the_interval_in_poll_mode() {
     use turbomon::bench::{LinkChoice, alerts};
     use turbomon::config::StatusMode;
-    let push = alerts::measure(&LinkChoice::none(), StatusMode::Push, 10)
+    let push = alerts::measure(&LinkChoice::none(), StatusMode::Push, 10, false)
         .await
         .expect("push run");
     assert!(push.max < 0.1, "push alert latency {push:?}");
-    let poll = alerts::measure(&LinkChoice::none(), StatusMode::Poll, 10)
+    let poll = alerts::measure(&LinkChoice::none(), StatusMode::Poll, 10, false)
         .await
         .expect("poll run");
     let interval = alerts::POLL_INTERVAL.as_secs_f64();

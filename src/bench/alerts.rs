@@ -16,6 +16,7 @@ use crate::config::{
     RuleConfig, SimOutcome, StatusMode, SupervisorConfig,
 };
 use crate::engine::Engine;
+use crate::pki::ThrowawayPki;
 use crate::stats::Stage;
 use crate::supervisor::{Supervisor, SupervisorOptions};
 
@@ -41,18 +42,26 @@ fn failed(what: &str, reason: impl std::fmt::Display) -> BenchError {
 }
 
 /// Measure alert latency over `link` in `mode` with `samples` broken tasks whose ends are spread
-/// over two poll intervals.
+/// over two poll intervals; over mutual TLS with a throw-away CA unless `plaintext`.
 pub async fn measure(
     link: &LinkChoice,
     mode: StatusMode,
     samples: usize,
+    plaintext: bool,
 ) -> Result<AlertLatency, BenchError> {
     let what = format!("alert latency over {} ({mode:?})", link.name);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| failed(&what, e))?;
     let address = listener.local_addr().map_err(|e| failed(&what, e))?;
-    let engine = Engine::new(EngineConfig::default());
+    let pki = match plaintext {
+        true => None,
+        false => Some(ThrowawayPki::create().map_err(|e| failed(&what, e))?),
+    };
+    let engine = Engine::new(EngineConfig {
+        tls: pki.as_ref().map(|pki| pki.engine.clone()),
+        ..EngineConfig::default()
+    });
     let (stop_engine, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(engine.serve(listener, async {
         let _ = stopped.await;
@@ -109,6 +118,7 @@ pub async fn measure(
             args: Vec::new(),
             timeout: Duration::from_secs(5),
         }],
+        tls: pki.as_ref().map(|pki| pki.supervisor.clone()),
         ..SupervisorConfig::default()
     };
     let (_tx, rx) = watch::channel(Arc::new(config));

@@ -153,10 +153,11 @@ async fn alert_rows(
     ];
     for link in links {
         for &mode in &args.status_mode {
-            let latency = match alerts::measure(link, mode, args.alert_samples).await {
-                Ok(latency) => latency,
-                Err(error) => return Err((rows, error)),
-            };
+            let latency =
+                match alerts::measure(link, mode, args.alert_samples, args.plaintext).await {
+                    Ok(latency) => latency,
+                    Err(error) => return Err((rows, error)),
+                };
             lines.push(format!(
                 "{:<10} {:<6} {:>8.1} {:>8.1} {:>8.1}",
                 link.name,
