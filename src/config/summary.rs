@@ -104,5 +104,21 @@ pub(crate) fn engine(config: &EngineConfig, file: &Path) -> String {
         humantime::format_duration(config.result_retention),
         config.max_message_bytes,
         config.output_limit_bytes,
+    ) + &format!(
+        " {} Exec checks may run {}.",
+        match (&config.tls, config.allow_plaintext) {
+            (Some(tls), _) => format!(
+                "Mutual TLS: certificate {}, supervisors' CA {}.",
+                tls.cert.display(),
+                tls.client_ca.display()
+            ),
+            (None, true) => "Plaintext, allowed beyond loopback (allow_plaintext).".to_string(),
+            (None, false) => "Plaintext (loopback only).".to_string(),
+        },
+        if config.exec.allow.is_empty() {
+            "no program".to_string()
+        } else {
+            config.exec.allow.join(", ")
+        }
     )
 }

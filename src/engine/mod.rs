@@ -323,7 +323,12 @@ impl Engine {
                 }
                 let accept = Accept::new(name, self.shared.config.max_open_connections);
                 let incoming = plaintext_incoming(listener, accept);
-                self.serve_on(incoming, local_addr, false, shutdown).await
+                // SIGHUP must not end the engine (its default action) even with nothing to
+                // re-read.
+                let hangup = AbortOnDrop(tokio::spawn(note_hangups()));
+                let result = self.serve_on(incoming, local_addr, false, shutdown).await;
+                drop(hangup);
+                result
             }
         }
     }
@@ -794,6 +799,21 @@ fn log_not_allowed(caller: &Caller, reasons: &[String]) {
         reasons = %distinct.join("; "),
         "exec checks refused"
     );
+}
+
+/// Logs each SIGHUP (unix) on an engine without `[tls]`: there is nothing to re-read, and the
+/// signal's default action would end the process.
+async fn note_hangups() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            info!(target: LOG_TARGET, "SIGHUP: no [tls] files to re-read; engine.toml is read at start only");
+        }
+    }
 }
 
 /// A worker: runs `job`, records its result, and goes on with the next waiting check until
