@@ -45,6 +45,25 @@ impl Default for DemoOptions {
     }
 }
 
+impl DemoOptions {
+    /// Refuses intervals of zero (a zero statistics window would print blocks without pause).
+    pub fn check(&self) -> Result<(), DemoError> {
+        if self.stats_interval.is_zero() {
+            return Err(DemoError::Invalid {
+                flag: "--stats-interval",
+                reason: "must be longer than zero",
+            });
+        }
+        if self.status_check_interval.is_zero() {
+            return Err(DemoError::Invalid {
+                flag: "--status-check-interval",
+                reason: "must be longer than zero",
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -57,6 +76,14 @@ pub enum DemoError {
     /// The throw-away certificates could not be made.
     #[error("certificates: {0}")]
     Pki(#[from] crate::pki::PkiError),
+    /// An option is unusable, naming the flag.
+    #[error("{flag}: {reason}")]
+    Invalid {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
 }
 
 /// Counters per engine at the end of the demo.
@@ -163,6 +190,7 @@ pub async fn run(
     options: DemoOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<DemoSummary, DemoError> {
+    options.check()?;
     // Mutual TLS as on a real site, with certificates that live as long as the demo.
     let pki = match options.plaintext {
         true => None,
@@ -222,4 +250,33 @@ pub async fn run(
             .map_err(|e| DemoError::Engine(e.to_string()))?;
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_intervals_are_refused_naming_the_flag() {
+        let zero_stats = DemoOptions {
+            stats_interval: Duration::ZERO,
+            ..DemoOptions::default()
+        };
+        assert_eq!(
+            zero_stats.check().unwrap_err().to_string(),
+            "--stats-interval: must be longer than zero"
+        );
+        let zero_checks = DemoOptions {
+            status_check_interval: Duration::ZERO,
+            ..DemoOptions::default()
+        };
+        assert!(
+            zero_checks
+                .check()
+                .unwrap_err()
+                .to_string()
+                .starts_with("--status-check-interval")
+        );
+        DemoOptions::default().check().unwrap();
+    }
 }
