@@ -209,17 +209,26 @@ async fn an_engine_certificate_for_another_name_is_refused_naming_both() {
     );
 }
 
+/// Sends an HTTP/2 preface in plaintext to the TLS port at `address`; the next refusal must say
+/// so.
+async fn assert_plaintext_client_refused(
+    address: std::net::SocketAddr,
+    refusals: &mut mpsc::UnboundedReceiver<Refusal>,
+) {
+    let mut tcp = TcpStream::connect(address).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let reason = next_refusal(refusals).await;
+    assert!(reason.contains("spoke plaintext, not TLS"), "{reason}");
+}
+
 #[tokio::test]
 async fn a_plaintext_client_at_a_tls_engine_is_told_apart() {
     let f = fixture();
     let (address, mut refusals) =
         echo_server(ServerTls::load(&f.ca.server_files(&f.engine)).unwrap()).await;
-    let mut tcp = TcpStream::connect(address).await.unwrap();
-    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        .await
-        .unwrap();
-    let reason = next_refusal(&mut refusals).await;
-    assert!(reason.contains("spoke plaintext, not TLS"), "{reason}");
+    assert_plaintext_client_refused(address, &mut refusals).await;
 }
 
 #[tokio::test]
@@ -230,12 +239,7 @@ async fn a_port_check_that_connects_and_closes_is_not_logged_as_a_refusal() {
     // What check_tcp or a load balancer's probe does: connect, send nothing, close.
     drop(TcpStream::connect(address).await.unwrap());
     // The next refusal is the plaintext client's, not the probe's.
-    let mut tcp = TcpStream::connect(address).await.unwrap();
-    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        .await
-        .unwrap();
-    let reason = next_refusal(&mut refusals).await;
-    assert!(reason.contains("spoke plaintext, not TLS"), "{reason}");
+    assert_plaintext_client_refused(address, &mut refusals).await;
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! A bare program name is looked up in `PATH` first and the path found is what is matched and
 //! what runs, so neither `PATH` nor the arguments can change which program runs.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
@@ -33,12 +33,17 @@ pub enum AllowError {
     },
 }
 
+/// Programs remembered as allowed; beyond this many, new ones are checked every time.
+const REMEMBERED_PROGRAMS: usize = 4096;
+
 /// The programs this engine may run.
 #[derive(Debug, Default)]
 pub struct ExecAllowList {
     patterns: Vec<Pattern>,
-    /// Programs already logged as allowed (each is logged once).
-    seen: Mutex<HashSet<PathBuf>>,
+    /// Programs as rules name them, already allowed, with the path that runs: admission runs
+    /// under the engine's lock, so a program is looked up in `PATH` and matched once, and
+    /// logged once.
+    allowed: Mutex<HashMap<String, PathBuf>>,
 }
 
 impl ExecAllowList {
@@ -58,18 +63,20 @@ impl ExecAllowList {
             .collect::<Result<_, _>>()?;
         Ok(Self {
             patterns,
-            seen: Mutex::new(HashSet::new()),
+            allowed: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// Whether nothing is allowed.
-    pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
     }
 
     /// The absolute path to run for `program`, or the reason it may not run here
     /// (`program not allowed on this engine: PATH`).
     pub fn permit(&self, program: &str) -> Result<PathBuf, String> {
+        if self.patterns.is_empty() {
+            return Err(not_allowed(program));
+        }
+        let mut allowed = self.allowed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(path) = allowed.get(program) {
+            return Ok(path.clone());
+        }
         let path = resolve(program, std::env::var_os("PATH").as_deref())
             .ok_or_else(|| not_allowed(program))?;
         // `..` or `.` could walk out of an allowed directory while the text still matches.
@@ -86,13 +93,9 @@ impl ExecAllowList {
         {
             return Err(not_allowed(&path.display().to_string()));
         }
-        let first_time = self
-            .seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(path.clone());
-        if first_time {
-            tracing::info!(target: "turbomon::engine", program = %path.display(), "exec program allowed");
+        tracing::info!(target: "turbomon::engine", program = %path.display(), "exec program allowed");
+        if allowed.len() < REMEMBERED_PROGRAMS {
+            allowed.insert(program.to_string(), path.clone());
         }
         Ok(path)
     }

@@ -77,9 +77,6 @@ use viewer::Viewer;
 /// At shutdown, how long the journal gets to commit its last changes.
 const JOURNAL_FLUSH_GRACE: Duration = Duration::from_secs(5);
 
-/// How often the `[tls]` files are checked for a renewal.
-const TLS_RELOAD_PERIOD: Duration = Duration::from_secs(10);
-
 /// After the checks are done (or abandoned), how long open connections get to close.
 const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -169,7 +166,13 @@ impl Engine {
                 "Engine::new keeps tasks in memory only; state_dir is ignored (use Engine::open)"
             );
         }
-        Engine::build(config, None)
+        let exec_allow = ExecAllowList::new(&config.exec.allow).unwrap_or_else(|error| {
+            // Validation refuses this; a caller that skipped it gets an engine that runs no
+            // program rather than one that runs any.
+            warn!(target: LOG_TARGET, %error, "[exec] allow unusable; every exec check is refused");
+            ExecAllowList::default()
+        });
+        Engine::build(config, None, exec_allow)
     }
 
     /// An engine with `config`'s limits. With `state_dir` set, opens (or creates) the journal
@@ -179,12 +182,12 @@ impl Engine {
     /// Reading the journal is blocking file I/O, done once at start. Only one engine may have a
     /// state directory open at a time; a second one gets [`JournalError::Open`].
     pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
-        ExecAllowList::new(&config.exec.allow).map_err(EngineError::ExecAllow)?;
+        let exec_allow = ExecAllowList::new(&config.exec.allow).map_err(EngineError::ExecAllow)?;
         let Some(state_dir) = config.state_dir.clone() else {
-            return Ok(Engine::build(config, None));
+            return Ok(Engine::build(config, None, exec_allow));
         };
         let (journal, recovered) = Journal::open(&state_dir)?;
-        let engine = Engine::build(config, Some(journal));
+        let engine = Engine::build(config, Some(journal), exec_allow);
         let records = recovered.statuses.len();
         let unreadable = recovered.unreadable.len();
         let (lost, counters) = {
@@ -219,7 +222,7 @@ impl Engine {
         Ok(engine)
     }
 
-    fn build(config: EngineConfig, journal: Option<Journal>) -> Engine {
+    fn build(config: EngineConfig, journal: Option<Journal>, exec_allow: ExecAllowList) -> Engine {
         if config.max_concurrent_checks == 0 {
             warn!(
                 target: LOG_TARGET,
@@ -227,18 +230,12 @@ impl Engine {
             );
         }
         let limits = Limits::from_config(&config);
-        let exec_allow = ExecAllowList::new(&config.exec.allow).unwrap_or_else(|error| {
-            // Validation refuses this; a caller that skipped it gets an engine that runs no
-            // program rather than one that runs any.
-            warn!(target: LOG_TARGET, %error, "[exec] allow unusable; every exec check is refused");
-            ExecAllowList::default()
-        });
         let journal_queue = journal.as_ref().map(|journal| Arc::clone(journal.queue()));
         Engine {
             shared: Arc::new(Shared {
                 config,
                 limits,
-                store: Mutex::new(Store::new(limits, journal_queue, Arc::new(exec_allow))),
+                store: Mutex::new(Store::new(limits, journal_queue, exec_allow)),
                 journal,
                 idle: Notify::new(),
                 closing: watch::Sender::new(false),
@@ -299,7 +296,7 @@ impl Engine {
                 let tls = ServerTls::load(&files.server_files()).map_err(EngineError::Tls)?;
                 // Renewed certificate files take effect for new connections within the period,
                 // or at once on SIGHUP.
-                let watcher = AbortOnDrop(tls.spawn_watcher(TLS_RELOAD_PERIOD));
+                let watcher = AbortOnDrop(tls.spawn_watcher(crate::tls::RELOAD_PERIOD));
                 let hangup = AbortOnDrop(tokio::spawn(tls.reload_on_hangup()));
                 let accept = Accept::new(name, self.shared.config.max_open_connections);
                 let incoming = tls_incoming(listener, tls, accept);

@@ -224,7 +224,7 @@ pub(crate) struct Store {
     counters: EngineCounters,
     journal: Option<Arc<JournalQueue>>,
     subscribers: Subscribers,
-    exec_allow: Arc<ExecAllowList>,
+    exec_allow: ExecAllowList,
 }
 
 impl Store {
@@ -233,7 +233,7 @@ impl Store {
     pub(crate) fn new(
         limits: Limits,
         journal: Option<Arc<JournalQueue>>,
-        exec_allow: Arc<ExecAllowList>,
+        exec_allow: ExecAllowList,
     ) -> Self {
         Self {
             limits,
@@ -719,7 +719,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn unclaimed_results_expire_after_retention_and_are_counted() {
-        let mut store = Store::new(limits(4, 100), None, Arc::default());
+        let mut store = Store::new(limits(4, 100), None, ExecAllowList::default());
         let mut start = Vec::new();
         store.admit(sim_task("a", 0), Now::read(), &mut start, &Viewer::Local);
         assert_eq!(state(&store, "a"), TaskState::Ok);
@@ -737,7 +737,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn running_and_pending_tasks_never_expire() {
-        let mut store = Store::new(limits(1, 100), None, Arc::default());
+        let mut store = Store::new(limits(1, 100), None, ExecAllowList::default());
         let mut start = Vec::new();
         store.admit(
             sim_task("run", 1000),
@@ -760,7 +760,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_finished_worker_takes_the_next_waiting_check() {
-        let mut store = Store::new(limits(1, 100), None, Arc::default());
+        let mut store = Store::new(limits(1, 100), None, ExecAllowList::default());
         let mut start = Vec::new();
         store.admit(
             sim_task("first", 5),
@@ -793,7 +793,7 @@ mod tests {
 
     #[tokio::test]
     async fn releasing_a_running_task_is_ignored() {
-        let mut store = Store::new(limits(1, 100), None, Arc::default());
+        let mut store = Store::new(limits(1, 100), None, ExecAllowList::default());
         let mut start = Vec::new();
         store.admit(sim_task("r", 5), Now::read(), &mut start, &Viewer::Local);
         assert!(!store.release("r", &Viewer::Local));

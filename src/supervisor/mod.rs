@@ -52,9 +52,6 @@ pub enum SupervisorError {
     Tls(#[from] crate::tls::TlsFileError),
 }
 
-/// How often the `[tls]` files are checked for a renewal.
-const TLS_RELOAD_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Options that are not part of the configuration file.
 #[derive(Debug, Default)]
 pub struct SupervisorOptions {
@@ -99,7 +96,7 @@ impl Supervisor {
                 let tls = crate::tls::ClientTls::load(&files.client_files())?;
                 // Renewed files take effect for new connections, within the period or at once
                 // on SIGHUP; the watcher ends with the last dialer.
-                drop(tls.spawn_watcher(TLS_RELOAD_PERIOD));
+                drop(tls.spawn_watcher(crate::tls::RELOAD_PERIOD));
                 let hangups = tls.reload_on_hangup();
                 let mut stopping = stop_rx.clone();
                 tasks.spawn(async move {

@@ -18,6 +18,9 @@ mod reload;
 pub mod server;
 
 pub use client::{ClientTls, ClientTlsFiles};
+
+/// How often the engine and the supervisor check their `[tls]` files for a renewal.
+pub const RELOAD_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 pub use files::TlsFileError;
 pub use identity::peer_name;
 pub use reason::{HandshakeError, Side};
