@@ -1204,7 +1204,12 @@ fn arb_engine_entry() -> impl Strategy<Value = EngineEntry> {
         prop_oneof![
             (any::<Ipv4Addr>(), 1u16..).prop_map(|(ip, port)| format!("{ip}:{port}")),
             (any::<Ipv6Addr>(), 1u16..).prop_map(|(ip, port)| format!("[{ip}]:{port}")),
-            ("[a-z][a-z0-9.-]{0,20}", 1u16..).prop_map(|(host, port)| format!("{host}:{port}")),
+            // Host names as DNS has them, a trailing dot (fully qualified) included.
+            (
+                "[a-z][a-z0-9-]{0,6}[a-z0-9](\\.[a-z][a-z0-9]{0,6}){0,2}\\.?",
+                1u16..
+            )
+                .prop_map(|(host, port)| format!("{host}:{port}")),
         ],
         prop::option::of(select(
             &["lan", "wan", "lossy-wan", "satellite", "modem", "none"][..],

@@ -35,6 +35,20 @@ impl Findings {
         });
     }
 
+    /// A duration that must be longer than zero.
+    pub(crate) fn interval(&mut self, path: KeyPath, value: std::time::Duration) {
+        if value.is_zero() {
+            self.error(path, "must be longer than zero");
+        }
+    }
+
+    /// A count that must be at least 1.
+    pub(crate) fn count(&mut self, path: KeyPath, value: usize) {
+        if value == 0 {
+            self.error(path, "must be at least 1");
+        }
+    }
+
     /// Records a doubtful but accepted value.
     pub(crate) fn warn(&mut self, path: KeyPath, message: impl Into<String>) {
         self.warnings.push(Finding {

@@ -5,10 +5,11 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
+use super::engine_checks::check_engine;
 use super::error::{ConfigError, KeyPath};
 use super::locate::SourceMap;
 use super::model::{EngineConfig, SupervisorConfig};
-use super::validate::{check_engine, check_supervisor};
+use super::validate::check_supervisor;
 
 /// Parses and validates the text of a supervisor file; `file` is only used in messages.
 /// Warnings (e.g. `task_info_batch_size` at 100 or above) are logged with `tracing::warn!`.

@@ -1,5 +1,6 @@
 //! Configuration: the TOML files' shape, loading with file/line/key errors, validation and reload.
 
+mod engine_checks;
 mod error;
 mod findings;
 mod load;
@@ -8,6 +9,7 @@ mod model;
 mod reload;
 mod summary;
 mod validate;
+mod values;
 
 pub use error::ConfigError;
 pub use load::{check_file, load_engine, load_supervisor, parse_engine, parse_supervisor};

@@ -4,16 +4,17 @@
 
 use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use super::engine_checks::check_engine;
 use super::error::{ConfigError, KeyPath};
 use super::findings::Findings;
 use super::model::{
     AlertConfig, AlertKind, CheckKind, EngineConfig, EngineEntry, GroupConfig, RelatorConfig,
     RuleConfig, SupervisorConfig,
 };
+use super::values::{check_host_port, check_http_url, check_readable};
 
 /// The link profile names an engine's `link` key may take: the profiles built into
 /// [`crate::link`], and `none`, which means a direct connection.
@@ -75,18 +76,6 @@ impl Findings {
                      on poor links"
                 ),
             );
-        }
-    }
-
-    fn interval(&mut self, path: KeyPath, value: Duration) {
-        if value.is_zero() {
-            self.error(path, "must be longer than zero");
-        }
-    }
-
-    fn count(&mut self, path: KeyPath, value: usize) {
-        if value == 0 {
-            self.error(path, "must be at least 1");
         }
     }
 
@@ -715,222 +704,6 @@ fn check_relator(
     }
 }
 
-/// Validates an engine file's values.
-pub(crate) fn check_engine(config: &EngineConfig) -> Findings {
-    /// Longest `shutdown_grace`.
-    const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(600);
-    let mut findings = Findings::default();
-    let root = KeyPath::root();
-    match listen_is_loopback(&config.listen) {
-        Err(why) => findings.error(
-            root.key("listen"),
-            format!(
-                "`{}` is not host:port like 127.0.0.1:7300 or engine1.example.net:7300: {why}",
-                config.listen
-            ),
-        ),
-        Ok(false) if config.tls.is_none() && !config.allow_plaintext => findings.error(
-            root.key("tls"),
-            format!(
-                "listen `{}` is not a loopback address: set [tls] cert, key and client_ca (make \
-                 them with `turbomon pki`), or allow_plaintext = true to let anyone who reaches \
-                 the port run checks",
-                config.listen
-            ),
-        ),
-        Ok(_) => {}
-    }
-    if let Some(tls) = &config.tls {
-        let table = root.key("tls");
-        for (key, path) in [
-            ("cert", &tls.cert),
-            ("key", &tls.key),
-            ("client_ca", &tls.client_ca),
-        ] {
-            check_readable(&mut findings, table.key(key), path);
-        }
-    }
-    if let Err(error) = crate::check::allow::ExecAllowList::new(&config.exec.allow) {
-        findings.error(root.key("exec").key("allow"), error.to_string());
-    }
-    findings.interval(root.key("max_check_timeout"), config.max_check_timeout);
-    findings.count(root.key("max_task_bytes"), config.max_task_bytes);
-    findings.count(
-        root.key("max_open_connections"),
-        config.max_open_connections,
-    );
-    findings.interval(root.key("keepalive_interval"), config.keepalive_interval);
-    findings.count(
-        root.key("max_concurrent_checks"),
-        config.max_concurrent_checks,
-    );
-    findings.count(root.key("max_batch_tasks"), config.max_batch_tasks);
-    findings.count(root.key("max_held_tasks"), config.max_held_tasks);
-    findings.count(root.key("max_message_bytes"), config.max_message_bytes);
-    findings.interval(root.key("result_retention"), config.result_retention);
-    findings.count(
-        root.key("completion_buffer_notices"),
-        config.completion_buffer_notices,
-    );
-    if config.shutdown_grace > MAX_SHUTDOWN_GRACE {
-        findings.error(
-            root.key("shutdown_grace"),
-            format!(
-                "{} is absurd: at most {}",
-                humantime::format_duration(config.shutdown_grace),
-                humantime::format_duration(MAX_SHUTDOWN_GRACE)
-            ),
-        );
-    }
-    if let Some(state_dir) = &config.state_dir
-        && let Err(why) = check_state_dir(state_dir)
-    {
-        findings.error(root.key("state_dir"), why);
-    }
-    if config.max_batch_tasks > config.max_held_tasks && config.max_held_tasks > 0 {
-        findings.warn(
-            root.key("max_batch_tasks"),
-            format!(
-                "a batch of {} tasks can never be held (max_held_tasks = {})",
-                config.max_batch_tasks, config.max_held_tasks
-            ),
-        );
-    }
-    findings
-}
-
-/// Whether `listen` is a loopback address (an IP literal on loopback, or `localhost`), or why
-/// it is not `host:port`. Port 0 (any free port) is allowed.
-pub(crate) fn listen_is_loopback(listen: &str) -> Result<bool, String> {
-    if let Ok(address) = listen.parse::<SocketAddr>() {
-        return Ok(address.ip().is_loopback());
-    }
-    let (host, port) = listen
-        .rsplit_once(':')
-        .ok_or_else(|| "missing `:port`".to_string())?;
-    if host.is_empty() {
-        return Err("missing host".into());
-    }
-    if !is_host_name(host) {
-        return Err(format!("`{host}` is neither an IP address nor a host name"));
-    }
-    port.parse::<u16>()
-        .map_err(|e| format!("`{port}` is not a port: {e}"))?;
-    Ok(host.eq_ignore_ascii_case("localhost"))
-}
-
-/// A DNS host name: dot-separated labels of letters, digits and `-` (not at either end), each
-/// at most 63 long, the last not all digits (so `10.0.0.256` is a bad address, not a name).
-fn is_host_name(host: &str) -> bool {
-    let labels: Vec<&str> = host.split('.').collect();
-    host.len() <= 253
-        && labels.iter().all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
-        && labels
-            .last()
-            .is_some_and(|last| !last.chars().all(|c| c.is_ascii_digit()))
-}
-
-/// A file the engine or supervisor will read at start.
-fn check_readable(findings: &mut Findings, key: KeyPath, path: &Path) {
-    if let Err(error) = std::fs::File::open(path) {
-        findings.error(key, format!("cannot read `{}`: {error}", path.display()));
-    }
-}
-
-/// An engine `state_dir`: an existing directory, or a path whose nearest existing ancestor is a
-/// writable directory (so the engine can create it at start).
-fn check_state_dir(path: &Path) -> Result<(), String> {
-    if path.as_os_str().is_empty() {
-        return Err("must not be empty (leave the key out for memory only)".into());
-    }
-    let shown = path.display();
-    let mut existing = path;
-    loop {
-        match std::fs::metadata(existing) {
-            Ok(metadata) if metadata.is_dir() => {
-                if metadata.permissions().readonly() {
-                    return Err(format!(
-                        "`{shown}` cannot be created or written: `{}` is read-only",
-                        existing.display()
-                    ));
-                }
-                return Ok(());
-            }
-            Ok(_) => {
-                return Err(format!(
-                    "`{shown}` is not a directory path: `{}` is a file",
-                    existing.display()
-                ));
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                match existing.parent() {
-                    Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
-                    // A relative path whose first component does not exist: created in the
-                    // working directory.
-                    _ => return Ok(()),
-                }
-            }
-            Err(error) => {
-                return Err(format!(
-                    "`{shown}` cannot be used: `{}`: {error}",
-                    existing.display()
-                ));
-            }
-        }
-    }
-}
-
-/// `host:port` (or `[v6]:port`) with a non-empty host and a port from 1 to 65535.
-fn check_host_port(address: &str) -> Result<(), String> {
-    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
-        let (host, port) = rest
-            .split_once("]:")
-            .ok_or_else(|| "expected [ipv6]:port".to_string())?;
-        host.parse::<Ipv6Addr>()
-            .map_err(|e| format!("`{host}` is not an IPv6 address: {e}"))?;
-        (host, port)
-    } else {
-        let (host, port) = address
-            .rsplit_once(':')
-            .ok_or_else(|| "missing `:port`".to_string())?;
-        if host.contains(':') {
-            return Err("an IPv6 host must be written in brackets, e.g. [::1]:7300".into());
-        }
-        (host, port)
-    };
-    if host.is_empty() {
-        return Err("missing host".into());
-    }
-    if host.contains(|c: char| c.is_whitespace() || c == '/') {
-        return Err(format!("`{host}` is not a host name"));
-    }
-    match port.parse::<u16>() {
-        Ok(0) => Err("port 0 cannot be connected to".into()),
-        Ok(_) => Ok(()),
-        Err(_) => Err(format!("`{port}` is not a port (1..=65535)")),
-    }
-}
-
-/// A plain `http://host[:port]/...` URL.
-fn check_http_url(url: &str) -> Result<(), String> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(format!(
-            "`{url}` is not an http:// URL (only plain http is supported)"
-        ));
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.is_empty() {
-        return Err(format!("`{url}` has no host"));
-    }
-    Ok(())
-}
-
 /// Validates `config` without its source text: errors and warnings name the key but no line.
 /// Returns the warnings (not logged; the caller decides) or the first error.
 pub fn validate_supervisor(
@@ -946,30 +719,4 @@ pub fn validate_engine(
     file: &Path,
 ) -> Result<Vec<ConfigError>, ConfigError> {
     check_engine(config).into_result(file, None)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_port_forms() {
-        assert!(check_host_port("127.0.0.1:7300").is_ok());
-        assert!(check_host_port("engine.example:7300").is_ok());
-        assert!(check_host_port("[::1]:7300").is_ok());
-        assert!(check_host_port("127.0.0.1").is_err());
-        assert!(check_host_port(":7300").is_err());
-        assert!(check_host_port("host:0").is_err());
-        assert!(check_host_port("host:99999").is_err());
-        assert!(check_host_port("::1:7300").is_err());
-        assert!(check_host_port("http://host:80").is_err());
-    }
-
-    #[test]
-    fn http_urls() {
-        assert!(check_http_url("http://{node}:8080/health").is_ok());
-        assert!(check_http_url("https://x/").is_err());
-        assert!(check_http_url("http:///path").is_err());
-        assert!(check_http_url("ftp://x").is_err());
-    }
 }
