@@ -2,6 +2,7 @@
 //! on short intervals, statistics printed at a short interval. The remote engine sits behind a
 //! simulated `wan` link, so the two statistics blocks show what a slow link does to loop time.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,21 +47,30 @@ impl Default for DemoOptions {
 }
 
 impl DemoOptions {
-    /// Refuses intervals of zero (a zero statistics window would print blocks without pause).
+    /// Validates the options the way a configuration file is validated (the demo's
+    /// configuration is built from them and checked), naming the flag of a bad value: a zero
+    /// statistics window would print blocks without pause, an unknown link profile would fail
+    /// at the first connection.
     pub fn check(&self) -> Result<(), DemoError> {
-        if self.stats_interval.is_zero() {
-            return Err(DemoError::Invalid {
-                flag: "--stats-interval",
-                reason: "must be longer than zero",
-            });
-        }
-        if self.status_check_interval.is_zero() {
-            return Err(DemoError::Invalid {
-                flag: "--status-check-interval",
-                reason: "must be longer than zero",
-            });
-        }
-        Ok(())
+        let config = demo_config("127.0.0.1:1", "127.0.0.1:2", self);
+        let error = match crate::config::validate_supervisor(&config, Path::new("demo")) {
+            Ok(_) => return Ok(()),
+            Err(error) => error,
+        };
+        let key = error.key.clone().unwrap_or_default();
+        let flag = if key.ends_with("stats_interval") {
+            "--stats-interval"
+        } else if key.ends_with("status_check_interval") {
+            "--status-check-interval"
+        } else if key.ends_with(".link") {
+            "--remote-link"
+        } else {
+            "demo"
+        };
+        Err(DemoError::Invalid {
+            flag,
+            reason: error.message,
+        })
     }
 }
 
@@ -82,7 +92,7 @@ pub enum DemoError {
         /// The flag.
         flag: &'static str,
         /// What is wrong.
-        reason: &'static str,
+        reason: String,
     },
 }
 
@@ -158,6 +168,9 @@ pub fn demo_config(local: &str, remote: &str, options: &DemoOptions) -> Supervis
                 timeout: Duration::from_secs(2),
                 host: Some("127.0.0.1".to_string()),
                 port,
+                duration: None,
+                outcome: None,
+                value: None,
                 ..sim("engine-port", 0, SimOutcome::Ok, 0.0)
             },
         ],
@@ -262,10 +275,8 @@ mod tests {
             stats_interval: Duration::ZERO,
             ..DemoOptions::default()
         };
-        assert_eq!(
-            zero_stats.check().unwrap_err().to_string(),
-            "--stats-interval: must be longer than zero"
-        );
+        let error = zero_stats.check().unwrap_err().to_string();
+        assert!(error.starts_with("--stats-interval: "), "{error}");
         let zero_checks = DemoOptions {
             status_check_interval: Duration::ZERO,
             ..DemoOptions::default()
@@ -278,5 +289,25 @@ mod tests {
                 .starts_with("--status-check-interval")
         );
         DemoOptions::default().check().unwrap();
+    }
+
+    #[test]
+    fn an_unknown_link_profile_is_refused_naming_the_flag() {
+        let options = DemoOptions {
+            remote_link: "wann".into(),
+            ..DemoOptions::default()
+        };
+        let error = options.check().unwrap_err().to_string();
+        assert!(
+            error.starts_with("--remote-link: unknown link profile `wann`"),
+            "{error}"
+        );
+        for link in ["none", "lan", "satellite"] {
+            let options = DemoOptions {
+                remote_link: link.into(),
+                ..DemoOptions::default()
+            };
+            options.check().unwrap_or_else(|e| panic!("{link}: {e}"));
+        }
     }
 }

@@ -25,7 +25,19 @@
 #[allow(missing_docs, unreachable_pub)]
 pub mod proto {
     tonic::include_proto!("turbomon.v1");
+
+    /// The encoded descriptor set of `proto/turbomon/v1`, served by the engine's gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/turbomon_descriptor.bin"));
 }
+
+/// The version and git revision (`0.1.0 (rev 1a2b3c4d5e6f)`), for `--version` and start logs.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (rev ",
+    env!("TURBOMON_GIT_REVISION"),
+    ")"
+);
 
 pub mod bench;
 pub mod chaos;

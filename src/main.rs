@@ -5,43 +5,88 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use turbomon::config;
 use turbomon::demo::{self, DemoOptions};
-use turbomon::engine::Engine;
+use turbomon::engine::{ConfigFile, Engine};
 use turbomon::link;
 use turbomon::supervisor::{Supervisor, SupervisorOptions};
 
 /// turbomon: a supervisor that batches monitoring tasks to engines over gRPC, and the engines that
 /// run them, with loop-time and packet-size statistics.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version = turbomon::VERSION, propagate_version = true, about, long_about = None)]
 struct Cli {
     /// Log filter (tracing-subscriber syntax), e.g. `info`, `turbomon=debug` [default: `info`;
     /// `warn` for bench and tune, whose logs go to stderr].
     #[arg(long, global = true, env = "RUST_LOG")]
     log: Option<String>,
+    /// Log line format: `text` for people, `json` (one object per line, fields at the top
+    /// level) for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TURBOMON_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A kind of configuration file on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Kind {
+    /// The supervisor's file (engines, rules, relators, turbo keys).
+    Supervisor,
+    /// An engine's file (listen, limits, TLS, exec allow-list).
+    Engine,
+    /// Simulated link profiles.
+    Links,
+}
+
+impl From<Kind> for config::FileKind {
+    fn from(kind: Kind) -> Self {
+        match kind {
+            Kind::Supervisor => config::FileKind::Supervisor,
+            Kind::Engine => config::FileKind::Engine,
+            Kind::Links => config::FileKind::Links,
+        }
+    }
+}
+
+/// Where `engine` and `supervisor` look for their file when `--config` is not given, in order.
+const ENGINE_CONFIG_CANDIDATES: [&str; 2] = ["config/engine.toml", "/etc/turbomon/engine.toml"];
+const SUPERVISOR_CONFIG_CANDIDATES: [&str; 2] =
+    ["config/supervisor.toml", "/etc/turbomon/supervisor.toml"];
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a monitoring engine: a gRPC server that runs the checks it is sent.
     Engine {
-        /// Engine configuration file.
-        #[arg(long, default_value = "config/engine.toml")]
-        config: PathBuf,
+        /// Engine configuration file [default: config/engine.toml, else
+        /// /etc/turbomon/engine.toml, else the built-in defaults].
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Listen here instead of the file's `listen` (e.g. 127.0.0.1:0).
         #[arg(long)]
         listen: Option<String>,
     },
     /// Run the supervisor: schedule relators, submit and monitor tasks, print statistics.
     Supervisor {
-        /// Supervisor configuration file (re-read when it changes, or on SIGHUP).
-        #[arg(long, default_value = "config/supervisor.toml")]
-        config: PathBuf,
+        /// Supervisor configuration file, re-read when it changes or on SIGHUP [default:
+        /// config/supervisor.toml, else /etc/turbomon/supervisor.toml].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Statistics window, over the file's `stats_interval` (and every engine's), at start
+        /// and after every reload: e.g. `10s` for a first look.
+        #[arg(long, value_parser = parse_interval)]
+        stats_interval: Option<Duration>,
         /// Append every statistics window as one JSON object per line to this file.
         #[arg(long)]
         stats_json: Option<PathBuf>,
@@ -104,10 +149,34 @@ enum Command {
         #[arg(long)]
         plaintext: bool,
     },
-    /// Validate a supervisor or engine configuration file; exit non-zero naming the bad key.
+    /// Validate a supervisor, engine or links file; exit non-zero naming the file, line and
+    /// key of the first error.
     CheckConfig {
         /// The file to check.
         file: PathBuf,
+        /// The kind of file [default: decided from its keys].
+        #[arg(long, value_enum)]
+        kind: Option<Kind>,
+    },
+    /// Print the annotated configuration file of a kind (every key, its default, what it does),
+    /// to start from: `turbomon gen-config engine > /etc/turbomon/engine.toml`.
+    GenConfig {
+        /// Which file.
+        #[arg(value_enum)]
+        kind: Kind,
+    },
+    /// Print a shell completion script: `turbomon completions bash >
+    /// /etc/bash_completion.d/turbomon`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout, or write one per command to a directory.
+    Man {
+        /// Write turbomon.1 and turbomon-<command>.1 here instead.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
     },
     /// Run a simulated link as a loopback TCP proxy in front of an engine, so separate
     /// processes can be shaped too. Prints the address it listens on.
@@ -179,6 +248,15 @@ enum PkiCommand {
     },
 }
 
+/// A duration longer than zero, as the configuration files require of intervals.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".to_string()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e} (e.g. 10s, 500ms, 5m)")),
+    }
+}
+
 fn parse_on_off(s: &str) -> Result<bool, String> {
     match s {
         "on" | "true" => Ok(true),
@@ -195,40 +273,95 @@ fn main() -> anyhow::Result<()> {
         .log
         .clone()
         .unwrap_or_else(|| if measuring { "warn" } else { "info" }.to_string());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter)
-                .with_context(|| format!("bad --log filter `{filter}`"))?,
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .with_context(|| format!("bad --log filter `{filter}`"))?;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
     runtime.block_on(run(cli.command))
+}
+
+/// Writes `bytes` to stdout; a reader that went away (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `--config` when given, else the first candidate that exists.
+fn config_file(given: Option<PathBuf>, candidates: &[&str]) -> Option<PathBuf> {
+    given.or_else(|| {
+        candidates
+            .iter()
+            .map(PathBuf::from)
+            .find(|path| path.exists())
+    })
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Engine { config, listen } => {
-            let mut settings = config::load_engine(&config)?;
-            if let Some(listen) = listen {
-                settings.listen = listen;
+            let file = config_file(config, &ENGINE_CONFIG_CANDIDATES);
+            let mut settings = match &file {
+                Some(path) => {
+                    tracing::info!(target: "turbomon::engine", version = turbomon::VERSION, config = %path.display(), "turbomon engine starting");
+                    config::load_engine(path)?
+                }
+                None => {
+                    tracing::info!(target: "turbomon::engine", version = turbomon::VERSION, config = "built-in defaults", looked_at = %ENGINE_CONFIG_CANDIDATES.join(", "), "turbomon engine starting on its built-in defaults: no configuration file");
+                    config::EngineConfig::default()
+                }
+            };
+            if let Some(listen) = &listen {
+                settings.listen.clone_from(listen);
             }
             let listener = tokio::net::TcpListener::bind(&settings.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.listen))?;
             tracing::info!(target: "turbomon::engine", address = %listener.local_addr()?, "engine listening");
-            Engine::open(settings)?
-                .serve(listener, stop_signal())
-                .await?;
+            let engine = Engine::open(settings)?;
+            if let Some(path) = file {
+                engine.set_config_file(ConfigFile {
+                    path,
+                    listen_override: listen,
+                });
+            }
+            engine.serve(listener, stop_signal()).await?;
         }
         Command::Supervisor {
             config,
+            stats_interval,
             stats_json,
             links,
         } => {
-            let initial = config::load_supervisor(&config)?;
-            let updates = config::watch_supervisor(config.clone(), initial);
+            let Some(config) = config_file(config, &SUPERVISOR_CONFIG_CANDIDATES) else {
+                anyhow::bail!(
+                    "no supervisor configuration: pass --config FILE, or create one of {} \
+                     (start from `turbomon gen-config supervisor`)",
+                    SUPERVISOR_CONFIG_CANDIDATES.join(", ")
+                );
+            };
+            tracing::info!(target: "turbomon::supervisor", version = turbomon::VERSION, config = %config.display(), "turbomon supervisor starting");
+            let overrides = config::Overrides { stats_interval };
+            let mut initial = config::load_supervisor(&config)?;
+            overrides.apply(&mut initial);
+            let updates = config::watch_supervisor_with(config.clone(), initial, overrides);
             let supervisor = Supervisor::start(
                 updates,
                 SupervisorOptions {
@@ -240,7 +373,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     ..SupervisorOptions::default()
                 },
             )?;
-            tracing::info!(target: "turbomon::supervisor", config = %config.display(), engines = ?supervisor.engine_names(), "supervisor running");
+            tracing::info!(target: "turbomon::supervisor", config = %config.display(), engines = %supervisor.engine_names().join(", "), "supervisor running");
             supervisor.run_until(stop_signal()).await;
         }
         Command::Demo {
@@ -271,8 +404,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     None => stop_signal().await,
                 }
             };
+            tracing::info!(target: "turbomon::demo", version = turbomon::VERSION, "turbomon demo starting");
             for (engine, counters) in demo::run(options, until).await? {
-                tracing::info!(target: "turbomon::demo", %engine, ?counters, "demo finished");
+                tracing::info!(target: "turbomon::demo", %engine, %counters, "demo finished");
             }
         }
         Command::Link {
@@ -298,7 +432,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!(target: "turbomon::link", %profile, listen = %listener.local_addr()?, %upstream, "link proxy running");
             shaped.proxy(listener, upstream, stop_signal()).await?;
             let counters = shaped.counters();
-            tracing::info!(target: "turbomon::link", ?counters, "link proxy stopped");
+            tracing::info!(target: "turbomon::link", %counters, "link proxy stopped");
         }
         Command::Chaos {
             tasks,
@@ -345,11 +479,37 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Pki(command) => pki(command)?,
         Command::Bench(args) => turbomon::bench::run_cli(args).await?,
         Command::Tune(args) => turbomon::bench::tune_cli(args).await?,
-        Command::CheckConfig { file } => match config::check_file(&file) {
-            Ok(summary) => println!("{}: ok\n{summary}", file.display()),
-            Err(e) => {
-                eprintln!("{e}");
-                std::process::exit(1);
+        Command::CheckConfig { file, kind } => {
+            match config::check_file_as(&file, kind.map(Into::into)) {
+                Ok(summary) => println!("{}: ok\n{summary}", file.display()),
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::GenConfig { kind } => {
+            write_stdout(config::FileKind::from(kind).sample().as_bytes())?
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "turbomon", &mut script);
+            write_stdout(&script)?;
+        }
+        Command::Man { out_dir } => match out_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                clap_mangen::generate_to(Cli::command(), &dir)
+                    .with_context(|| format!("cannot write the pages to {}", dir.display()))?;
+                println!("manual pages written to {}", dir.display());
+            }
+            None => {
+                let mut page = Vec::new();
+                clap_mangen::Man::new(Cli::command())
+                    .render(&mut page)
+                    .context("cannot render the manual page")?;
+                write_stdout(&page)?;
             }
         },
     }
@@ -417,5 +577,5 @@ async fn stop_signal() {
         () = ctrl_c => {}
         () = term => {}
     }
-    tracing::info!("stopping");
+    tracing::info!(target: "turbomon", "stopping");
 }

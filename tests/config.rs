@@ -127,11 +127,26 @@ fn check_file_summarises_the_shipped_supervisor_file() {
 }
 
 #[test]
-fn defaults_apply_to_an_empty_file() {
-    let config = parse_supervisor("", Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config, SupervisorConfig::default());
+fn defaults_apply_to_a_file_with_only_an_engine() {
+    let text = "[[engines]]\nname = \"e\"\naddress = \"127.0.0.1:1\"\n";
+    let config = parse_supervisor(text, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config,
+        SupervisorConfig {
+            engines: config.engines.clone(),
+            ..SupervisorConfig::default()
+        }
+    );
     assert_eq!(config.task_submit_batch_size, 30);
     assert_eq!(config.stats_interval, Duration::from_secs(300));
+}
+
+#[test]
+fn an_empty_supervisor_file_is_refused_naming_engines() {
+    let error = parse_supervisor("", Path::new(FILE)).err();
+    let error = error.unwrap_or_else(|| panic!("an empty file was accepted"));
+    assert_eq!(error.key.as_deref(), Some("engines"), "{error}");
+    assert!(error.to_string().contains("no engines"), "{error}");
 }
 
 #[test]
@@ -589,7 +604,8 @@ async fn watcher_stops_when_every_receiver_is_dropped() {
 
 #[test]
 fn info_batch_size_of_100_or_more_logs_a_warning_with_its_line() {
-    let text = "turbo_monitoring = true\ntask_info_batch_size = 100\n";
+    let text = "turbo_monitoring = true\ntask_info_batch_size = 100\n\
+                [[engines]]\nname = \"e\"\naddress = \"127.0.0.1:1\"\n";
     let (parsed, output) = capture_logs(|| parse_supervisor(text, Path::new(FILE)));
     assert_eq!(parsed.map(|c| c.task_info_batch_size).ok(), Some(100));
     assert!(output.contains(" WARN "), "{output}");
@@ -600,7 +616,7 @@ fn info_batch_size_of_100_or_more_logs_a_warning_with_its_line() {
 
     // 99 is quiet.
     let (parsed, output) =
-        capture_logs(|| parse_supervisor("task_info_batch_size = 99\n", Path::new(FILE)));
+        capture_logs(|| parse_supervisor(&text.replace("100", "99"), Path::new(FILE)));
     assert!(parsed.is_ok());
     assert!(output.is_empty(), "{output}");
 }

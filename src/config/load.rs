@@ -9,6 +9,7 @@ use super::engine_checks::check_engine;
 use super::error::{ConfigError, KeyPath};
 use super::locate::SourceMap;
 use super::model::{EngineConfig, SupervisorConfig};
+use super::samples::FileKind;
 use super::validate::check_supervisor;
 
 /// Parses and validates the text of a supervisor file; `file` is only used in messages.
@@ -36,15 +37,8 @@ pub fn load_engine(path: &Path) -> Result<EngineConfig, ConfigError> {
     parse_engine(&read(path)?, path)
 }
 
-/// Which kind of file `check_file` decided it was looking at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FileKind {
-    Supervisor,
-    Engine,
-}
-
 /// Keys only a supervisor file has.
-const SUPERVISOR_ONLY_KEYS: [&str; 12] = [
+const SUPERVISOR_ONLY_KEYS: [&str; 20] = [
     "turbo_monitoring",
     "task_submit_batch_size",
     "task_info_batch_size",
@@ -52,6 +46,14 @@ const SUPERVISOR_ONLY_KEYS: [&str; 12] = [
     "stats_interval",
     "max_inflight_batches",
     "max_connections",
+    "batch_timeout",
+    "max_sessions",
+    "reserved_percent",
+    "batch_window",
+    "max_retries",
+    "retry_period",
+    "status_mode",
+    "push_flush_window",
     "engines",
     "groups",
     "rules",
@@ -60,36 +62,39 @@ const SUPERVISOR_ONLY_KEYS: [&str; 12] = [
 ];
 
 /// Keys only an engine file has.
-const ENGINE_ONLY_KEYS: [&str; 6] = [
+const ENGINE_ONLY_KEYS: [&str; 14] = [
     "listen",
+    "allow_plaintext",
+    "max_open_connections",
+    "max_check_timeout",
+    "max_task_bytes",
     "max_concurrent_checks",
     "max_batch_tasks",
     "max_held_tasks",
     "result_retention",
     "output_limit_bytes",
+    "state_dir",
+    "shutdown_grace",
+    "completion_buffer_notices",
+    "exec",
 ];
 
-/// For `turbomon check-config FILE`: decides from its keys whether `path` is a supervisor or an
-/// engine file (a file with neither kind's keys counts as a supervisor file), loads and
-/// validates it, and returns a one-paragraph summary of what it configures (warnings included),
-/// or the first error.
+/// The key only a links file has.
+const LINKS_KEY: &str = "profiles";
+
+/// For `turbomon check-config FILE`: [`check_file_as`] with the kind decided from the file's keys.
 pub fn check_file(path: &Path) -> Result<String, ConfigError> {
+    check_file_as(path, None)
+}
+
+/// For `turbomon check-config [--kind K] FILE`: loads and validates `path` as a file of `kind`
+/// (when `None`, decided from its top-level keys: `profiles` makes a links file, otherwise the
+/// kind with more of its own keys; a tie, an empty file included, counts as a supervisor file,
+/// which then needs engines), and returns a one-paragraph summary of what it configures
+/// (warnings included), or the first error.
+pub fn check_file_as(path: &Path, kind: Option<FileKind>) -> Result<String, ConfigError> {
     let text = read(path)?;
-    let map = SourceMap::new(&text);
-    let keys = map.top_level_keys();
-    let supervisor_votes = keys
-        .iter()
-        .filter(|k| SUPERVISOR_ONLY_KEYS.contains(&k.as_str()))
-        .count();
-    let engine_votes = keys
-        .iter()
-        .filter(|k| ENGINE_ONLY_KEYS.contains(&k.as_str()))
-        .count();
-    let kind = if engine_votes > supervisor_votes {
-        FileKind::Engine
-    } else {
-        FileKind::Supervisor
-    };
+    let kind = kind.unwrap_or_else(|| guess_kind(&text));
     let (mut summary, warnings) = match kind {
         FileKind::Supervisor => {
             let (config, warnings) = parse_supervisor_with_warnings(&text, path)?;
@@ -99,11 +104,44 @@ pub fn check_file(path: &Path) -> Result<String, ConfigError> {
             let (config, warnings) = parse_engine_with_warnings(&text, path)?;
             (super::summary::engine(&config, path), warnings)
         }
+        FileKind::Links => {
+            let profiles = crate::link::parse_profiles(&text, path)
+                .map_err(|error| link_error(error, path))?;
+            (super::summary::links(&profiles, path), Vec::new())
+        }
     };
     for warning in &warnings {
         summary.push_str(&format!(" Warning: {warning}."));
     }
     Ok(summary)
+}
+
+/// The kind of configuration `text` looks like, from its top-level keys.
+fn guess_kind(text: &str) -> FileKind {
+    let map = SourceMap::new(text);
+    let keys = map.top_level_keys();
+    if keys.iter().any(|k| k == LINKS_KEY) {
+        return FileKind::Links;
+    }
+    let votes = |own: &[&str]| keys.iter().filter(|k| own.contains(&k.as_str())).count();
+    if votes(&ENGINE_ONLY_KEYS) > votes(&SUPERVISOR_ONLY_KEYS) {
+        FileKind::Engine
+    } else {
+        FileKind::Supervisor
+    }
+}
+
+/// A links file's error in the shape of the other files' errors.
+fn link_error(error: crate::link::LinkError, path: &Path) -> ConfigError {
+    match error {
+        crate::link::LinkError::Parse { line, message, .. } => ConfigError {
+            file: path.to_path_buf(),
+            line: (line > 0).then_some(line),
+            key: None,
+            message,
+        },
+        other => ConfigError::whole_file(path, other.to_string()),
+    }
 }
 
 /// Parse + validate, returning the warnings instead of logging them.
@@ -173,8 +211,16 @@ fn from_toml_error(error: &toml::de::Error, text: &str, file: &Path) -> ConfigEr
     }
 }
 
-/// serde's wording, with the expected types said the way a config file writer thinks of them.
+/// serde's wording, with the expected types said the way a config file writer thinks of them,
+/// and the nearest valid name suggested for a misspelt key or value.
 fn explain(message: &str) -> String {
+    let message = match suggestion(message) {
+        Some(near) => {
+            let (unknown, expected) = message.split_once(", expected").unwrap_or((message, ""));
+            format!("{unknown}; did you mean `{near}`? (expected{expected})")
+        }
+        None => message.to_string(),
+    };
     let message = message
         .replace("expected usize", "expected a whole number (0 or more)")
         .replace("expected u16", "expected a whole number from 0 to 65535")
@@ -184,6 +230,32 @@ fn explain(message: &str) -> String {
     } else {
         message
     }
+}
+
+/// For "unknown field `x`, expected one of `a`, `b`" (or "unknown variant"): the valid name
+/// nearest to `x`, when one is near enough to be a likely slip (a typo, a missing suffix).
+fn suggestion(message: &str) -> Option<String> {
+    let unknown = backticked_after(message, "unknown field ")
+        .or_else(|| backticked_after(message, "unknown variant "))?;
+    let (_, expected) = message.split_once("expected")?;
+    let candidates = expected.split('`').skip(1).step_by(2);
+    nearest(unknown, candidates)
+}
+
+/// The candidate nearest to `word` by edit distance, if it is close: at most a third of the
+/// longer name's letters differ, or one name is the start of the other.
+fn nearest<'c>(word: &str, candidates: impl Iterator<Item = &'c str>) -> Option<String> {
+    let word = word.to_lowercase();
+    candidates
+        .filter_map(|candidate| {
+            let distance = strsim::damerau_levenshtein(&word, &candidate.to_lowercase());
+            let longest = word.chars().count().max(candidate.chars().count());
+            let prefix = word.len() >= 4
+                && (candidate.starts_with(word.as_str()) || word.starts_with(candidate));
+            (prefix || distance * 3 <= longest).then_some((distance, candidate))
+        })
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate.to_string())
 }
 
 /// `x` from a message that starts with "`prefix``x`...".
@@ -202,6 +274,50 @@ mod tests {
             .err()
             .map(|e| e.line);
         assert_eq!(error, Some(Some(2)));
+    }
+
+    #[test]
+    fn a_misspelt_key_gets_the_nearest_one_suggested() {
+        let text = "task_submit_batch = 3\n";
+        let error = parse_supervisor(text, Path::new("s.toml")).err();
+        let message = error.map(|e| e.message).unwrap_or_default();
+        assert!(
+            message.starts_with(
+                "unknown field `task_submit_batch`; did you mean `task_submit_batch_size`? \
+                 (expected one of `turbo_monitoring`"
+            ),
+            "{message}"
+        );
+        let text = "statsinterval = \"5s\"\n";
+        let error = parse_supervisor(text, Path::new("s.toml")).err();
+        let message = error.map(|e| e.message).unwrap_or_default();
+        assert!(
+            message.contains("did you mean `stats_interval`?"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_key_like_none_gets_no_suggestion() {
+        let error = parse_engine("colour = 1\n", Path::new("e.toml")).err();
+        let message = error.map(|e| e.message).unwrap_or_default();
+        assert!(
+            message.starts_with("unknown field `colour`, expected"),
+            "{message}"
+        );
+        assert_eq!(nearest("kind", ["tcp", "http"].into_iter()), None);
+        assert_eq!(
+            nearest(
+                "max_held",
+                ["max_held_tasks", "max_batch_tasks"].into_iter()
+            )
+            .as_deref(),
+            Some("max_held_tasks")
+        );
+        assert_eq!(
+            nearest("htpp", ["tcp", "http", "exec"].into_iter()).as_deref(),
+            Some("http")
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::diff::{ReloadDiff, supervisor_reload};
 use super::load::parse_supervisor;
 use super::model::SupervisorConfig;
 
@@ -28,16 +29,64 @@ pub fn watch_supervisor(
     watch_supervisor_every(path, initial, RELOAD_POLL_INTERVAL)
 }
 
+/// Command-line values that replace the file's, at start and after every reload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--stats-interval`: the statistics window of every engine.
+    pub stats_interval: Option<Duration>,
+}
+
+impl Overrides {
+    /// Puts the overriding values into `config` (a per-engine `stats_interval` gives way too).
+    pub fn apply(&self, config: &mut SupervisorConfig) {
+        if let Some(interval) = self.stats_interval {
+            config.stats_interval = interval;
+            for engine in &mut config.engines {
+                engine.stats_interval = None;
+            }
+        }
+    }
+}
+
+/// [`watch_supervisor`] with `overrides` applied to every configuration read (`initial` is
+/// expected to have them applied already).
+pub fn watch_supervisor_with(
+    path: PathBuf,
+    initial: SupervisorConfig,
+    overrides: Overrides,
+) -> watch::Receiver<Arc<SupervisorConfig>> {
+    spawn_watch(path, initial, RELOAD_POLL_INTERVAL, overrides)
+}
+
 /// [`watch_supervisor`] with another polling period (tests use a short one).
 pub fn watch_supervisor_every(
     path: PathBuf,
     initial: SupervisorConfig,
     poll_interval: Duration,
 ) -> watch::Receiver<Arc<SupervisorConfig>> {
+    spawn_watch(path, initial, poll_interval, Overrides::default())
+}
+
+fn spawn_watch(
+    path: PathBuf,
+    initial: SupervisorConfig,
+    poll_interval: Duration,
+    overrides: Overrides,
+) -> watch::Receiver<Arc<SupervisorConfig>> {
+    // What the process started with, to name changes that wait for a restart; a copy of its
+    // own, so the channel's value is dropped with the last receiver.
+    let start = Arc::new(initial.clone());
     let (sender, receiver) = watch::channel(Arc::new(initial));
     // Installed before returning, so a SIGHUP sent right after this call is already handled.
     let hangup = HangupSignal::new();
-    tokio::spawn(watch_file(path, sender, poll_interval, hangup));
+    tokio::spawn(watch_file(
+        path,
+        start,
+        overrides,
+        sender,
+        poll_interval,
+        hangup,
+    ));
     receiver
 }
 
@@ -52,6 +101,8 @@ enum Trigger {
 
 async fn watch_file(
     path: PathBuf,
+    start: Arc<SupervisorConfig>,
+    overrides: Overrides,
     sender: watch::Sender<Arc<SupervisorConfig>>,
     poll_interval: Duration,
     mut hangup: HangupSignal,
@@ -89,13 +140,15 @@ async fn watch_file(
             continue;
         }
         last_content = Some(content.clone());
-        reload(&path, content, &sender, trigger);
+        reload(&path, content, &start, overrides, &sender, trigger);
     }
 }
 
 fn reload(
     path: &Path,
     content: Vec<u8>,
+    start: &SupervisorConfig,
+    overrides: Overrides,
     sender: &watch::Sender<Arc<SupervisorConfig>>,
     trigger: Trigger,
 ) {
@@ -111,27 +164,48 @@ fn reload(
         }
     };
     match parse_supervisor(&text, path) {
-        Ok(config) => {
+        Ok(mut config) => {
+            overrides.apply(&mut config);
+            let diff = supervisor_reload(start, &sender.borrow(), &config);
             let changed = **sender.borrow() != config;
+            // One line per reload: what now applies, and what waits for a restart.
+            if changed || trigger == Trigger::Hangup {
+                log_reload(path, &diff, changed);
+            }
             if changed {
-                tracing::info!(
-                    target: "turbomon::config",
-                    "{}: configuration reloaded",
-                    path.display()
-                );
                 sender.send_replace(Arc::new(config));
-            } else if trigger == Trigger::Hangup {
-                tracing::info!(
-                    target: "turbomon::config",
-                    "{}: configuration unchanged",
-                    path.display()
-                );
             }
         }
         Err(error) => tracing::error!(
             target: "turbomon::config",
             "{error}; keeping the configuration in force"
         ),
+    }
+}
+
+/// The one log line of a reload: info when everything applies, warning when a part waits for a
+/// restart.
+pub(crate) fn log_reload(path: &Path, diff: &ReloadDiff, changed: bool) {
+    let what = if changed {
+        "configuration reloaded"
+    } else {
+        "configuration unchanged"
+    };
+    if diff.restart_needed.is_empty() {
+        tracing::info!(
+            target: "turbomon::config",
+            file = %path.display(),
+            applied = %diff.applied_list(),
+            "{what}"
+        );
+    } else {
+        tracing::warn!(
+            target: "turbomon::config",
+            file = %path.display(),
+            applied = %diff.applied_list(),
+            restart_needed = %diff.restart_list(),
+            "{what}; some changes apply only after a restart"
+        );
     }
 }
 

@@ -122,3 +122,35 @@ pub(crate) fn engine(config: &EngineConfig, file: &Path) -> String {
         }
     )
 }
+
+/// What a valid links file defines.
+pub(crate) fn links(
+    profiles: &std::collections::BTreeMap<String, crate::link::LinkProfile>,
+    file: &Path,
+) -> String {
+    let described: Vec<String> = profiles
+        .iter()
+        .map(|(name, profile)| {
+            let bandwidth = profile
+                .bandwidth_bps
+                .map_or_else(|| "unlimited".to_string(), crate::link::format_bandwidth);
+            format!(
+                "{name} ({} one-way, {bandwidth}, {}% loss)",
+                humantime::format_duration(profile.latency),
+                profile.loss * 100.0
+            )
+        })
+        .collect();
+    format!(
+        "Link profiles {}: {} profile{}: {}. Select one per engine with `link = \"<name>\"` in \
+         the supervisor file and pass this file with `--links`.",
+        file.display(),
+        profiles.len(),
+        if profiles.len() == 1 { "" } else { "s" },
+        if described.is_empty() {
+            "none".to_string()
+        } else {
+            described.join(", ")
+        }
+    )
+}

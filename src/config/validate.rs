@@ -221,6 +221,13 @@ pub(crate) fn check_supervisor(config: &SupervisorConfig) -> Findings {
         );
     }
 
+    if config.engines.is_empty() {
+        findings.error(
+            root.key("engines"),
+            "no engines: a supervisor needs at least one [[engines]] table with a name and an \
+             address (see `turbomon gen-config supervisor`)",
+        );
+    }
     let mut engines = NameRegistry::new("engine");
     for (i, engine) in config.engines.iter().enumerate() {
         let path = root.key("engines").index(i);

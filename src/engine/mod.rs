@@ -46,6 +46,8 @@ mod viewer;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -53,11 +55,11 @@ use futures::FutureExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
 use tonic::transport::Server;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::check::allow::ExecAllowList;
 use crate::check::{self, CheckResult};
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, ReloadDiff};
 use crate::proto::engine_server::EngineServer;
 use crate::proto::{self, Refusal, TaskState};
 use crate::tls::ServerTls;
@@ -114,6 +116,9 @@ pub enum EngineError {
     /// A pattern of `[exec] allow` cannot be used.
     #[error("[exec] allow: {0}")]
     ExecAllow(#[source] crate::check::allow::AllowError),
+    /// The descriptors for gRPC server reflection cannot be read (a build fault).
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
     /// Plaintext on an address other hosts can reach, without `allow_plaintext`.
     #[error(
         "listening on {address}, which is not a loopback address, without [tls]: set [tls] cert, \
@@ -123,6 +128,27 @@ pub enum EngineError {
         /// The address bound.
         address: SocketAddr,
     },
+}
+
+/// The gRPC server reflection services (v1 and v1alpha) for the engine's API and the health
+/// service, so that grpcurl and grpc_cli can list and call the engine without the .proto files.
+fn reflection_services() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    EngineError,
+> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
 /// The monitoring engine. Cheap to clone: all clones share one task store.
@@ -142,8 +168,15 @@ impl std::fmt::Debug for Engine {
 }
 
 struct Shared {
+    /// The configuration the engine started with.
     config: EngineConfig,
-    limits: Limits,
+    /// The configuration in force: `config` with the live keys of the last reload.
+    applied: Mutex<EngineConfig>,
+    /// Where a reload (SIGHUP) reads the configuration from; unset: nothing to re-read.
+    config_file: Mutex<Option<ConfigFile>>,
+    /// Read outside the store's lock (batch shape checks, workers); set by reloads.
+    max_batch_tasks: AtomicUsize,
+    output_limit_bytes: AtomicUsize,
     store: Mutex<Store>,
     /// With `state_dir`: the journal (dropped last, after the store: it writes what is left).
     journal: Option<Journal>,
@@ -233,8 +266,11 @@ impl Engine {
         let journal_queue = journal.as_ref().map(|journal| Arc::clone(journal.queue()));
         Engine {
             shared: Arc::new(Shared {
+                applied: Mutex::new(config.clone()),
+                config_file: Mutex::new(None),
+                max_batch_tasks: AtomicUsize::new(limits.max_batch_tasks),
+                output_limit_bytes: AtomicUsize::new(config.output_limit_bytes),
                 config,
-                limits,
                 store: Mutex::new(Store::new(limits, journal_queue, exec_allow)),
                 journal,
                 idle: Notify::new(),
@@ -251,6 +287,77 @@ impl Engine {
     /// The configuration the engine runs with.
     pub fn config(&self) -> &EngineConfig {
         &self.shared.config
+    }
+
+    /// The configuration in force: the one started with, with the live keys of the last reload.
+    pub fn applied_config(&self) -> EngineConfig {
+        lock_config(&self.shared.applied).clone()
+    }
+
+    /// Applies a newly read configuration (already validated): the keys in
+    /// [`crate::config::ENGINE_LIVE_KEYS`] take effect for tasks admitted from now on (a raised
+    /// `max_concurrent_checks` starts waiting checks at once); the others are reported as
+    /// needing a restart and left as they are. An unusable `[exec] allow` changes nothing.
+    pub fn reload(&self, new: &EngineConfig) -> Result<ReloadDiff, EngineError> {
+        let mut applied = lock_config(&self.shared.applied);
+        let diff = crate::config::engine_reload(&self.shared.config, &applied, new);
+        if diff.applied.is_empty() {
+            return Ok(diff);
+        }
+        let exec_allow = ExecAllowList::new(&new.exec.allow).map_err(EngineError::ExecAllow)?;
+        applied.max_concurrent_checks = new.max_concurrent_checks;
+        applied.max_batch_tasks = new.max_batch_tasks;
+        applied.max_held_tasks = new.max_held_tasks;
+        applied.result_retention = new.result_retention;
+        applied.max_task_bytes = new.max_task_bytes;
+        applied.max_check_timeout = new.max_check_timeout;
+        applied.output_limit_bytes = new.output_limit_bytes;
+        applied.shutdown_grace = new.shutdown_grace;
+        applied.exec = new.exec.clone();
+        let limits = Limits::from_config(&applied);
+        self.shared
+            .max_batch_tasks
+            .store(limits.max_batch_tasks, Ordering::Relaxed);
+        self.shared
+            .output_limit_bytes
+            .store(applied.output_limit_bytes, Ordering::Relaxed);
+        drop(applied);
+        let start_now = self.lock().set_limits(limits, exec_allow, Now::read());
+        self.start_workers(start_now);
+        Ok(diff)
+    }
+
+    /// Where a reload (SIGHUP while serving) reads the configuration from. Without it, a SIGHUP
+    /// re-reads only the `[tls]` files.
+    pub fn set_config_file(&self, file: ConfigFile) {
+        *self
+            .shared
+            .config_file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(file);
+    }
+
+    /// Re-reads the configuration file set with [`Engine::set_config_file`] and applies it.
+    /// `None` when no file is set; an unreadable or invalid file changes nothing.
+    pub async fn reload_from_file(&self) -> Option<Result<ReloadDiff, String>> {
+        let file = self
+            .shared
+            .config_file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()?;
+        let text = match tokio::fs::read_to_string(&file.path).await {
+            Ok(text) => text,
+            Err(error) => return Some(Err(format!("{}: {error}", file.path.display()))),
+        };
+        let mut new = match crate::config::parse_engine(&text, &file.path) {
+            Ok(new) => new,
+            Err(error) => return Some(Err(error.to_string())),
+        };
+        if let Some(listen) = &file.listen_override {
+            new.listen.clone_from(listen);
+        }
+        Some(self.reload(&new).map_err(|error| error.to_string()))
     }
 
     /// The tonic service, with the maximum encoding and decoding message sizes set to
@@ -277,10 +384,11 @@ impl Engine {
     /// Serves the engine and the standard gRPC health service (`turbomon.v1.Engine` reported
     /// SERVING) on `listener`, with TCP_NODELAY, until `shutdown` resolves.
     ///
-    /// Shutdown is graceful: the listener is closed and the health status turns NOT_SERVING; new
-    /// tasks are refused with UNAVAILABLE while the checks already taken in finish (for at most
-    /// `shutdown_grace`); streams already open keep answering status queries meanwhile, so a
-    /// supervisor can collect the last results. Tasks still unfinished at the end of the grace
+    /// Shutdown is graceful: the health status turns NOT_SERVING (the engine's service and the
+    /// server as a whole); new tasks are refused with UNAVAILABLE while the checks already taken
+    /// in finish (for at most `shutdown_grace`); connections are still accepted and streams keep
+    /// answering status queries meanwhile, so a supervisor can collect the last results. Then the
+    /// listener is closed. Tasks still unfinished at the end of the grace
     /// become `LOST_IN_RESTART` (journaled, when there is a journal, so the next start reports
     /// them), and the journal's last changes are committed. Then the open streams are ended and
     /// the server returns.
@@ -297,7 +405,7 @@ impl Engine {
                 // Renewed certificate files take effect for new connections within the period,
                 // or at once on SIGHUP.
                 let watcher = AbortOnDrop(tls.spawn_watcher(crate::tls::RELOAD_PERIOD));
-                let hangup = AbortOnDrop(tokio::spawn(tls.reload_on_hangup()));
+                let hangup = AbortOnDrop(tokio::spawn(on_hangups(self.clone(), Some(tls.clone()))));
                 let accept = Accept::new(name, self.shared.config.max_open_connections);
                 let incoming = tls_incoming(listener, tls, accept);
                 let result = self.serve_on(incoming, local_addr, true, shutdown).await;
@@ -322,7 +430,7 @@ impl Engine {
                 let incoming = plaintext_incoming(listener, accept);
                 // SIGHUP must not end the engine (its default action) even with nothing to
                 // re-read.
-                let hangup = AbortOnDrop(tokio::spawn(note_hangups()));
+                let hangup = AbortOnDrop(tokio::spawn(on_hangups(self.clone(), None)));
                 let result = self.serve_on(incoming, local_addr, false, shutdown).await;
                 drop(hangup);
                 result
@@ -349,6 +457,7 @@ impl Engine {
     {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<EngineServer<EngineService>>().await;
+        let (reflection_v1, reflection_v1alpha) = reflection_services()?;
 
         let (stop_accepting, stop_accepting_rx) = tokio::sync::oneshot::channel::<()>();
         let server = Server::builder()
@@ -359,6 +468,8 @@ impl Engine {
             .http2_keepalive_interval(Some(self.shared.config.keepalive_interval))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(self.grpc_service())
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_accepting_rx.await;
@@ -381,12 +492,17 @@ impl Engine {
             "shutting down: refusing new tasks, waiting for checks to finish"
         );
         self.lock().draining = true;
+        // NOT_SERVING first, then keep accepting while draining: a health checker or load
+        // balancer sees the engine going away, and a supervisor that reconnects can still
+        // collect the last results. New tasks are refused with UNAVAILABLE meanwhile.
         health
             .set_not_serving::<EngineServer<EngineService>>()
             .await;
-        let _ = stop_accepting.send(());
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
 
-        let grace = self.shared.config.shutdown_grace;
+        let grace = lock_config(&self.shared.applied).shutdown_grace;
         let deadline = tokio::time::Instant::now() + grace;
         let checks_done = tokio::time::timeout_at(deadline, self.wait_until_idle());
         let mut checks_done = std::pin::pin!(checks_done);
@@ -421,6 +537,7 @@ impl Engine {
         }
 
         self.shared.closing.send_replace(true);
+        let _ = stop_accepting.send(());
         let server_result = match server_result {
             Some(result) => result,
             None => match tokio::time::timeout(CONNECTION_CLOSE_GRACE, &mut server).await {
@@ -434,6 +551,11 @@ impl Engine {
         drop(sweeper);
         info!(target: LOG_TARGET, %local_addr, "engine stopped");
         server_result.map_err(EngineError::Serve)
+    }
+
+    /// `max_batch_tasks` in force.
+    fn max_batch_tasks(&self) -> usize {
+        self.shared.max_batch_tasks.load(Ordering::Relaxed)
     }
 
     /// The counters now.
@@ -460,9 +582,7 @@ impl Engine {
     ) -> (proto::SubmitAck, u64) {
         let batch_id = batch.batch_id;
         let task_count = batch.tasks.len();
-        if let Err(message) =
-            check_batch_shape(batch_id, &batch.tasks, self.shared.limits.max_batch_tasks)
-        {
+        if let Err(message) = check_batch_shape(batch_id, &batch.tasks, self.max_batch_tasks()) {
             let refused =
                 self.refuse_batch(batch_id, task_count, tonic::Code::InvalidArgument, message);
             return (refused, 0);
@@ -509,8 +629,8 @@ impl Engine {
                 // Nothing fitted: refuse the batch as a whole (its tasks are already counted as
                 // rejected one by one).
                 store.count_refused_batch(0);
+                let limit = store.limits().max_held_tasks;
                 drop(store);
-                let limit = self.shared.limits.max_held_tasks;
                 debug!(target: LOG_TARGET, batch_id, "batch refused: engine full");
                 let refused = refused(
                     batch_id,
@@ -640,7 +760,7 @@ impl Engine {
     /// are not released.
     fn query_status_as(&self, query: proto::StatusQuery, viewer: &Viewer) -> proto::StatusBatch {
         let batch_id = query.batch_id;
-        let max = self.shared.limits.max_batch_tasks;
+        let max = self.max_batch_tasks();
         if let Err(message) = check_query_shape(batch_id, &query.task_ids, &query.release_ids, max)
         {
             self.lock().count_refused_query();
@@ -688,7 +808,7 @@ impl Engine {
         if task_id.is_empty() {
             return Err(tonic::Status::invalid_argument("task_id is empty"));
         }
-        let max = self.shared.limits.max_batch_tasks;
+        let max = self.max_batch_tasks();
         check_query_shape(0, &[], release_ids, max).map_err(tonic::Status::invalid_argument)?;
         let mut store = self.lock();
         store.sweep_if_due(tokio::time::Instant::now());
@@ -800,15 +920,49 @@ fn log_not_allowed(caller: &Caller, reasons: &[String]) {
 
 /// Logs each SIGHUP (unix) on an engine without `[tls]`: there is nothing to re-read, and the
 /// signal's default action would end the process.
-async fn note_hangups() {
+async fn on_hangups(engine: Engine, tls: Option<ServerTls>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            return;
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                warn!(target: LOG_TARGET, %error, "cannot listen for SIGHUP; reload needs a restart");
+                return;
+            }
         };
         while hangups.recv().await.is_some() {
-            info!(target: LOG_TARGET, "SIGHUP: no [tls] files to re-read; engine.toml is read at start only");
+            reload_on_hangup(&engine, tls.as_ref()).await;
+        }
+    }
+    #[cfg(not(unix))]
+    drop((engine, tls));
+}
+
+/// One SIGHUP: re-read the `[tls]` files and the configuration file, apply what can change live,
+/// and log it in one line.
+async fn reload_on_hangup(engine: &Engine, tls: Option<&ServerTls>) {
+    let (tls_outcome, tls_failed) = match tls.map(ServerTls::reload) {
+        None => ("none".to_string(), false),
+        Some(Ok(true)) => ("reloaded".to_string(), false),
+        Some(Ok(false)) => ("unchanged".to_string(), false),
+        Some(Err(error)) => (format!("unusable, previous files kept: {error}"), true),
+    };
+    match engine.reload_from_file().await {
+        None if tls_failed => {
+            error!(target: LOG_TARGET, tls = %tls_outcome, "SIGHUP: no configuration file to re-read (built-in defaults)")
+        }
+        None => {
+            info!(target: LOG_TARGET, tls = %tls_outcome, "SIGHUP: no configuration file to re-read (built-in defaults)")
+        }
+        Some(Err(reason)) => {
+            error!(target: LOG_TARGET, tls = %tls_outcome, error = %reason, "SIGHUP: configuration not reloaded; the one in force stays")
+        }
+        Some(Ok(diff)) if tls_failed || !diff.restart_needed.is_empty() => {
+            warn!(target: LOG_TARGET, applied = %diff.applied_list(), restart_needed = %diff.restart_list(), tls = %tls_outcome, "SIGHUP: configuration reloaded; some changes apply only after a restart")
+        }
+        Some(Ok(diff)) => {
+            info!(target: LOG_TARGET, applied = %diff.applied_list(), tls = %tls_outcome, "SIGHUP: configuration reloaded")
         }
     }
 }
@@ -816,8 +970,8 @@ async fn note_hangups() {
 /// A worker: runs `job`, records its result, and goes on with the next waiting check until
 /// none is left.
 async fn work(engine: Engine, mut job: Job) {
-    let output_limit_bytes = engine.shared.config.output_limit_bytes;
     loop {
+        let output_limit_bytes = engine.shared.output_limit_bytes.load(Ordering::Relaxed);
         let run = check::run(&job.check, job.timeout, output_limit_bytes);
         let result = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
             Ok(result) => result,
@@ -844,13 +998,25 @@ async fn work(engine: Engine, mut job: Job) {
     }
 }
 
+/// Where an engine's configuration comes from, for reloads.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    /// The engine file.
+    pub path: PathBuf,
+    /// `--listen` given on the command line, which replaces the file's `listen` on every read.
+    pub listen_override: Option<String>,
+}
+
+fn lock_config(config: &Mutex<EngineConfig>) -> MutexGuard<'_, EngineConfig> {
+    config.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Drops expired results every sweep period, so memory stays bounded even when idle.
 async fn sweep_periodically(engine: Engine) {
-    let period = engine.shared.limits.sweep_period();
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticker.tick().await;
+        // Read each time: a reload may change result_retention.
+        let period = engine.lock().limits().sweep_period();
+        tokio::time::sleep(period).await;
         engine.lock().sweep_if_due(tokio::time::Instant::now());
     }
 }

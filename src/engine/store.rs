@@ -488,7 +488,13 @@ impl Store {
             record(held, result, now);
             self.publish_final(&job.id);
         }
-        match self.queue.pop() {
+        // A lowered max_concurrent_checks (reload) takes effect as workers finish.
+        let next = if self.running > self.limits.max_concurrent_checks {
+            None
+        } else {
+            self.queue.pop()
+        };
+        match next {
             Some(next) => {
                 self.counters.checks_started += 1;
                 if let Some(held) = self.tasks.get_mut(&next.id)
@@ -504,6 +510,41 @@ impl Store {
                 None
             }
         }
+    }
+
+    /// Applies reloaded limits and `[exec] allow` to tasks admitted from now on. A raised
+    /// `max_concurrent_checks` starts waiting checks at once: they are returned (marked running)
+    /// for the caller to spawn; a lowered one takes effect as running checks finish.
+    pub(crate) fn set_limits(
+        &mut self,
+        limits: Limits,
+        exec_allow: ExecAllowList,
+        now: Now,
+    ) -> Vec<Job> {
+        self.limits = limits;
+        self.exec_allow = exec_allow;
+        self.next_sweep = self.next_sweep.min(now.instant + limits.sweep_period());
+        let mut start_now = Vec::new();
+        while self.running < self.limits.max_concurrent_checks {
+            let Some(job) = self.queue.pop() else { break };
+            self.running += 1;
+            self.counters.checks_started += 1;
+            self.counters.checks_running_peak =
+                self.counters.checks_running_peak.max(self.running as u64);
+            if let Some(held) = self.tasks.get_mut(&job.id)
+                && held.seq == job.seq
+            {
+                held.state = TaskState::Running;
+                held.started_unix_ms = now.unix_ms;
+            }
+            start_now.push(job);
+        }
+        start_now
+    }
+
+    /// The limits in force.
+    pub(crate) fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// At the end of a shutdown's grace: every task still pending or running becomes a final

@@ -69,6 +69,21 @@ pub struct LinkCounters {
     pub segments_lost: u64,
 }
 
+impl std::fmt::Display for LinkCounters {
+    /// Key=value pairs (logfmt), for log lines.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "client_to_server_bytes={} server_to_client_bytes={} connections_opened={} \
+             segments_lost={}",
+            self.client_to_server_bytes,
+            self.server_to_client_bytes,
+            self.connections_opened,
+            self.segments_lost
+        )
+    }
+}
+
 /// A simulated link. Cheap to clone: clones share connections, faults and counters.
 #[derive(Clone, Debug)]
 pub struct Link {

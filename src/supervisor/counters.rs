@@ -20,6 +20,20 @@ macro_rules! counters {
             $( $(#[doc = $doc])+ pub $name: u64, )+
         }
 
+        impl std::fmt::Display for CountersSnapshot {
+            /// `submitted=N accepted=N ...`: every counter as a key=value pair (logfmt), for
+            /// log lines.
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut separator = "";
+                $(
+                    write!(f, "{separator}{}={}", stringify!($name), self.$name)?;
+                    separator = " ";
+                )+
+                let _ = separator;
+                Ok(())
+            }
+        }
+
         impl DeliveryCounters {
             /// A plain copy of the counters now.
             pub(crate) fn snapshot(&self) -> CountersSnapshot {

@@ -189,11 +189,6 @@ impl Supervisor {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        tasks.spawn(warn_about_restart_only_changes(
-            config.clone(),
-            Arc::clone(&initial),
-            stop_rx.clone(),
-        ));
         tasks.spawn(
             schedule::scheduler::Scheduler {
                 plans,
@@ -268,61 +263,5 @@ impl Supervisor {
     ) -> Vec<(String, CountersSnapshot)> {
         shutdown.await;
         self.shutdown().await
-    }
-}
-
-/// A reload applies the turbo keys and intervals at once; engines, groups, rules, relators and
-/// alerts are read at start only. Say so when the file changes them, rather than ignore it.
-async fn warn_about_restart_only_changes(
-    mut config: watch::Receiver<Arc<SupervisorConfig>>,
-    initial: Arc<SupervisorConfig>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            changed = config.changed() => if changed.is_err() { return },
-        }
-        let now = Arc::clone(&config.borrow_and_update());
-        let mut needs_restart = Vec::new();
-        if now.relators != initial.relators {
-            needs_restart.push("relators");
-        }
-        if now.groups != initial.groups {
-            needs_restart.push("groups");
-        }
-        if now.rules != initial.rules {
-            needs_restart.push("rules");
-        }
-        if now.alerts != initial.alerts {
-            needs_restart.push("alerts");
-        }
-        let addresses =
-            |c: &SupervisorConfig| -> Vec<(String, String, Option<String>, Option<String>)> {
-                c.engines
-                    .iter()
-                    .map(|e| {
-                        (
-                            e.name.clone(),
-                            e.address.clone(),
-                            e.link.clone(),
-                            e.server_name.clone(),
-                        )
-                    })
-                    .collect()
-            };
-        if addresses(&now) != addresses(&initial) {
-            needs_restart.push("engines (names, addresses, links, server names)");
-        }
-        if now.tls != initial.tls {
-            // Renewed files at the same paths are picked up without a restart.
-            needs_restart.push("[tls] file paths");
-        }
-        if now.keepalive_interval != initial.keepalive_interval {
-            needs_restart.push("keepalive_interval");
-        }
-        if !needs_restart.is_empty() {
-            tracing::warn!(target: "turbomon::config", changed = %needs_restart.join(", "), "the configuration file changed parts that apply only at start; restart the supervisor to use them (turbo keys and intervals already apply)");
-        }
     }
 }

@@ -12,7 +12,7 @@ use tokio_rustls::server::TlsStream;
 
 use super::files::{ALPN_H2, TlsFileError, load_certs, load_key, load_roots, provider};
 use super::reason::{HandshakeError, Side, plaintext_peer};
-use super::reload::{Reloadable, reload_on_hangup, spawn_watcher};
+use super::reload::{Reloadable, spawn_watcher};
 
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -71,12 +71,6 @@ impl ServerTls {
     /// configuration is in use.
     pub fn spawn_watcher(&self, period: Duration) -> tokio::task::JoinHandle<()> {
         spawn_watcher(&self.config, period)
-    }
-
-    /// Re-read the files at every SIGHUP (unix), for as long as the returned future runs and
-    /// this configuration is in use.
-    pub fn reload_on_hangup(&self) -> impl Future<Output = ()> + Send + 'static {
-        reload_on_hangup(Arc::downgrade(&self.config))
     }
 
     /// Complete the handshake on an accepted connection with the configuration in force now.

@@ -5,28 +5,46 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::handle::EngineHandle;
 use super::tunables::TunablesSource;
 use crate::stats::Mode;
 
-/// Print and reset the window every stats interval (read afresh each time), until stopping.
+/// Print and reset the window every stats interval, until stopping. The interval is read afresh
+/// when the configuration is reloaded: a window already older than a new, shorter interval is
+/// printed at once, otherwise at its start plus the new interval.
 pub(crate) async fn run(
     engine: &EngineHandle,
     source: &mut TunablesSource,
     mut stop: watch::Receiver<bool>,
     stats_json: Option<&Path>,
 ) {
+    let mut reloads = Some(source.changes());
+    let mut window_start = Instant::now();
     loop {
-        let interval = source.current().stats_interval;
+        let deadline = window_start + source.current().stats_interval;
+        let reloaded = async {
+            match reloads.as_mut() {
+                Some(reloads) => reloads.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = stop.changed() => return,
-            () = tokio::time::sleep(interval) => {}
+            still_open = reloaded => {
+                if !still_open {
+                    reloads = None;
+                }
+                continue;
+            }
+            () = tokio::time::sleep_until(deadline) => {}
         }
         if *stop.borrow() {
             return;
         }
         print_window(engine, source, stats_json);
+        window_start = Instant::now();
     }
 }
 

@@ -137,7 +137,7 @@ async fn send_outbox(
                 engine.stats().submission.record_failed_loop();
                 engine.contact.set_reachable(false);
                 let delay = sender.backoff.failed();
-                tracing::warn!(target: "turbomon::supervisor", engine = %engine.name(), %reason, retry_in = ?delay, pending = sender.outbox.len(), "engine unreachable; tasks kept for the next attempt");
+                tracing::warn!(target: "turbomon::supervisor", engine = %engine.name(), %reason, retry_in = %humantime::format_duration(delay), pending = sender.outbox.len(), "engine unreachable; tasks kept for the next attempt");
                 return;
             }
         }
@@ -227,9 +227,9 @@ async fn settle(
             engine.counters.splits.bump(1);
             engine.stats().submission.record_splits(1);
             if oversized {
-                tracing::warn!(target: "turbomon::supervisor", engine = %engine.name(), refused_batch = size, next_batch = ?sender.shrink.cap(), reason = failure.as_deref().unwrap_or(""), "a batch was over a message size cap (is the engine's max_message_bytes below ours?): sending them again split in half on a fresh connection");
+                tracing::warn!(target: "turbomon::supervisor", engine = %engine.name(), refused_batch = size, next_batch = sender.shrink.cap().unwrap_or(0), reason = failure.as_deref().unwrap_or(""), "a batch was over a message size cap (is the engine's max_message_bytes below ours?): sending them again split in half on a fresh connection");
             } else {
-                tracing::warn!(target: "turbomon::supervisor", engine = %engine.name(), unanswered_batch = size, next_batch = ?sender.shrink.cap(), "batches went unanswered: sending them again split in half, one at a time, on a fresh connection");
+                tracing::warn!(target: "turbomon::supervisor", engine = %engine.name(), unanswered_batch = size, next_batch = sender.shrink.cap().unwrap_or(0), "batches went unanswered: sending them again split in half, one at a time, on a fresh connection");
             }
         }
         // The connection may be stalled (a black hole): start a fresh one.
@@ -253,7 +253,7 @@ async fn settle(
             engine.contact.set_reachable(false);
         }
         let delay = sender.backoff.failed();
-        tracing::warn!(target: "turbomon::supervisor", engine = %engine.name(), reason = failure.as_deref().unwrap_or(""), unacknowledged = retry.len(), retry_in = ?delay, "submission loop incomplete; unacknowledged tasks will be sent again");
+        tracing::warn!(target: "turbomon::supervisor", engine = %engine.name(), reason = failure.as_deref().unwrap_or(""), unacknowledged = retry.len(), retry_in = %humantime::format_duration(delay), "submission loop incomplete; unacknowledged tasks will be sent again");
         sender.outbox.extend(retry);
     }
 }

@@ -41,6 +41,11 @@ impl TunablesSource {
         }
     }
 
+    /// A receiver that is told of every reload (to react at once rather than at the next loop).
+    pub(crate) fn changes(&self) -> watch::Receiver<Arc<SupervisorConfig>> {
+        self.config.clone()
+    }
+
     /// The whole configuration in force.
     pub(crate) fn config(&self) -> Arc<SupervisorConfig> {
         Arc::clone(&self.config.borrow())
@@ -58,7 +63,8 @@ impl TunablesSource {
             && let (Some(now), Some(last)) = (now, self.last)
             && now != last
         {
-            tracing::info!(
+            // The reload itself is logged once, with the keys that changed (config::reload).
+            tracing::debug!(
                 target: "turbomon::supervisor",
                 engine = %self.engine,
                 turbo = now.turbo_monitoring,

@@ -104,7 +104,7 @@ impl Routes {
             {
                 self.failed_over[e] = true;
                 outlet.counters.failovers.bump(1);
-                tracing::warn!(target: "turbomon::supervisor", engine = %outlet.name, backup = %outlets[backup].name, after = ?outlet.failover_after, "engine unreachable: its new tasks go to the backup until it answers again");
+                tracing::warn!(target: "turbomon::supervisor", engine = %outlet.name, backup = %outlets[backup].name, after = %humantime::format_duration(outlet.failover_after), "engine unreachable: its new tasks go to the backup until it answers again");
             }
         }
     }
