@@ -138,7 +138,7 @@ fn link_error(error: crate::link::LinkError, path: &Path) -> ConfigError {
             file: path.to_path_buf(),
             line: (line > 0).then_some(line),
             key: None,
-            message,
+            message: explain(&message),
         },
         other => ConfigError::whole_file(path, other.to_string()),
     }

@@ -9,6 +9,7 @@ mod engine;
 mod fake_engine;
 mod logs;
 mod net;
+mod process;
 mod supervisor;
 mod tasks;
 mod temp_dir;
@@ -18,7 +19,8 @@ use std::time::Duration;
 // Each test binary uses only some of these.
 #[allow(unused_imports)]
 pub use {
-    certs::*, engine::*, fake_engine::*, logs::*, net::*, supervisor::*, tasks::*, temp_dir::*,
+    certs::*, engine::*, fake_engine::*, logs::*, net::*, process::*, supervisor::*, tasks::*,
+    temp_dir::*,
 };
 
 /// Wait (bounded) until `check` holds, polling every 10 ms.
