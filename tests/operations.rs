@@ -643,8 +643,8 @@ fn systemd_units() -> Vec<(String, String)> {
 /// The value of `key=` in a unit (the last one, as systemd takes it).
 fn unit_value<'t>(text: &'t str, key: &str) -> Option<&'t str> {
     text.lines()
-        .filter_map(|line| line.strip_prefix(key)?.strip_prefix('='))
-        .last()
+        .rev()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
 }
 
 #[test]
