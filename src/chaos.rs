@@ -157,10 +157,7 @@ async fn start_engine(
             let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
             for status in batch.statuses {
                 let state = TaskState::try_from(status.state).unwrap_or(TaskState::Unspecified);
-                if matches!(
-                    state,
-                    TaskState::Ok | TaskState::Broken | TaskState::Failed | TaskState::TimedOut
-                ) {
+                if state.is_final() && state != TaskState::LostInRestart {
                     *seen.entry((status.task_id, status.attempt)).or_default() += 1;
                 }
             }

@@ -29,6 +29,23 @@ pub mod proto {
     /// The encoded descriptor set of `proto/turbomon/v1`, served by the engine's gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/turbomon_descriptor.bin"));
+
+    impl TaskState {
+        /// True for the states a task ends in: a check's result (OK, WARNING, BROKEN,
+        /// PLUGIN_UNKNOWN), a failure to carry it out (FAILED, TIMED_OUT), or LOST_IN_RESTART.
+        pub fn is_final(self) -> bool {
+            matches!(
+                self,
+                TaskState::Ok
+                    | TaskState::Warning
+                    | TaskState::Broken
+                    | TaskState::PluginUnknown
+                    | TaskState::Failed
+                    | TaskState::TimedOut
+                    | TaskState::LostInRestart
+            )
+        }
+    }
 }
 
 /// The version and git revision (`0.1.0 (rev 1a2b3c4d5e6f)`), for `--version` and start logs.

@@ -35,6 +35,7 @@ fn http(url: &str, expect_status: u32) -> Result<Check, CheckError> {
         kind: Some(proto::check::Kind::Http(proto::HttpCheck {
             url: url.into(),
             expect_status,
+            ..proto::HttpCheck::default()
         })),
     })
 }

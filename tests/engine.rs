@@ -174,6 +174,7 @@ async fn malformed_batches_are_refused_whole_and_the_stream_stays_open() {
         kind: Some(proto::check::Kind::Tcp(proto::TcpCheck {
             host: "127.0.0.1".into(),
             port: 70_000,
+            ..proto::TcpCheck::default()
         })),
     });
     let ack = submit

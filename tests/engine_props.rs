@@ -73,7 +73,11 @@ fn check() -> impl Strategy<Value = Option<proto::Check>> {
             ],
             any::<u32>(),
         )
-            .prop_map(|(host, port)| Kind::Tcp(proto::TcpCheck { host, port })),
+            .prop_map(|(host, port)| Kind::Tcp(proto::TcpCheck {
+                host,
+                port,
+                ..proto::TcpCheck::default()
+            })),
         (
             prop_oneof![
                 Just(String::new()),
@@ -92,7 +96,11 @@ fn check() -> impl Strategy<Value = Option<proto::Check>> {
             ],
             any::<u32>(),
         )
-            .prop_map(|(url, expect_status)| Kind::Http(proto::HttpCheck { url, expect_status })),
+            .prop_map(|(url, expect_status)| Kind::Http(proto::HttpCheck {
+                url,
+                expect_status,
+                ..proto::HttpCheck::default()
+            })),
         (
             prop_oneof![Just(0u64), 0u64..50, any::<u64>()],
             any_state(),

@@ -147,6 +147,7 @@ fn finished_status(id: &str) -> TaskStatus {
         started_unix_ms: 1_700_000_000_000,
         finished_unix_ms: 1_700_000_000_000,
         attempt: 1,
+        perfdata: Vec::new(),
     }
 }
 

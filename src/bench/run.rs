@@ -299,14 +299,7 @@ impl Driver<'_> {
 }
 
 fn is_final(state: i32) -> bool {
-    matches!(
-        TaskState::try_from(state),
-        Ok(TaskState::Ok
-            | TaskState::Broken
-            | TaskState::Failed
-            | TaskState::TimedOut
-            | TaskState::LostInRestart)
-    )
+    TaskState::try_from(state).is_ok_and(TaskState::is_final)
 }
 
 /// A bench loop must have every task accepted once: anything else is a failed measurement.

@@ -207,6 +207,7 @@ mod tests {
             kind: Some(proto::check::Kind::Tcp(proto::TcpCheck {
                 host: host.into(),
                 port,
+                ..proto::TcpCheck::default()
             })),
         }
     }
@@ -216,6 +217,7 @@ mod tests {
             kind: Some(proto::check::Kind::Http(proto::HttpCheck {
                 url: url.into(),
                 expect_status,
+                ..proto::HttpCheck::default()
             })),
         }
     }

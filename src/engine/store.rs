@@ -75,6 +75,7 @@ impl HeldTask {
             started_unix_ms: self.started_unix_ms,
             finished_unix_ms: self.finished_unix_ms,
             attempt: self.attempt,
+            perfdata: Vec::new(),
         }
     }
 }
@@ -197,18 +198,6 @@ pub(crate) fn unix_ms_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// True for the states a task ends in.
-fn is_final_state(state: TaskState) -> bool {
-    matches!(
-        state,
-        TaskState::Ok
-            | TaskState::Broken
-            | TaskState::Failed
-            | TaskState::TimedOut
-            | TaskState::LostInRestart
-    )
-}
-
 /// All tasks the engine holds, the queue of waiting checks, the completion subscribers and the
 /// counters.
 #[derive(Debug)]
@@ -274,7 +263,7 @@ impl Store {
                 // The journal keeps no owner: a restored result is anyone's.
                 owner: None,
             };
-            if is_final_state(state) {
+            if TaskState::is_final(state) {
                 let age_ms = now.unix_ms.saturating_sub(status.finished_unix_ms).max(0);
                 let age = Duration::from_millis(u64::try_from(age_ms).unwrap_or(u64::MAX));
                 if age >= self.limits.result_retention {

@@ -143,6 +143,7 @@ impl MockEngine {
             started_unix_ms: now - 2,
             finished_unix_ms: now - 1,
             attempt,
+            perfdata: Vec::new(),
         }
     }
 }

@@ -212,7 +212,9 @@ impl Ledger {
             let state = TaskState::try_from(status.state).unwrap_or(TaskState::Unspecified);
             match state {
                 TaskState::Ok
+                | TaskState::Warning
                 | TaskState::Broken
+                | TaskState::PluginUnknown
                 | TaskState::Failed
                 | TaskState::TimedOut
                 | TaskState::LostInRestart => {
@@ -542,6 +544,7 @@ mod tests {
             started_unix_ms: T0_MS + 100,
             finished_unix_ms: T0_MS + 200,
             attempt: task.attempt,
+            perfdata: Vec::new(),
         }
     }
 

@@ -247,6 +247,7 @@ pub fn check_for(rule: &RuleConfig, node: &str) -> Result<proto::Check, String> 
         CheckKind::Tcp => Kind::Tcp(proto::TcpCheck {
             host: on_node(rule.host.as_deref().unwrap_or("{node}")),
             port: u32::from(rule.port.ok_or_else(|| missing("port"))?),
+            ..proto::TcpCheck::default()
         }),
         CheckKind::Exec => Kind::Exec(proto::ExecCheck {
             program: on_node(rule.program.as_deref().ok_or_else(|| missing("program"))?),
@@ -255,6 +256,7 @@ pub fn check_for(rule: &RuleConfig, node: &str) -> Result<proto::Check, String> 
         CheckKind::Http => Kind::Http(proto::HttpCheck {
             url: on_node(rule.url.as_deref().ok_or_else(|| missing("url"))?),
             expect_status: u32::from(rule.expect_status.unwrap_or(200)),
+            ..proto::HttpCheck::default()
         }),
         CheckKind::Sim => Kind::Sim(proto::SimCheck {
             duration_ms: rule
