@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// Print only a JSON array of rows on stdout (no table, no progress bar).
     #[arg(long)]
     pub json: bool,
+    /// Print every column of the table (25, about 230 characters wide) instead of the twelve
+    /// that choose a batch size within 120 characters. No effect on --json or --csv.
+    #[arg(long)]
+    pub wide: bool,
     /// Also write the rows as CSV to this file.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
