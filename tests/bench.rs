@@ -291,6 +291,117 @@ fn the_table_is_aligned_and_explains_its_columns() {
     assert!(text.contains("bound"), "{text}");
 }
 
+/// A small run over loopback and lan, turbo on and off, printed as a table with `extra` flags.
+fn small_table(extra: &[&str]) -> String {
+    let mut args = vec![
+        "bench",
+        "--links",
+        "none,lan",
+        "--batch-sizes",
+        "1,30",
+        "--turbo",
+        "on,off",
+        "--tasks",
+        "30",
+        "--loops",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    let output = turbomon(&args);
+    assert!(output.status.success(), "bench failed: {}", stderr(&output));
+    stdout(&output)
+}
+
+/// The header cells of a table: separated by at least two spaces, as cells are.
+fn header_cells(text: &str) -> Vec<&str> {
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .split("  ")
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect()
+}
+
+#[test]
+fn the_default_table_fits_120_columns_and_wide_shows_every_column() {
+    let text = small_table(&[]);
+    for line in text.lines() {
+        assert!(
+            line.chars().count() <= 120,
+            "{} characters: {line}\n{text}",
+            line.chars().count()
+        );
+    }
+    assert_eq!(
+        header_cells(&text),
+        [
+            "link", "turbo", "batch", "sub avg", "sub p99", "mon avg", "subKB", "monKB", "B/task",
+            "tasks/s", "bound", "eff"
+        ],
+        "{text}"
+    );
+    // Six rows: none on 1 and 30, none off, lan on 1 and 30, lan off; lan has a bound.
+    let rows: Vec<&str> = text.lines().skip(2).take_while(|l| !l.is_empty()).collect();
+    assert_eq!(rows.len(), 6, "{text}");
+    assert!(
+        rows.iter().all(|r| r.split_whitespace().count() == 12),
+        "{text}"
+    );
+    assert!(
+        rows[3].starts_with("lan") && !rows[3].ends_with('-'),
+        "{text}"
+    );
+    assert!(
+        text.contains("tasks per loop: 30, loops per row: 1; --wide"),
+        "{text}"
+    );
+    assert!(
+        text.contains("note: turbo off sends one task per call"),
+        "{text}"
+    );
+
+    let wide = small_table(&["--wide"]);
+    assert_eq!(
+        header_cells(&wide),
+        [
+            "link",
+            "turbo",
+            "batch",
+            "tasks",
+            "loops",
+            "sub avg",
+            "sub p50",
+            "sub p99",
+            "sub max",
+            "sub min",
+            "mon avg",
+            "mon p50",
+            "mon p99",
+            "mon max",
+            "mon min",
+            "subKB avg",
+            "subKB max",
+            "subKB min",
+            "monKB avg",
+            "monKB max",
+            "monKB min",
+            "wire B/task",
+            "tasks/s",
+            "bound",
+            "eff"
+        ],
+        "{wide}"
+    );
+    let rows: Vec<&str> = wide.lines().skip(2).take_while(|l| !l.is_empty()).collect();
+    assert_eq!(rows.len(), 6, "{wide}");
+    assert!(
+        rows.iter().all(|r| r.split_whitespace().count() == 25),
+        "{wide}"
+    );
+    assert!(rows.iter().all(|r| r.chars().count() > 120), "{wide}");
+}
+
 #[test]
 fn tune_recommends_batch_sizes_for_wan_with_a_reason() {
     let output = turbomon(&[

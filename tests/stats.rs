@@ -1,5 +1,6 @@
 //! The statistics report: exact text of the statistics block (docs/DESIGN.md, The statistics
-//! block), window reset, rounding, units, JSON.
+//! block), window reset, rounding (two decimals, three significant digits below 0.01), units,
+//! JSON.
 
 mod common;
 
@@ -53,6 +54,44 @@ fn block_for_known_recordings_matches_the_spec_layout_exactly() {
         "Lateness Broken->Alert      ===> No tasks in this window",
     ];
     assert_eq!(known_report().lines(), expected);
+}
+
+#[test]
+fn the_field_reports_example_block_prints_byte_for_byte() {
+    // Recordings whose figures are those of the block printed in the field report (KBI 310204);
+    // every line of it must come out as it reads there, more fields following Minimum.
+    let mut stats = EngineStats::new("local", window_start());
+    for loop_time in [ms(50), ms(100), ms(310)] {
+        stats.submission.record_loop(loop_time);
+    }
+    for bytes in [400, 2877, 400, 400, 400, 400, 400, 400, 400] {
+        stats.submission.record_packet(bytes);
+    }
+    for loop_time in [ms(30), ms(90), ms(240)] {
+        stats.monitor.record_loop(loop_time);
+    }
+    for bytes in [8325, 451, 732, 732] {
+        stats.monitor.record_packet(bytes);
+    }
+    let lines = stats
+        .take_window(Mode::Turbo(30), Mode::Turbo(30), window_end())
+        .lines();
+    let seed = [
+        "==================== TCP Statistics ========================",
+        "Task Submission Mode        ===> Turbo (30)",
+        "Task Monitor Mode           ===> Turbo (30)",
+        "Task Submission Loop Time   ===> Average: 0.15, Maximum: 0.31, Minimum: 0.05",
+        "Task Submission Packet (KB) ===> Average: 0.66, Maximum: 2.81, Minimum: 0.39",
+        "Task Monitor Loop Time      ===> Average: 0.12, Maximum: 0.24, Minimum: 0.03",
+        "Task Monitor Packet (KB)    ===> Average: 2.50, Maximum: 8.13, Minimum: 0.44",
+        "==================== TCP Statistics ========================",
+    ];
+    for (line, seed_line) in lines[1..=8].iter().zip(seed) {
+        assert!(
+            line == seed_line || line.starts_with(&format!("{seed_line}, ")),
+            "{line}\nshould read\n{seed_line}"
+        );
+    }
 }
 
 #[test]
@@ -196,11 +235,11 @@ fn take_window_resets_both_kinds_and_starts_the_next_window() {
 }
 
 #[test]
-fn figures_round_half_up_to_two_decimals() {
+fn figures_round_half_up_to_two_decimals_or_below_0_01_to_three_significant_digits() {
     let mut stats = EngineStats::new("local", window_start());
     stats.submission.record_loop(ms(125)); // 0.125 s -> 0.13
-    stats.submission.record_loop(Duration::from_micros(4_999)); // 0.004999 s -> 0.00
-    stats.submission.record_packet(5); // 0.0049 KB -> 0.00
+    stats.submission.record_loop(Duration::from_micros(4_999)); // 0.004999 s -> 0.00500
+    stats.submission.record_packet(5); // 0.0048828 KB -> 0.00488
     stats.submission.record_packet(1_034); // 1.00977 KB -> 1.01
     let lines = stats
         .take_window(Mode::Turbo(30), Mode::Turbo(30), window_end())
@@ -208,7 +247,7 @@ fn figures_round_half_up_to_two_decimals() {
     // Average (0.125 + 0.004999) / 2 = 0.0649995 -> 0.06.
     assert!(
         lines[4].starts_with(
-            "Task Submission Loop Time   ===> Average: 0.06, Maximum: 0.13, Minimum: 0.00,"
+            "Task Submission Loop Time   ===> Average: 0.06, Maximum: 0.13, Minimum: 0.00500,"
         ),
         "{}",
         lines[4]
@@ -216,11 +255,58 @@ fn figures_round_half_up_to_two_decimals() {
     // Average 519.5 bytes = 0.5073 KB -> 0.51.
     assert!(
         lines[5].starts_with(
-            "Task Submission Packet (KB) ===> Average: 0.51, Maximum: 1.01, Minimum: 0.00,"
+            "Task Submission Packet (KB) ===> Average: 0.51, Maximum: 1.01, Minimum: 0.00488,"
         ),
         "{}",
         lines[5]
     );
+}
+
+#[test]
+fn a_block_of_sub_10_ms_loops_shows_their_digits_instead_of_zeros() {
+    use turbomon::stats::Stage;
+    let mut stats = EngineStats::new("local", window_start());
+    for micros in [457, 2_130, 4_200] {
+        stats.submission.record_loop(Duration::from_micros(micros));
+    }
+    stats.submission.record_packet(3 * 1024);
+    // 0.009999 s rounds to 0.0100 at three significant digits: printed as 0.01.
+    stats.monitor.record_loop(Duration::from_micros(9_999));
+    stats.monitor.record_packet(1536);
+    stats
+        .lateness
+        .record(Stage::ScheduledToSent, Duration::from_micros(1_500));
+    stats.lateness.record(Stage::FinishedToKnown, ms(12));
+    let lines = stats
+        .take_window(Mode::Turbo(30), Mode::Turbo(30), window_end())
+        .lines();
+    // Average (0.457 + 2.130 + 4.200) / 3 ms = 2.2623 ms.
+    assert_eq!(
+        lines[4],
+        "Task Submission Loop Time   ===> Average: 0.00226, Maximum: 0.00420, Minimum: 0.000457, p50: 0.00213, p90: 0.00420, p99: 0.00420, Loops: 3, Failed: 0"
+    );
+    assert_eq!(
+        lines[5],
+        "Task Submission Packet (KB) ===> Average: 3.00, Maximum: 3.00, Minimum: 3.00, p50: 3.00, p90: 3.00, p99: 3.00, Packets: 1"
+    );
+    assert_eq!(
+        lines[6],
+        "Task Monitor Loop Time      ===> Average: 0.01, Maximum: 0.01, Minimum: 0.01, p50: 0.01, p90: 0.01, p99: 0.01, Loops: 1, Failed: 0"
+    );
+    assert_eq!(
+        lines[9],
+        "Lateness Scheduled->Sent    ===> Average: 0.00150, Maximum: 0.00150, Minimum: 0.00150, p50: 0.00150, p90: 0.00150, p99: 0.00150, Tasks: 1"
+    );
+    assert_eq!(
+        lines[12],
+        "Lateness Finished->Known    ===> Average: 0.01, Maximum: 0.01, Minimum: 0.01, p50: 0.01, p90: 0.01, p99: 0.01, Tasks: 1"
+    );
+    for line in &lines {
+        assert!(
+            !line.contains(" 0.00,") && !line.contains(" 0.0100"),
+            "a figure reads as zero or with a fourth digit: {line}"
+        );
+    }
 }
 
 #[test]
@@ -260,7 +346,7 @@ fn percentiles_come_from_the_distribution() {
     assert_eq!(figures.avg(), Duration::from_micros(50_500));
     assert_eq!(
         report.lines()[4],
-        "Task Submission Loop Time   ===> Average: 0.05, Maximum: 0.10, Minimum: 0.00, p50: 0.05, p90: 0.09, p99: 0.10, Loops: 100, Failed: 0"
+        "Task Submission Loop Time   ===> Average: 0.05, Maximum: 0.10, Minimum: 0.00100, p50: 0.05, p90: 0.09, p99: 0.10, Loops: 100, Failed: 0"
     );
 }
 

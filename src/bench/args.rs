@@ -64,12 +64,16 @@ pub struct BenchArgs {
     /// Print only a JSON array of rows on stdout (no table, no progress bar).
     #[arg(long)]
     pub json: bool,
+    /// Print every column of the table (25, about 230 characters wide) instead of the twelve
+    /// that choose a batch size within 120 characters. No effect on --json or --csv.
+    #[arg(long)]
+    pub wide: bool,
     /// Also write the rows as CSV to this file.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
-    /// Also draw loop time and packet KB against batch size, one line per link and turbo mode,
-    /// as an SVG file with four panels (submission and monitor loop time, submission and
-    /// monitor packet size).
+    /// Also draw loop time and packet KB against batch size, one line per link and turbo mode
+    /// with a marker at every measured point, as an SVG file with four panels (submission and
+    /// monitor loop time, submission and monitor packet size) and one legend beside them.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
     /// After the table, recommend submission and status batch sizes for each link from the

@@ -19,14 +19,16 @@
 //!   estimate (pure arithmetic).
 //! - [`run`]: running one combination and a whole plan, and the progress bar.
 //! - [`bare`]: the bare tonic baseline (server and client).
-//! - [`report`]: rows, and their table, JSON and CSV forms.
+//! - [`report`]: rows, and their JSON and CSV forms.
+//! - [`table`]: the rows as a text table: by default the columns that fit 120 characters,
+//!   every column with `--wide`.
 //! - [`plot`]: the SVG figure.
 //! - [`tune`]: the recommendation (a pure function) and the `tune` command.
 //!
 //! The files depend on each other one way only: [`plan`] and [`error`] on no other bench file;
 //! [`bound`] and [`alerts`] on those two only; [`args`], [`bare`] and [`report`] also on
-//! [`bound`] (and [`report`] on [`alerts`]); [`run`] and [`plot`] also on [`report`] (and
-//! [`run`] on [`bare`]); [`tune`] also on [`run`] and [`args`]; this file, which holds the two
+//! [`bound`] (and [`report`] on [`alerts`]); [`run`], [`plot`] and [`table`] also on [`report`]
+//! (and [`run`] on [`bare`]); [`tune`] also on [`run`] and [`args`]; this file, which holds the two
 //! commands, on all of them. Nothing below reaches back into this file.
 
 pub mod alerts;
@@ -38,6 +40,7 @@ pub mod plan;
 pub mod plot;
 pub mod report;
 pub mod run;
+pub mod table;
 pub mod tune;
 
 use std::io::Write;
@@ -91,7 +94,12 @@ pub async fn run_cli(args: BenchArgs) -> Result<(), BenchError> {
     let written = if args.json {
         writeln!(stdout, "{}", report::to_json(&rows))
     } else {
-        writeln!(stdout, "{}", report::render_table(&rows, &plan)).and_then(|()| {
+        let layout = if args.wide {
+            table::Layout::Wide
+        } else {
+            table::Layout::Default
+        };
+        writeln!(stdout, "{}", table::render_table(&rows, &plan, layout)).and_then(|()| {
             latency_lines
                 .iter()
                 .try_for_each(|line| writeln!(stdout, "{line}"))

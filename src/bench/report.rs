@@ -1,13 +1,12 @@
-//! Bench rows and their three forms: an aligned table for people, a JSON array and CSV for
-//! programs. Loop times are seconds in JSON and CSV, milliseconds in the table; packets are KB
-//! (1 KB = 1024 bytes).
+//! Bench rows and their forms for programs: a JSON array and CSV. Loop times are seconds,
+//! packets KB (1 KB = 1024 bytes). The table for people is in [`super::table`].
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::bound::{LinkShape, loop_bound};
-use super::plan::{BenchPlan, Combination, Measurement, RunSettings, TurboMode};
+use super::plan::{Combination, Measurement, RunSettings, TurboMode};
 
 /// Loop-time summary in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -234,112 +233,6 @@ pub fn to_csv(rows: &[Row]) -> String {
         fields.push(optional(r.efficiency));
         out.push_str(&fields.join(","));
         out.push('\n');
-    }
-    out
-}
-
-fn ms(seconds: f64) -> String {
-    format!("{:.2}", seconds * 1000.0)
-}
-
-fn kb(value: f64) -> String {
-    format!("{value:.2}")
-}
-
-/// The rows as an aligned text table, with a legend and the plan's notes.
-pub fn render_table(rows: &[Row], plan: &BenchPlan) -> String {
-    let header: Vec<&str> = vec![
-        "link",
-        "turbo",
-        "batch",
-        "tasks",
-        "loops",
-        "sub avg",
-        "sub p50",
-        "sub p99",
-        "sub max",
-        "sub min",
-        "mon avg",
-        "mon p50",
-        "mon p99",
-        "mon max",
-        "mon min",
-        "subKB avg",
-        "subKB max",
-        "subKB min",
-        "monKB avg",
-        "monKB max",
-        "monKB min",
-        "wire B/task",
-        "tasks/s",
-        "bound",
-        "eff",
-    ];
-    let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
-    for r in rows {
-        let times = |t: &LoopTimes| [t.avg, t.p50, t.p99, t.max, t.min].map(ms);
-        let sizes = |s: &PacketSizes| [s.avg, s.max, s.min].map(kb);
-        let mut line = vec![
-            r.link.clone(),
-            r.turbo.to_string(),
-            r.batch_size.to_string(),
-            r.tasks.to_string(),
-            r.loops.to_string(),
-        ];
-        line.extend(times(&r.submit_loop_s));
-        line.extend(times(&r.monitor_loop_s));
-        line.extend(sizes(&r.submit_packet_kb));
-        line.extend(sizes(&r.monitor_packet_kb));
-        line.push(
-            r.wire_bytes_per_task
-                .map_or_else(|| "-".to_string(), |w| format!("{w:.0}")),
-        );
-        line.push(format!("{:.0}", r.tasks_per_s));
-        line.push(r.bound_s.map_or_else(|| "-".to_string(), ms));
-        line.push(
-            r.efficiency
-                .map_or_else(|| "-".to_string(), |e| format!("{e:.2}")),
-        );
-        cells.push(line);
-    }
-    let columns = header.len();
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            cells
-                .iter()
-                .map(|row| row[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for (i, row) in cells.iter().enumerate() {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(c, (cell, &w))| {
-                if c < 2 {
-                    format!("{cell:<w$}")
-                } else {
-                    format!("{cell:>w$}")
-                }
-            })
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-        if i == 0 {
-            out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * (columns - 1)));
-            out.push('\n');
-        }
-    }
-    out.push_str(
-        "\nsub/mon: submission/monitor loop time in ms; KB: packet (request + reply) in KB of 1024 bytes;\n\
-         wire B/task: bytes the link carried per task submitted (- without a link);\n\
-         bound: what the link alone forces on a submission loop, in ms; eff: bound / mean submission loop time.\n",
-    );
-    for note in &plan.notes {
-        out.push_str(&format!("note: {note}\n"));
     }
     out
 }

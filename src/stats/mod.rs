@@ -3,6 +3,7 @@
 //! every stats interval and reset. The printed block is described in docs/DESIGN.md, The
 //! statistics block.
 
+mod figure;
 mod report;
 
 use std::fmt;

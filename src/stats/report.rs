@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
+use super::figure::figure;
 use super::{Mode, Stage};
 
 /// Banner line opening and closing the block.
@@ -210,19 +211,14 @@ fn labelled(label: &str, value: &str) -> String {
     format!("{label:<27} ===> {value}")
 }
 
-/// `numerator / denominator` with two decimals, rounded half up, computed exactly.
-fn two_decimals(numerator: u128, denominator: u128) -> String {
-    let denominator = denominator.max(1);
-    let hundredths = (numerator.saturating_mul(200) + denominator) / (denominator * 2);
-    format!("{}.{:02}", hundredths / 100, hundredths % 100)
-}
-
+/// A duration as the block prints it: seconds, two decimals or three significant digits.
 fn seconds(duration: Duration) -> String {
-    two_decimals(duration.as_nanos(), NANOS_PER_SECOND)
+    figure(duration.as_nanos(), NANOS_PER_SECOND)
 }
 
+/// A byte count as the block prints it: KB of 1024 bytes, like [`seconds`].
 fn kilobytes(bytes: u64) -> String {
-    two_decimals(u128::from(bytes), BYTES_PER_KB)
+    figure(u128::from(bytes), BYTES_PER_KB)
 }
 
 fn loop_time_text(kind: &KindReport) -> String {
@@ -237,7 +233,7 @@ fn loop_time_figures_text(kind: &KindReport) -> String {
     match &kind.loop_time {
         Some(figures) => format!(
             "Average: {}, Maximum: {}, Minimum: {}, p50: {}, p90: {}, p99: {}, Loops: {}, Failed: {}",
-            two_decimals(
+            figure(
                 figures.total.as_nanos(),
                 NANOS_PER_SECOND * u128::from(figures.loops)
             ),
@@ -261,7 +257,7 @@ fn packet_text(kind: &KindReport) -> String {
     match &kind.packet_size {
         Some(figures) => format!(
             "Average: {}, Maximum: {}, Minimum: {}, p50: {}, p90: {}, p99: {}, Packets: {}",
-            two_decimals(
+            figure(
                 u128::from(figures.total_bytes),
                 BYTES_PER_KB * u128::from(figures.packets)
             ),
@@ -280,7 +276,7 @@ fn lateness_text(figures: Option<&LoopTimeFigures>) -> String {
     match figures {
         Some(f) => format!(
             "Average: {}, Maximum: {}, Minimum: {}, p50: {}, p90: {}, p99: {}, Tasks: {}",
-            two_decimals(f.total.as_nanos(), NANOS_PER_SECOND * u128::from(f.loops)),
+            figure(f.total.as_nanos(), NANOS_PER_SECOND * u128::from(f.loops)),
             seconds(f.max),
             seconds(f.min),
             seconds(f.p50),
@@ -409,14 +405,5 @@ mod tests {
             format_utc_seconds(UNIX_EPOCH - Duration::from_millis(500)),
             "1969-12-31T23:59:59Z"
         );
-    }
-
-    #[test]
-    fn two_decimals_rounds_half_up_exactly() {
-        assert_eq!(two_decimals(125, 1000), "0.13");
-        assert_eq!(two_decimals(124, 1000), "0.12");
-        assert_eq!(two_decimals(0, 7), "0.00");
-        assert_eq!(two_decimals(2048, 1024), "2.00");
-        assert_eq!(two_decimals(1005, 1000), "1.01");
     }
 }
