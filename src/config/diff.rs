@@ -177,6 +177,23 @@ pub const ENGINE_LIVE_KEYS: &[&str] = &[
     "exec",
 ];
 
+/// `applied` with the values of [`ENGINE_LIVE_KEYS`] taken from `new`: the configuration an
+/// engine runs with after a reload. The other keys keep their values until a restart.
+pub fn engine_live(applied: &EngineConfig, new: &EngineConfig) -> EngineConfig {
+    let (Ok(Value::Object(mut merged)), Ok(Value::Object(new))) =
+        (serde_json::to_value(applied), serde_json::to_value(new))
+    else {
+        return applied.clone();
+    };
+    for key in ENGINE_LIVE_KEYS {
+        match new.get(*key) {
+            Some(value) => merged.insert((*key).to_string(), value.clone()),
+            None => merged.remove(*key),
+        };
+    }
+    serde_json::from_value(Value::Object(merged)).unwrap_or_else(|_| applied.clone())
+}
+
 /// [`supervisor_reload`] for an engine's file.
 pub fn engine_reload(
     start: &EngineConfig,
@@ -255,6 +272,67 @@ mod tests {
         let diff = supervisor_reload(&start, &first, &second);
         assert_eq!(diff.applied, ["stats_interval"]);
         assert_eq!(diff.restart_needed, ["keepalive_interval"]);
+    }
+
+    #[test]
+    fn engine_live_takes_exactly_the_live_keys() {
+        let start = EngineConfig::default();
+        // Every key changed.
+        let new = EngineConfig {
+            listen: "127.0.0.1:1".into(),
+            max_concurrent_checks: 3,
+            max_batch_tasks: 4,
+            max_held_tasks: 5,
+            result_retention: std::time::Duration::from_secs(6),
+            max_message_bytes: 7,
+            output_limit_bytes: 8,
+            state_dir: Some("/tmp/x".into()),
+            shutdown_grace: std::time::Duration::from_secs(9),
+            completion_buffer_notices: 10,
+            tls: Some(crate::config::EngineTls {
+                cert: "c".into(),
+                key: "k".into(),
+                client_ca: "ca".into(),
+            }),
+            allow_plaintext: true,
+            exec: crate::config::ExecConfig {
+                allow: vec!["/bin/*".into()],
+            },
+            max_check_timeout: std::time::Duration::from_secs(11),
+            max_task_bytes: 12,
+            keepalive_interval: std::time::Duration::from_secs(13),
+            max_open_connections: 14,
+        };
+        let every_key: Vec<String> = changed_keys(&start, &new)
+            .iter()
+            .map(|k| k.split(['.', '[']).next().unwrap_or_default().to_string())
+            .collect();
+        let live = engine_live(&start, &new);
+        let applied: std::collections::BTreeSet<String> = changed_keys(&start, &live)
+            .iter()
+            .map(|k| k.split(['.', '[']).next().unwrap_or_default().to_string())
+            .collect();
+        let expected: std::collections::BTreeSet<String> =
+            ENGINE_LIVE_KEYS.iter().map(|k| k.to_string()).collect();
+        assert_eq!(applied, expected);
+        assert!(
+            every_key.len() > expected.len(),
+            "the test changes restart keys too"
+        );
+        let diff = engine_reload(&start, &start, &new);
+        let restart: std::collections::BTreeSet<String> = diff
+            .restart_needed
+            .iter()
+            .map(|k| k.split(['.', '[']).next().unwrap_or_default().to_string())
+            .collect();
+        assert!(restart.is_disjoint(&expected));
+        assert_eq!(
+            restart.len() + expected.len(),
+            every_key
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ mod summary;
 mod validate;
 mod values;
 
-pub use diff::{ENGINE_LIVE_KEYS, ReloadDiff, changed_keys, engine_reload, supervisor_reload};
+pub use diff::{
+    ENGINE_LIVE_KEYS, ReloadDiff, changed_keys, engine_live, engine_reload, supervisor_reload,
+};
 pub use error::ConfigError;
 pub use load::{
     check_file, check_file_as, load_engine, load_supervisor, parse_engine, parse_supervisor,

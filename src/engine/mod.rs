@@ -305,15 +305,7 @@ impl Engine {
             return Ok(diff);
         }
         let exec_allow = ExecAllowList::new(&new.exec.allow).map_err(EngineError::ExecAllow)?;
-        applied.max_concurrent_checks = new.max_concurrent_checks;
-        applied.max_batch_tasks = new.max_batch_tasks;
-        applied.max_held_tasks = new.max_held_tasks;
-        applied.result_retention = new.result_retention;
-        applied.max_task_bytes = new.max_task_bytes;
-        applied.max_check_timeout = new.max_check_timeout;
-        applied.output_limit_bytes = new.output_limit_bytes;
-        applied.shutdown_grace = new.shutdown_grace;
-        applied.exec = new.exec.clone();
+        *applied = crate::config::engine_live(&applied, new);
         let limits = Limits::from_config(&applied);
         self.shared
             .max_batch_tasks
