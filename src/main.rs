@@ -36,6 +36,10 @@ enum Command {
         /// Listen here instead of the file's `listen` (e.g. 127.0.0.1:0).
         #[arg(long)]
         listen: Option<String>,
+        /// Serve /metrics here instead of the file's `metrics_listen` ("" for none): a second
+        /// engine on the same host needs a port of its own.
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
     /// Run the supervisor: schedule relators, submit and monitor tasks, print statistics.
     Supervisor {
@@ -209,18 +213,29 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Engine { config, listen } => {
+        Command::Engine {
+            config,
+            listen,
+            metrics_listen,
+        } => {
             let mut settings = config::load_engine(&config)?;
             if let Some(listen) = listen {
                 settings.listen = listen;
+            }
+            if let Some(metrics_listen) = metrics_listen {
+                settings.metrics_listen = metrics_listen;
             }
             let listener = tokio::net::TcpListener::bind(&settings.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.listen))?;
             tracing::info!(target: "turbomon::engine", address = %listener.local_addr()?, "engine listening");
-            Engine::open(settings)?
-                .serve(listener, stop_signal())
-                .await?;
+            let engine = Engine::open(settings)?;
+            let metrics = engine.serve_metrics()?;
+            if let Some(metrics) = &metrics {
+                tracing::info!(target: "turbomon::engine", metrics = %metrics.url(), "serving metrics");
+            }
+            engine.serve(listener, stop_signal()).await?;
+            drop(metrics);
         }
         Command::Supervisor {
             config,
@@ -241,6 +256,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 },
             )?;
             tracing::info!(target: "turbomon::supervisor", config = %config.display(), engines = ?supervisor.engine_names(), "supervisor running");
+            if let Some(address) = supervisor.metrics_addr() {
+                tracing::info!(target: "turbomon::supervisor", metrics = %format!("http://{address}/metrics"), "serving metrics");
+            }
             supervisor.run_until(stop_signal()).await;
         }
         Command::Demo {

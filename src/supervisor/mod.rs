@@ -20,6 +20,7 @@ mod engine;
 pub mod schedule;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ pub use completion::Completion;
 pub use counters::CountersSnapshot;
 
 use crate::config::SupervisorConfig;
+use crate::metrics::{EngineProbe, MetricsError, MetricsServer, SupervisorMetrics};
 use crate::stats::EngineStats;
 use crate::transport::Dialer;
 
@@ -50,6 +52,9 @@ pub enum SupervisorError {
     /// A file of `[tls]` cannot be used.
     #[error("[tls]: {0}")]
     Tls(#[from] crate::tls::TlsFileError),
+    /// The metrics endpoint (`metrics_listen`) cannot be served.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 /// Options that are not part of the configuration file.
@@ -68,11 +73,14 @@ pub struct Supervisor {
     engines: HashMap<String, Arc<engine::EngineHandle>>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// The `/metrics` endpoint, while `metrics_listen` is set; stops when dropped.
+    metrics_server: Option<MetricsServer>,
 }
 
 impl Supervisor {
-    /// Start scheduling and the per-engine loops. The configuration receiver is watched for
-    /// reloads: turbo mode, batch sizes and intervals apply from each engine's next loop.
+    /// Start scheduling and the per-engine loops, and serve `/metrics` on `metrics_listen`
+    /// (unless empty). The configuration receiver is watched for reloads: turbo mode, batch
+    /// sizes and intervals apply from each engine's next loop.
     pub fn start(
         config: watch::Receiver<Arc<SupervisorConfig>>,
         options: SupervisorOptions,
@@ -86,6 +94,9 @@ impl Supervisor {
                 .map(|(i, p)| (p.name.clone(), i))
                 .collect(),
         );
+        let metrics = SupervisorMetrics::new();
+        let metrics_server =
+            MetricsServer::bind(&initial.metrics_listen, Arc::clone(metrics.registry()))?;
         let (stop, stop_rx) = watch::channel(false);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut tasks = JoinSet::new();
@@ -129,10 +140,12 @@ impl Supervisor {
                         .map_err(|e| engine_error(e.to_string()))?,
                 ),
             };
+            let handles = metrics.engine(&entry.name);
             let mut dialer = Dialer::new(&entry.address, link, initial.max_message_bytes)
                 .map_err(|e| engine_error(e.to_string()))?
                 .with_sessions(Arc::clone(&sessions))
-                .with_keepalive(initial.keepalive_interval);
+                .with_keepalive(initial.keepalive_interval)
+                .with_gauges(handles.connections);
             if let Some(tls) = &tls {
                 dialer = dialer.with_tls(tls.clone(), entry.server_name.clone());
             }
@@ -149,11 +162,14 @@ impl Supervisor {
                     alert_actions: alert_actions.clone(),
                     observer: options.observer.clone(),
                     stats_json: options.stats_json.clone(),
+                    stats_mirror: handles.stats,
                     config: config.clone(),
                     stop: stop_rx.clone(),
                 },
                 &mut tasks,
             );
+            let probe: Arc<dyn EngineProbe> = state.clone();
+            metrics.watch(&entry.name, Arc::downgrade(&probe));
             engines.insert(entry.name.clone(), state);
             engine_index.insert(entry.name.clone(), index);
             outlets.push(schedule::scheduler::EngineOutlet {
@@ -209,7 +225,14 @@ impl Supervisor {
             engines,
             stop,
             tasks,
+            metrics_server,
         })
+    }
+
+    /// The address `/metrics` is served on (the port chosen when `metrics_listen` asked for
+    /// port 0); `None` when `metrics_listen` is empty.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(MetricsServer::addr)
     }
 
     /// Names of the engines.
@@ -320,6 +343,9 @@ async fn warn_about_restart_only_changes(
         }
         if now.keepalive_interval != initial.keepalive_interval {
             needs_restart.push("keepalive_interval");
+        }
+        if now.metrics_listen != initial.metrics_listen {
+            needs_restart.push("metrics_listen");
         }
         if !needs_restart.is_empty() {
             tracing::warn!(target: "turbomon::config", changed = %needs_restart.join(", "), "the configuration file changed parts that apply only at start; restart the supervisor to use them (turbo keys and intervals already apply)");
