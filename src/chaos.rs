@@ -127,6 +127,8 @@ async fn start_engine(
         max_held_tasks: 1_000_000,
         completion_buffer_notices: 1_000_000,
         tls: tls.cloned(),
+        // In-process: no fixed metrics port.
+        metrics_listen: String::new(),
         ..EngineConfig::default()
     };
     let engine = Engine::open(config).map_err(|e| ChaosError::Engine(e.to_string()))?;
@@ -191,6 +193,8 @@ fn supervisor_config(address: SocketAddr, options: &ChaosOptions) -> SupervisorC
         status_mode: StatusMode::Push,
         status_check_interval: Duration::from_secs(1),
         stats_interval: Duration::from_secs(3600),
+        // In-process: no fixed metrics port.
+        metrics_listen: String::new(),
         batch_timeout: Duration::from_secs(3),
         max_retries: 5,
         retry_period: Some(Duration::from_millis(500)),

@@ -137,6 +137,8 @@ pub fn demo_config(local: &str, remote: &str, options: &DemoOptions) -> Supervis
         turbo_monitoring: options.turbo_monitoring,
         status_check_interval: options.status_check_interval,
         stats_interval: options.stats_interval,
+        // A free loopback port, logged at start: never a fixed one.
+        metrics_listen: "127.0.0.1:0".to_string(),
         engines: vec![
             engine("local", local, None),
             engine("remote", remote, remote_link),
@@ -224,6 +226,8 @@ pub async fn run(
         );
         let engine = Engine::new(EngineConfig {
             tls: pki.as_ref().map(|pki| pki.engine.clone()),
+            // The demo's metrics are the supervisor's; its engines serve none.
+            metrics_listen: String::new(),
             ..EngineConfig::default()
         });
         let mut stopped = engines_stopped.clone();
@@ -253,6 +257,9 @@ pub async fn run(
             ..SupervisorOptions::default()
         },
     )?;
+    if let Some(address) = supervisor.metrics_addr() {
+        tracing::info!(target: "turbomon::demo", metrics = %format!("http://{address}/metrics"), "demo: supervisor metrics (Prometheus)");
+    }
     shutdown.await;
     let summary = supervisor.shutdown().await;
     stop_engines.send_replace(true);

@@ -15,6 +15,7 @@
 //! - [`link`]: the simulated link (latency, bandwidth, loss, faults).
 //! - [`tls`]: mutual TLS between supervisor and engines; [`pki`]: certificates for it.
 //! - [`supervisor`]: scheduling, submission and monitor loops, alerts.
+//! - [`metrics`]: Prometheus metrics of both sides, served at `/metrics` (`metrics_listen`).
 //! - [`chaos`]: link cuts and engine restarts, counting lost and duplicated tasks.
 //! - [`demo`]: supervisor and engines on loopback for a first look.
 //! - [`bench`]: `turbomon bench` and `turbomon tune`: the batch-size trade-off measured.
@@ -63,6 +64,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod link;
+pub mod metrics;
 pub mod pki;
 pub mod stats;
 pub mod supervisor;

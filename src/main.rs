@@ -76,6 +76,10 @@ enum Command {
         /// Listen here instead of the file's `listen` (e.g. 127.0.0.1:0).
         #[arg(long)]
         listen: Option<String>,
+        /// Serve /metrics here instead of the file's `metrics_listen` ("" for none): a second
+        /// engine on the same host needs a port of its own.
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
     /// Run the supervisor: schedule relators, submit and monitor tasks, print statistics.
     Supervisor {
@@ -316,7 +320,11 @@ fn config_file(given: Option<PathBuf>, candidates: &[&str]) -> Option<PathBuf> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Engine { config, listen } => {
+        Command::Engine {
+            config,
+            listen,
+            metrics_listen,
+        } => {
             let file = config_file(config, &ENGINE_CONFIG_CANDIDATES);
             let mut settings = match &file {
                 Some(path) => {
@@ -331,18 +339,27 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if let Some(listen) = &listen {
                 settings.listen.clone_from(listen);
             }
+            if let Some(metrics_listen) = &metrics_listen {
+                settings.metrics_listen.clone_from(metrics_listen);
+            }
             let listener = tokio::net::TcpListener::bind(&settings.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.listen))?;
             tracing::info!(target: "turbomon::engine", address = %listener.local_addr()?, "engine listening");
             let engine = Engine::open(settings)?;
+            let metrics = engine.serve_metrics()?;
+            if let Some(metrics) = &metrics {
+                tracing::info!(target: "turbomon::engine", metrics = %metrics.url(), "serving metrics");
+            }
             if let Some(path) = file {
                 engine.set_config_file(ConfigFile {
                     path,
                     listen_override: listen,
+                    metrics_listen_override: metrics_listen,
                 });
             }
             engine.serve(listener, stop_signal()).await?;
+            drop(metrics);
         }
         Command::Supervisor {
             config,
@@ -374,6 +391,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 },
             )?;
             tracing::info!(target: "turbomon::supervisor", config = %config.display(), engines = %supervisor.engine_names().join(", "), "supervisor running");
+            if let Some(address) = supervisor.metrics_addr() {
+                tracing::info!(target: "turbomon::supervisor", metrics = %format!("http://{address}/metrics"), "serving metrics");
+            }
             supervisor.run_until(stop_signal()).await;
         }
         Command::Demo {

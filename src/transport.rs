@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 
 use tonic::transport::{Channel, Endpoint};
@@ -45,6 +46,35 @@ pub const ENGINE_SERVICE: &str = "turbomon.v1.Engine";
 /// How long a keep-alive ping may go unanswered before the connection is closed.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Gauges of one engine's connections, kept up to date by its [`Dialer`] and the streams and
+/// calls made through it (the supervisor's Prometheus metrics). The default gauges are
+/// registered nowhere.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionGauges {
+    /// Connections open now (the long-lived one, turbo-off calls, health checks).
+    pub open_connections: Gauge,
+    /// Batches (turbo on) or calls (turbo off) sent and not answered yet.
+    pub in_flight: Gauge,
+}
+
+/// One batch or call in flight, counted on a gauge while this lives.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl InFlight {
+    /// Count one more on `gauge` until dropped.
+    pub fn enter(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Opens connections to one engine, each call a new connection. A host name in the address is
 /// looked up again for every connection, so an engine that moves to a new address is found at
 /// the next reconnect.
@@ -57,6 +87,7 @@ pub struct Dialer {
     sessions: Option<std::sync::Arc<tokio::sync::Semaphore>>,
     tls: Option<TlsTarget>,
     keepalive: Option<Duration>,
+    gauges: ConnectionGauges,
 }
 
 /// Mutual TLS towards one engine: the supervisor's configuration and the name the engine's
@@ -97,7 +128,19 @@ impl Dialer {
             sessions: None,
             tls: None,
             keepalive: None,
+            gauges: ConnectionGauges::default(),
         })
+    }
+
+    /// Keep `gauges` up to date: connections open, batches and calls in flight.
+    pub fn with_gauges(mut self, gauges: ConnectionGauges) -> Self {
+        self.gauges = gauges;
+        self
+    }
+
+    /// The gauges this dialer keeps.
+    pub fn gauges(&self) -> &ConnectionGauges {
+        &self.gauges
     }
 
     /// Send HTTP/2 keep-alive pings every `interval`, also while no call is open, and close a
@@ -156,6 +199,7 @@ impl Dialer {
         Ok(Connection {
             channel,
             max_message_bytes: self.max_message_bytes,
+            in_flight: self.gauges.in_flight.clone(),
         })
     }
 
@@ -190,11 +234,13 @@ impl Dialer {
         let address = self.address.clone();
         let link = self.link.clone();
         let tls = self.tls.clone();
+        let open = self.gauges.open_connections.clone();
         let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
             let link = link.clone();
             let address = address.clone();
             let tls = tls.clone();
             let closed_tx = std::sync::Arc::clone(&closed_tx);
+            let open = open.clone();
             async move {
                 let io: Box<dyn EngineIo> = match link {
                     None => Box::new(connect_tcp(&address).await?),
@@ -214,9 +260,11 @@ impl Dialer {
                             .map_err(std::io::Error::other)?,
                     ),
                 };
+                open.inc();
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(Tracked {
                     io,
                     closed: closed_tx,
+                    open,
                 }))
             }
         });
@@ -266,6 +314,7 @@ impl Dialer {
 pub struct Connection {
     channel: Channel,
     max_message_bytes: usize,
+    in_flight: Gauge,
 }
 
 impl Connection {
@@ -285,6 +334,11 @@ impl Connection {
     pub fn max_message_bytes(&self) -> usize {
         self.max_message_bytes
     }
+
+    /// The gauge of batches in flight to this engine (see [`ConnectionGauges`]).
+    pub fn in_flight(&self) -> &Gauge {
+        &self.in_flight
+    }
 }
 
 /// Resolves once the tracked connection's socket is gone.
@@ -302,14 +356,16 @@ impl ConnectionClosed {
 trait EngineIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> EngineIo for T {}
 
-/// A socket that reports when it is dropped.
+/// A socket that reports when it is dropped, and is counted open until then.
 struct Tracked {
     io: Box<dyn EngineIo>,
     closed: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    open: Gauge,
 }
 
 impl Drop for Tracked {
     fn drop(&mut self) {
+        self.open.dec();
         self.closed.send_replace(true);
     }
 }

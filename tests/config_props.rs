@@ -1538,6 +1538,7 @@ fn arb_supervisor_config() -> impl Strategy<Value = SupervisorConfig> {
             alerts,
             tls: None,
             keepalive_interval: Duration::from_secs(30),
+            metrics_listen: String::new(),
         }
     })
 }

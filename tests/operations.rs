@@ -248,7 +248,10 @@ async fn a_reload_applies_live_limits_and_names_the_rest() {
 fn write_engine_file(path: &Path, max_held_tasks: usize, listen: &str) {
     std::fs::write(
         path,
-        format!("listen = \"{listen}\"\nmax_held_tasks = {max_held_tasks}\nmax_batch_tasks = 5\n"),
+        format!(
+            "listen = \"{listen}\"\nmetrics_listen = \"\"\nmax_held_tasks = {max_held_tasks}\n\
+             max_batch_tasks = 5\n"
+        ),
     )
     .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
@@ -335,7 +338,15 @@ async fn the_engine_binary_reloads_on_sighup_keeps_serving_and_logs_json() {
 async fn the_engine_runs_on_built_in_defaults_without_a_file_and_says_so() {
     let dir = TempDir::new("engine-defaults");
     let mut engine = TurbomonProcess::start(
-        &["engine", "--listen", "127.0.0.1:0", "--log-format", "json"],
+        &[
+            "engine",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ],
         dir.path(),
     );
     engine
@@ -357,7 +368,8 @@ async fn the_engine_runs_on_built_in_defaults_without_a_file_and_says_so() {
 /// A supervisor file with one engine at `address`, one sim relator, and `stats_interval`.
 fn supervisor_file(address: std::net::SocketAddr, stats_interval: &str, batch: usize) -> String {
     format!(
-        "stats_interval = \"{stats_interval}\"\ntask_submit_batch_size = {batch}\n\
+        "metrics_listen = \"\"\nstats_interval = \"{stats_interval}\"\n\
+         task_submit_batch_size = {batch}\n\
          status_check_interval = \"200ms\"\n\
          [[engines]]\nname = \"e1\"\naddress = \"{address}\"\n\
          [[groups]]\nname = \"g\"\nengine = \"e1\"\nnodes = [\"n1\", \"n2\"]\n\
@@ -584,7 +596,8 @@ async fn the_shipped_configuration_runs_without_error_logs() {
     let text = FileKind::Supervisor
         .sample()
         .replace("127.0.0.1:7300", &local.address.to_string())
-        .replace("127.0.0.1:7301", &remote.address.to_string());
+        .replace("127.0.0.1:7301", &remote.address.to_string())
+        .replace("127.0.0.1:9464", "127.0.0.1:0");
     let dir = TempDir::new("shipped");
     std::fs::write(dir.path().join("supervisor.toml"), text).expect("write");
     let mut supervisor = TurbomonProcess::start(

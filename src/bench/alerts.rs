@@ -60,6 +60,8 @@ pub async fn measure(
     };
     let engine = Engine::new(EngineConfig {
         tls: pki.as_ref().map(|pki| pki.engine.clone()),
+        // In-process: no fixed metrics port.
+        metrics_listen: String::new(),
         ..EngineConfig::default()
     });
     let (stop_engine, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -74,6 +76,8 @@ pub async fn measure(
         status_mode: mode,
         status_check_interval: POLL_INTERVAL,
         stats_interval: Duration::from_secs(3600),
+        // In-process: no fixed metrics port.
+        metrics_listen: String::new(),
         engines: vec![EngineEntry {
             name: "e".to_string(),
             address: address.to_string(),

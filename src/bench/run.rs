@@ -49,6 +49,8 @@ pub fn bench_engine_config(combination: &Combination, settings: &RunSettings) ->
         max_held_tasks: defaults::max_held_tasks()
             .max(settings.tasks.saturating_mul(settings.loops + 1)),
         max_message_bytes: bench_message_bytes(packet),
+        // In-process: no fixed metrics port.
+        metrics_listen: String::new(),
         ..EngineConfig::default()
     }
 }

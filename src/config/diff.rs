@@ -302,6 +302,7 @@ mod tests {
             max_task_bytes: 12,
             keepalive_interval: std::time::Duration::from_secs(13),
             max_open_connections: 14,
+            metrics_listen: "127.0.0.1:15".into(),
         };
         let every_key: Vec<String> = changed_keys(&start, &new)
             .iter()

@@ -1,12 +1,12 @@
-//! Validation of an engine file: listen address and transport security, the exec allow-list,
-//! caps, durations and the state directory.
+//! Validation of an engine file: listen and metrics addresses and transport security, the exec
+//! allow-list, caps, durations and the state directory.
 
 use std::time::Duration;
 
 use super::error::KeyPath;
 use super::findings::Findings;
 use super::model::EngineConfig;
-use super::values::{check_readable, check_state_dir, listen_is_loopback};
+use super::values::{check_metrics_listen, check_readable, check_state_dir, listen_is_loopback};
 
 /// Validates an engine file's values.
 pub(crate) fn check_engine(config: &EngineConfig) -> Findings {
@@ -33,6 +33,11 @@ pub(crate) fn check_engine(config: &EngineConfig) -> Findings {
         ),
         Ok(_) => {}
     }
+    check_metrics_listen(
+        &mut findings,
+        root.key("metrics_listen"),
+        &config.metrics_listen,
+    );
     if let Some(tls) = &config.tls {
         let table = root.key("tls");
         for (key, path) in [

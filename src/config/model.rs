@@ -88,6 +88,10 @@ pub struct SupervisorConfig {
     /// closing (a pulled cable, a dead NAT entry) is noticed and the connection closed.
     #[serde(default = "defaults::keepalive_interval", with = "humantime_serde")]
     pub keepalive_interval: Duration,
+    /// `host:port` serving Prometheus metrics over HTTP at `/metrics` (`127.0.0.1:0` picks a
+    /// free port); empty: no metrics endpoint. Read at start only.
+    #[serde(default = "defaults::supervisor_metrics_listen")]
+    pub metrics_listen: String,
 }
 
 /// The supervisor's `[tls]`: PEM files, re-read when they change.
@@ -469,6 +473,10 @@ pub struct EngineConfig {
     /// of connections cannot take every file descriptor.
     #[serde(default = "defaults::max_open_connections")]
     pub max_open_connections: usize,
+    /// `host:port` serving Prometheus metrics over HTTP at `/metrics` (`127.0.0.1:0` picks a
+    /// free port); empty: no metrics endpoint. Served by [`crate::engine::Engine::serve_metrics`].
+    #[serde(default = "defaults::engine_metrics_listen")]
+    pub metrics_listen: String,
 }
 
 /// The engine's `[tls]`: PEM files, re-read when they change.
@@ -544,6 +552,7 @@ impl Default for EngineConfig {
             max_task_bytes: defaults::max_task_bytes(),
             keepalive_interval: defaults::keepalive_interval(),
             max_open_connections: defaults::max_open_connections(),
+            metrics_listen: defaults::engine_metrics_listen(),
         }
     }
 }
@@ -574,6 +583,7 @@ impl Default for SupervisorConfig {
             alerts: Vec::new(),
             tls: None,
             keepalive_interval: defaults::keepalive_interval(),
+            metrics_listen: defaults::supervisor_metrics_listen(),
         }
     }
 }
@@ -697,6 +707,14 @@ pub mod defaults {
     /// `keepalive_interval`, both sides.
     pub fn keepalive_interval() -> Duration {
         Duration::from_secs(30)
+    }
+    /// Supervisor `metrics_listen`: loopback only, so nothing is exposed unless asked for.
+    pub fn supervisor_metrics_listen() -> String {
+        "127.0.0.1:9464".to_string()
+    }
+    /// Engine `metrics_listen`: loopback only, the port after the supervisor's.
+    pub fn engine_metrics_listen() -> String {
+        "127.0.0.1:9465".to_string()
     }
     /// Engine `output_limit_bytes`.
     pub fn output_limit_bytes() -> usize {

@@ -14,7 +14,7 @@ use super::model::{
     AlertConfig, AlertKind, CheckKind, EngineConfig, EngineEntry, GroupConfig, RelatorConfig,
     RuleConfig, SupervisorConfig,
 };
-use super::values::{check_host_port, check_http_url, check_readable};
+use super::values::{check_host_port, check_http_url, check_metrics_listen, check_readable};
 
 /// The link profile names an engine's `link` key may take: the profiles built into
 /// [`crate::link`], and `none`, which means a direct connection.
@@ -170,6 +170,11 @@ pub(crate) fn check_supervisor(config: &SupervisorConfig) -> Findings {
         }
     }
     findings.interval(root.key("keepalive_interval"), config.keepalive_interval);
+    check_metrics_listen(
+        &mut findings,
+        root.key("metrics_listen"),
+        &config.metrics_listen,
+    );
     findings.info_batch_size(
         root.key("task_info_batch_size"),
         config.task_info_batch_size,

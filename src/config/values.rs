@@ -1,5 +1,5 @@
 //! Checks of single values both configuration files use: `host:port` addresses (an engine's
-//! `address`, an engine's `listen`), host names, http URLs, files read at start and the state
+//! `address`, an engine's `listen`, `metrics_listen` on both sides), host names, http URLs, files read at start and the state
 //! directory.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -66,6 +66,23 @@ pub(super) fn listen_is_loopback(listen: &str) -> Result<bool, String> {
         Host::Ip(ip) => ip.is_loopback(),
         Host::Name(name) => name.eq_ignore_ascii_case("localhost"),
     })
+}
+
+/// A `metrics_listen` value: empty (no endpoint) or a `host:port` to bind, port 0 allowed. Any
+/// host is accepted: the endpoint is read-only.
+pub(super) fn check_metrics_listen(findings: &mut Findings, key: KeyPath, listen: &str) {
+    if listen.is_empty() {
+        return;
+    }
+    if let Err(why) = host_port(listen) {
+        findings.error(
+            key,
+            format!(
+                "`{listen}` is not host:port like 127.0.0.1:9464 (or \"\" for no metrics \
+                 endpoint): {why}"
+            ),
+        );
+    }
 }
 
 /// A DNS host name: dot-separated labels of letters, digits and `-` (not at either end), each
@@ -179,6 +196,24 @@ mod tests {
         assert_eq!(listen_is_loopback("0.0.0.0:7300"), Ok(false));
         assert_eq!(listen_is_loopback("engine1.example.net:7300"), Ok(false));
         assert!(listen_is_loopback("engine1.example.net").is_err());
+    }
+
+    #[test]
+    fn metrics_listen_is_empty_or_host_port() {
+        let check = |listen: &str| {
+            let mut findings = Findings::default();
+            check_metrics_listen(&mut findings, KeyPath::root().key("metrics_listen"), listen);
+            findings.into_result(Path::new("t.toml"), None).map(|_| ())
+        };
+        assert!(check("").is_ok());
+        assert!(check("127.0.0.1:0").is_ok());
+        assert!(check("0.0.0.0:9464").is_ok());
+        assert!(check("localhost:9464").is_ok());
+        assert!(check("[::1]:9464").is_ok());
+        let refused = check("9464").unwrap_err().to_string();
+        assert!(refused.contains("metrics_listen"), "{refused}");
+        assert!(check("host:99999").is_err());
+        assert!(check("http://127.0.0.1:9464").is_err());
     }
 
     #[test]

@@ -24,6 +24,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::metrics::AtomicHistogram;
 use crate::proto;
 
 use super::tuning::LOG_TARGET;
@@ -107,6 +108,8 @@ pub(crate) struct JournalQueue {
     committed: watch::Sender<u64>,
     commits: AtomicU64,
     write_errors: AtomicU64,
+    /// How long each committed write transaction took (the engine's metrics serve it).
+    commit_time: AtomicHistogram,
 }
 
 impl JournalQueue {
@@ -152,6 +155,11 @@ impl JournalQueue {
     pub(crate) fn committed(&self) -> watch::Receiver<u64> {
         self.committed.subscribe()
     }
+
+    /// The seconds each committed write transaction took, from begin to durable commit.
+    pub(crate) fn commit_time(&self) -> &AtomicHistogram {
+        &self.commit_time
+    }
 }
 
 /// An open journal and its writer thread. Dropping it writes what is queued and closes the file.
@@ -194,6 +202,7 @@ impl Journal {
             committed: watch::Sender::new(0),
             commits: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
+            commit_time: AtomicHistogram::seconds(),
         });
         for id in &recovered.unreadable {
             queue.push(JournalOp::Delete(id.clone()));
@@ -297,8 +306,10 @@ fn write_until_closed(database: Database, queue: &JournalQueue) {
             }
             continue;
         }
+        let started = std::time::Instant::now();
         match write(&database, &ops) {
             Ok(()) => {
+                queue.commit_time.observe(started.elapsed().as_secs_f64());
                 queue.commits.fetch_add(1, Ordering::Relaxed);
                 let recovered_from = queue.lock().failure.take();
                 if let Some(failure) = recovered_from {

@@ -48,7 +48,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -60,6 +60,7 @@ use tracing::{debug, error, info, warn};
 use crate::check::allow::ExecAllowList;
 use crate::check::{self, CheckResult};
 use crate::config::{EngineConfig, ReloadDiff};
+use crate::metrics::{EngineMetrics, HeldTasks, MetricsError, MetricsServer, RefusalReason};
 use crate::proto::engine_server::EngineServer;
 use crate::proto::{self, Refusal, TaskState};
 use crate::tls::ServerTls;
@@ -119,6 +120,9 @@ pub enum EngineError {
     /// The descriptors for gRPC server reflection cannot be read (a build fault).
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The metrics endpoint (`metrics_listen`) cannot be served.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// Plaintext on an address other hosts can reach, without `allow_plaintext`.
     #[error(
         "listening on {address}, which is not a loopback address, without [tls]: set [tls] cert, \
@@ -184,6 +188,8 @@ struct Shared {
     idle: Notify,
     /// Set at the end of a shutdown: open streams end.
     closing: watch::Sender<bool>,
+    /// What the engine counts for Prometheus.
+    metrics: EngineMetrics,
 }
 
 impl Engine {
@@ -264,19 +270,39 @@ impl Engine {
         }
         let limits = Limits::from_config(&config);
         let journal_queue = journal.as_ref().map(|journal| Arc::clone(journal.queue()));
+        let commit_time = journal_queue
+            .as_ref()
+            .map(|queue| queue.commit_time().clone());
         Engine {
-            shared: Arc::new(Shared {
-                applied: Mutex::new(config.clone()),
-                config_file: Mutex::new(None),
-                max_batch_tasks: AtomicUsize::new(limits.max_batch_tasks),
-                output_limit_bytes: AtomicUsize::new(config.output_limit_bytes),
-                config,
-                store: Mutex::new(Store::new(limits, journal_queue, exec_allow)),
-                journal,
-                idle: Notify::new(),
-                closing: watch::Sender::new(false),
+            shared: Arc::new_cyclic(|shared: &Weak<Shared>| {
+                let shared = shared.clone();
+                // Read at each scrape; the weak reference lets the engine go when it is done.
+                let held = move || shared.upgrade().map(|shared| held_tasks(&shared.store));
+                Shared {
+                    applied: Mutex::new(config.clone()),
+                    config_file: Mutex::new(None),
+                    max_batch_tasks: AtomicUsize::new(limits.max_batch_tasks),
+                    output_limit_bytes: AtomicUsize::new(config.output_limit_bytes),
+                    config,
+                    store: Mutex::new(Store::new(limits, journal_queue, exec_allow)),
+                    journal,
+                    idle: Notify::new(),
+                    closing: watch::Sender::new(false),
+                    metrics: EngineMetrics::new(commit_time, held),
+                }
             }),
         }
+    }
+
+    /// Serves `/metrics` on the configured `metrics_listen` until the returned server is
+    /// dropped (keep it for as long as [`Engine::serve`] runs); `None` when `metrics_listen` is
+    /// empty. [`Engine::serve`] does not serve metrics by itself. Must be called within a tokio
+    /// runtime.
+    pub fn serve_metrics(&self) -> Result<Option<MetricsServer>, EngineError> {
+        Ok(MetricsServer::bind(
+            &self.shared.config.metrics_listen,
+            Arc::clone(self.shared.metrics.registry()),
+        )?)
     }
 
     /// True when the engine records its tasks in a journal.
@@ -349,6 +375,9 @@ impl Engine {
         if let Some(listen) = &file.listen_override {
             new.listen.clone_from(listen);
         }
+        if let Some(metrics_listen) = &file.metrics_listen_override {
+            new.metrics_listen.clone_from(metrics_listen);
+        }
         Some(self.reload(&new).map_err(|error| error.to_string()))
     }
 
@@ -384,6 +413,8 @@ impl Engine {
     /// become `LOST_IN_RESTART` (journaled, when there is a journal, so the next start reports
     /// them), and the journal's last changes are committed. Then the open streams are ended and
     /// the server returns.
+    ///
+    /// `/metrics` is served separately, by [`Engine::serve_metrics`].
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -592,11 +623,16 @@ impl Engine {
             if let Some(message) = unavailable_reason(&store) {
                 store.count_refused_batch(task_count);
                 drop(store);
+                self.shared
+                    .metrics
+                    .refused(RefusalReason::Unavailable, task_count as u64);
                 return (refused(batch_id, tonic::Code::Unavailable, message), 0);
             }
             store.sweep_if_due(now.instant);
             for task in batch.tasks {
-                let task_ack = match store.admit(task, now, &mut start_now, &viewer) {
+                let admitted = store.admit(task, now, &mut start_now, &viewer);
+                count_admission(&self.shared.metrics, &admitted.1);
+                let task_ack = match admitted {
                     (task_id, Admission::Accepted | Admission::Retry) => accepted(task_id, false),
                     (task_id, Admission::Duplicate) => accepted(task_id, true),
                     (task_id, Admission::Busy(reason)) => {
@@ -662,6 +698,7 @@ impl Engine {
     ) -> (Result<proto::TaskAck, tonic::Status>, u64) {
         if task.id.is_empty() {
             self.lock().count_rejected_task();
+            self.shared.metrics.refused(RefusalReason::Invalid, 1);
             return (
                 Err(tonic::Status::invalid_argument("task has an empty id")),
                 0,
@@ -673,10 +710,12 @@ impl Engine {
             let mut store = self.lock();
             if let Some(message) = unavailable_reason(&store) {
                 store.count_rejected_task();
+                self.shared.metrics.refused(RefusalReason::Unavailable, 1);
                 return (Err(tonic::Status::unavailable(message)), 0);
             }
             store.sweep_if_due(now.instant);
             let admitted = store.admit(task, now, &mut start_now, &caller.viewer());
+            count_admission(&self.shared.metrics, &admitted.1);
             (admitted, store.journal_seq())
         };
         self.start_workers(start_now);
@@ -819,6 +858,9 @@ impl Engine {
         message: String,
     ) -> proto::SubmitAck {
         self.lock().count_refused_batch(task_count);
+        self.shared
+            .metrics
+            .refused(RefusalReason::Invalid, task_count as u64);
         debug!(target: LOG_TARGET, batch_id, ?code, %message, "batch refused");
         refused(batch_id, code, message)
     }
@@ -964,11 +1006,16 @@ async fn reload_on_hangup(engine: &Engine, tls: Option<&ServerTls>) {
 async fn work(engine: Engine, mut job: Job) {
     loop {
         let output_limit_bytes = engine.shared.output_limit_bytes.load(Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let run = check::run(&job.check, job.timeout, output_limit_bytes);
         let result = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
             Ok(result) => result,
             Err(_) => CheckResult::failed(format!("{} check panicked", job.check.kind_name())),
         };
+        engine
+            .shared
+            .metrics
+            .check_ran(job.check.kind_name(), started.elapsed());
         if result.state != TaskState::Ok {
             debug!(target: LOG_TARGET, task_id = %job.id, state = ?result.state, message = %result.message, "check finished");
         }
@@ -997,10 +1044,40 @@ pub struct ConfigFile {
     pub path: PathBuf,
     /// `--listen` given on the command line, which replaces the file's `listen` on every read.
     pub listen_override: Option<String>,
+    /// `--metrics-listen` given on the command line, likewise for `metrics_listen`.
+    pub metrics_listen_override: Option<String>,
 }
 
 fn lock_config(config: &Mutex<EngineConfig>) -> MutexGuard<'_, EngineConfig> {
     config.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Counts what became of one task in the engine's metrics.
+fn count_admission(metrics: &EngineMetrics, admission: &Admission) {
+    match admission {
+        Admission::Accepted | Admission::Retry => metrics.accepted(1),
+        Admission::Duplicate => metrics.duplicates(1),
+        Admission::Busy(_) => metrics.refused(RefusalReason::AttemptRunning, 1),
+        Admission::Invalid(_) | Admission::NotAllowed(_) => {
+            metrics.refused(RefusalReason::Invalid, 1)
+        }
+        Admission::Exhausted(_) => metrics.refused(RefusalReason::EngineFull, 1),
+    }
+}
+
+/// The tasks `store` holds now, by state.
+fn held_tasks(store: &Mutex<Store>) -> HeldTasks {
+    let counters = store
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .counters();
+    HeldTasks {
+        pending: counters.checks_pending,
+        running: counters.checks_running,
+        finished: counters
+            .tasks_held
+            .saturating_sub(counters.checks_pending + counters.checks_running),
+    }
 }
 
 /// Drops expired results every sweep period, so memory stays bounded even when idle.

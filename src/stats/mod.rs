@@ -2,6 +2,10 @@
 //! size, with exact sum/min/max for the averages and extremes, closed into a [`WindowReport`]
 //! every stats interval and reset. The printed block is described in docs/DESIGN.md, The
 //! statistics block.
+//!
+//! A [`StatsMirror`] attached to an engine's statistics receives every value at the moment it
+//! is recorded, in the same call: the cumulative Prometheus histograms of [`crate::metrics`]
+//! therefore grow over a window by exactly the counts that window reports.
 
 mod figure;
 mod report;
@@ -10,8 +14,10 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
+use prometheus_client::metrics::counter::Counter;
 
 use crate::config::Tunables;
+use crate::metrics::AtomicHistogram;
 
 pub use report::{
     KindReport, LatenessReport, LoopTimeFigures, PacketFigures, WindowReport, append_json,
@@ -84,6 +90,30 @@ fn record(histogram: &mut Histogram<u64>, value: u64) {
     }
 }
 
+/// Where a [`LoopStats`] also records what it is given, cumulatively (never reset): the
+/// Prometheus metrics. Each part is optional; the default mirrors nothing.
+#[derive(Debug, Clone, Default)]
+pub struct LoopMirror {
+    /// Every loop time (for lateness: every duration), in seconds.
+    pub seconds: Option<AtomicHistogram>,
+    /// Every packet size, in bytes.
+    pub bytes: Option<AtomicHistogram>,
+    /// Every failed loop.
+    pub failed: Option<Counter>,
+}
+
+/// The mirrors of one engine's statistics: both kinds of loop and each lateness stage (in the
+/// order of [`Stage::ALL`]).
+#[derive(Debug, Clone, Default)]
+pub struct StatsMirror {
+    /// Submission loops and packets.
+    pub submission: LoopMirror,
+    /// Monitor loops and packets.
+    pub monitor: LoopMirror,
+    /// Lateness by stage, seconds.
+    pub lateness: [Option<AtomicHistogram>; 5],
+}
+
 /// Statistics of one kind of loop (submission or monitor) over the current window.
 #[derive(Debug, Clone)]
 pub struct LoopStats {
@@ -101,6 +131,7 @@ pub struct LoopStats {
     packet_total_bytes: u64,
     packet_min_bytes: u64,
     packet_max_bytes: u64,
+    mirror: LoopMirror,
 }
 
 impl Default for LoopStats {
@@ -125,7 +156,13 @@ impl LoopStats {
             packet_total_bytes: 0,
             packet_min_bytes: u64::MAX,
             packet_max_bytes: 0,
+            mirror: LoopMirror::default(),
         }
+    }
+
+    /// Also record into `mirror` from now on.
+    pub fn set_mirror(&mut self, mirror: LoopMirror) {
+        self.mirror = mirror;
     }
 
     /// One completed loop that took `elapsed` (first batch sent to last reply received).
@@ -136,6 +173,9 @@ impl LoopStats {
         self.loop_time_total = self.loop_time_total.saturating_add(elapsed);
         self.loop_time_min = self.loop_time_min.min(elapsed);
         self.loop_time_max = self.loop_time_max.max(elapsed);
+        if let Some(seconds) = &self.mirror.seconds {
+            seconds.observe(elapsed.as_secs_f64());
+        }
     }
 
     /// One packet (a batch's request plus its reply, framing included) of `bytes` bytes.
@@ -145,11 +185,17 @@ impl LoopStats {
         self.packet_total_bytes = self.packet_total_bytes.saturating_add(bytes);
         self.packet_min_bytes = self.packet_min_bytes.min(bytes);
         self.packet_max_bytes = self.packet_max_bytes.max(bytes);
+        if let Some(mirror) = &self.mirror.bytes {
+            mirror.observe(bytes as f64);
+        }
     }
 
     /// One loop that did not complete (its time is not recorded).
     pub fn record_failed_loop(&mut self) {
         self.failed_loops += 1;
+        if let Some(failed) = &self.mirror.failed {
+            failed.inc();
+        }
     }
 
     /// Batches split in half after they went unanswered (or were over the message size cap).
@@ -232,7 +278,8 @@ impl LoopStats {
         }
     }
 
-    /// Forget everything recorded (keeps the histograms' memory).
+    /// Forget everything recorded (keeps the histograms' memory and the mirror, which is
+    /// cumulative).
     pub fn reset(&mut self) {
         self.loop_time_us.reset();
         self.packet_bytes.reset();
@@ -352,6 +399,19 @@ impl EngineStats {
             monitor: LoopStats::new(),
             lateness: LatenessStats::default(),
         }
+    }
+
+    /// Also record every value into `mirror` (the engine's Prometheus histograms) from now on.
+    pub fn with_mirror(mut self, mirror: StatsMirror) -> Self {
+        self.submission.set_mirror(mirror.submission);
+        self.monitor.set_mirror(mirror.monitor);
+        for (stage, seconds) in self.lateness.stages.iter_mut().zip(mirror.lateness) {
+            stage.set_mirror(LoopMirror {
+                seconds,
+                ..LoopMirror::default()
+            });
+        }
+        self
     }
 
     /// The engine these statistics are about.

@@ -1,6 +1,7 @@
 //! What the supervisor has done with one engine's tasks, counted. The list below is the only
-//! place a counter is named: it generates the live atomics the loops bump and the plain
-//! [`CountersSnapshot`] that tests, `chaos`, `bench` and the JSON statistics read.
+//! place a counter is named: it generates the live atomics the loops bump, the plain
+//! [`CountersSnapshot`] that tests, `chaos`, `bench` and the JSON statistics read, and the
+//! names and help texts of the Prometheus counters read from that snapshot at every scrape.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -38,6 +39,13 @@ macro_rules! counters {
             /// A plain copy of the counters now.
             pub(crate) fn snapshot(&self) -> CountersSnapshot {
                 CountersSnapshot { $( $name: self.$name.load(Ordering::Relaxed), )+ }
+            }
+        }
+
+        impl CountersSnapshot {
+            /// Every counter as (name, description, value), in the order they are declared.
+            pub fn fields(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![ $( (stringify!($name), concat!($($doc),+), self.$name), )+ ]
             }
         }
     };
@@ -124,5 +132,11 @@ mod tests {
         let json = serde_json::to_value(snapshot).expect("json");
         assert_eq!(json["accepted"], 3);
         assert_eq!(json["retries_past_window"], 0);
+        let fields = snapshot.fields();
+        assert_eq!(fields.len(), json.as_object().map_or(0, |o| o.len()));
+        for (name, description, value) in fields {
+            assert_eq!(json[name], value, "{name}");
+            assert!(!description.trim().is_empty(), "{name} has a description");
+        }
     }
 }

@@ -20,6 +20,7 @@ mod engine;
 pub mod schedule;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ pub use completion::Completion;
 pub use counters::CountersSnapshot;
 
 use crate::config::SupervisorConfig;
+use crate::metrics::{EngineProbe, MetricsError, MetricsServer, SupervisorMetrics};
 use crate::stats::EngineStats;
 use crate::transport::Dialer;
 
@@ -50,6 +52,9 @@ pub enum SupervisorError {
     /// A file of `[tls]` cannot be used.
     #[error("[tls]: {0}")]
     Tls(#[from] crate::tls::TlsFileError),
+    /// The metrics endpoint (`metrics_listen`) cannot be served.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 /// Options that are not part of the configuration file.
@@ -68,11 +73,14 @@ pub struct Supervisor {
     engines: HashMap<String, Arc<engine::EngineHandle>>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// The `/metrics` endpoint, while `metrics_listen` is set; stops when dropped.
+    metrics_server: Option<MetricsServer>,
 }
 
 impl Supervisor {
-    /// Start scheduling and the per-engine loops. The configuration receiver is watched for
-    /// reloads: turbo mode, batch sizes and intervals apply from each engine's next loop.
+    /// Start scheduling and the per-engine loops, and serve `/metrics` on `metrics_listen`
+    /// (unless empty). The configuration receiver is watched for reloads: turbo mode, batch
+    /// sizes and intervals apply from each engine's next loop.
     pub fn start(
         config: watch::Receiver<Arc<SupervisorConfig>>,
         options: SupervisorOptions,
@@ -86,6 +94,9 @@ impl Supervisor {
                 .map(|(i, p)| (p.name.clone(), i))
                 .collect(),
         );
+        let metrics = SupervisorMetrics::new();
+        let metrics_server =
+            MetricsServer::bind(&initial.metrics_listen, Arc::clone(metrics.registry()))?;
         let (stop, stop_rx) = watch::channel(false);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut tasks = JoinSet::new();
@@ -129,10 +140,12 @@ impl Supervisor {
                         .map_err(|e| engine_error(e.to_string()))?,
                 ),
             };
+            let handles = metrics.engine(&entry.name);
             let mut dialer = Dialer::new(&entry.address, link, initial.max_message_bytes)
                 .map_err(|e| engine_error(e.to_string()))?
                 .with_sessions(Arc::clone(&sessions))
-                .with_keepalive(initial.keepalive_interval);
+                .with_keepalive(initial.keepalive_interval)
+                .with_gauges(handles.connections);
             if let Some(tls) = &tls {
                 dialer = dialer.with_tls(tls.clone(), entry.server_name.clone());
             }
@@ -149,11 +162,14 @@ impl Supervisor {
                     alert_actions: alert_actions.clone(),
                     observer: options.observer.clone(),
                     stats_json: options.stats_json.clone(),
+                    stats_mirror: handles.stats,
                     config: config.clone(),
                     stop: stop_rx.clone(),
                 },
                 &mut tasks,
             );
+            let probe: Arc<dyn EngineProbe> = state.clone();
+            metrics.watch(&entry.name, Arc::downgrade(&probe));
             engines.insert(entry.name.clone(), state);
             engine_index.insert(entry.name.clone(), index);
             outlets.push(schedule::scheduler::EngineOutlet {
@@ -204,7 +220,14 @@ impl Supervisor {
             engines,
             stop,
             tasks,
+            metrics_server,
         })
+    }
+
+    /// The address `/metrics` is served on (the port chosen when `metrics_listen` asked for
+    /// port 0); `None` when `metrics_listen` is empty.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(MetricsServer::addr)
     }
 
     /// Names of the engines.
@@ -239,6 +262,10 @@ impl Supervisor {
     /// Stop scheduling, let the loops finish what they are doing, print a final statistics
     /// window per engine, and wait for everything to end. Returns each engine's final counters.
     pub async fn shutdown(mut self) -> Vec<(String, CountersSnapshot)> {
+        // `/health` turns NOT_SERVING for the whole drain; the endpoint closes with `self`.
+        if let Some(server) = &self.metrics_server {
+            server.set_not_serving();
+        }
         self.stop.send_replace(true);
         while let Some(result) = self.tasks.join_next().await {
             if let Err(e) = result

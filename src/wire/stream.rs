@@ -14,7 +14,7 @@ use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 
 use crate::proto::{StatusBatch, StatusQuery, SubmitAck, SubmitBatch};
-use crate::transport::Connection;
+use crate::transport::{Connection, InFlight};
 
 /// A message that names its batch: requests carry it, replies name the batch they answer.
 pub trait Batched {
@@ -78,6 +78,7 @@ pub struct BatchStream<Resp> {
     shared: Arc<Mutex<Shared<Resp>>>,
     sessions: Option<Arc<tokio::sync::Semaphore>>,
     ended: tokio::sync::watch::Receiver<bool>,
+    in_flight: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// The submission stream: encoded `SubmitBatch`es answered by `SubmitAck`s.
@@ -125,10 +126,14 @@ where
             .await
             .map_err(|s| StreamError::Open(s.to_string()))?
             .into_inner();
-        Ok(Self::start(tx, inbound))
+        Ok(Self::start(tx, inbound, connection.in_flight().clone()))
     }
 
-    fn start(outbound: mpsc::Sender<Bytes>, mut inbound: Streaming<Resp>) -> Self {
+    fn start(
+        outbound: mpsc::Sender<Bytes>,
+        mut inbound: Streaming<Resp>,
+        in_flight: prometheus_client::metrics::gauge::Gauge,
+    ) -> Self {
         let shared = Arc::new(Mutex::new(Shared {
             waiters: HashMap::new(),
             closed: None,
@@ -174,6 +179,7 @@ where
             shared,
             sessions: None,
             ended,
+            in_flight,
         }
     }
 }
@@ -222,6 +228,7 @@ impl<Resp: Send + 'static> BatchStream<Resp> {
             })?),
             None => None,
         };
+        let _in_flight = InFlight::enter(&self.in_flight);
         let (tx, rx) = oneshot::channel();
         {
             let mut shared = lock(&self.shared);

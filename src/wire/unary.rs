@@ -6,7 +6,7 @@ use std::time::Duration;
 use tonic::transport::Channel;
 
 use crate::proto::engine_client::EngineClient;
-use crate::transport::Dialer;
+use crate::transport::{Dialer, InFlight};
 
 /// Why a unary call got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,7 @@ where
                     })?),
                     None => None,
                 };
+            let _in_flight = InFlight::enter(&dialer.gauges().in_flight);
             let (client, closed) = dialer
                 .connect_tracked()
                 .await

@@ -11,13 +11,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use turbomon::config::EngineConfig;
 use turbomon::engine::{Engine, EngineCounters, EngineError};
+use turbomon::metrics::MetricsServer;
 use turbomon::proto::engine_client::EngineClient;
 use turbomon::proto::{self, TaskState};
 
-/// Default engine settings, listening on `127.0.0.1:0`.
+/// Default engine settings, listening on `127.0.0.1:0`, metrics (when served, see
+/// [`RunningEngine::serve_metrics`]) on a free loopback port too.
 pub fn engine_config() -> EngineConfig {
     EngineConfig {
         listen: "127.0.0.1:0".into(),
+        metrics_listen: "127.0.0.1:0".into(),
         ..EngineConfig::default()
     }
 }
@@ -41,6 +44,7 @@ pub struct RunningEngine {
     pub address: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     served: JoinHandle<Result<(), EngineError>>,
+    metrics: Option<MetricsServer>,
 }
 
 impl RunningEngine {
@@ -61,7 +65,26 @@ impl RunningEngine {
             address,
             stop: Some(stop),
             served,
+            metrics: None,
         }
+    }
+
+    /// Serves `/metrics` on the engine's `metrics_listen` (which must not be a fixed port: use
+    /// [`engine_config`]) until the engine is dropped; returns the address bound.
+    pub fn serve_metrics(&mut self) -> SocketAddr {
+        assert_ne!(
+            self.engine.config().metrics_listen,
+            turbomon::config::defaults::engine_metrics_listen(),
+            "tests never bind the fixed default metrics port"
+        );
+        let server = self
+            .engine
+            .serve_metrics()
+            .expect("metrics endpoint binds")
+            .expect("metrics_listen is set");
+        let address = server.addr();
+        self.metrics = Some(server);
+        address
     }
 
     pub async fn client(&self) -> EngineClient<Channel> {

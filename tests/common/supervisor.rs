@@ -110,7 +110,12 @@ pub fn start_supervisor(config: SupervisorConfig) -> Started {
 }
 
 /// Starts a supervisor on `config` with `options` and an observer (replacing any in `options`).
-pub fn start_supervisor_with(config: SupervisorConfig, options: SupervisorOptions) -> Started {
+/// A `metrics_listen` left at its default (a fixed port) is turned off: tests run side by side
+/// and never bind a fixed port; a test that scrapes sets `metrics_listen = "127.0.0.1:0"`.
+pub fn start_supervisor_with(mut config: SupervisorConfig, options: SupervisorOptions) -> Started {
+    if config.metrics_listen == turbomon::config::defaults::supervisor_metrics_listen() {
+        config.metrics_listen = String::new();
+    }
     let (tx, rx) = watch::channel(Arc::new(config));
     let (observer, completions) = mpsc::unbounded_channel();
     let supervisor = Supervisor::start(

@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use super::connection::Contact;
 use super::ledger::Ledger;
+use crate::metrics::EngineProbe;
 use crate::proto::Task;
 use crate::stats::EngineStats;
 use crate::supervisor::alert::AlertActions;
@@ -64,6 +65,27 @@ impl EngineHandle {
     /// Tasks submitted and not yet finished.
     pub(crate) fn unfinished_count(&self) -> usize {
         self.ledger().unfinished_count()
+    }
+}
+
+/// What the supervisor's metrics read at every scrape.
+impl EngineProbe for EngineHandle {
+    fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.counters.snapshot().fields()
+    }
+
+    fn unfinished(&self) -> u64 {
+        self.unfinished_count() as u64
+    }
+
+    fn reachable(&self) -> bool {
+        self.contact.is_reachable()
+    }
+
+    fn failover_active(&self) -> bool {
+        // Each failover is followed by at most one failback.
+        let counters = self.counters.snapshot();
+        counters.failovers > counters.failbacks
     }
 }
 

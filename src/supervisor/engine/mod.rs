@@ -33,7 +33,7 @@ pub(crate) use handle::EngineHandle;
 
 use crate::config::SupervisorConfig;
 use crate::proto::Task;
-use crate::stats::EngineStats;
+use crate::stats::{EngineStats, StatsMirror};
 use crate::supervisor::alert::AlertActions;
 use crate::supervisor::completion::Completion;
 use crate::supervisor::counters::DeliveryCounters;
@@ -64,6 +64,8 @@ pub(crate) struct Setup {
     pub(crate) observer: Option<mpsc::UnboundedSender<Completion>>,
     /// Append every statistics window as JSON here.
     pub(crate) stats_json: Option<PathBuf>,
+    /// Where its statistics are also recorded (the Prometheus metrics).
+    pub(crate) stats_mirror: StatsMirror,
     /// The configuration, reloaded.
     pub(crate) config: watch::Receiver<Arc<SupervisorConfig>>,
     /// Turns true when the supervisor stops.
@@ -90,7 +92,9 @@ pub(crate) fn start(
         counters: Arc::clone(&setup.counters),
         batch_ids: BatchIds::default(),
         plans: Arc::clone(&setup.plans),
-        stats: Mutex::new(EngineStats::new(setup.name.clone(), SystemTime::now())),
+        stats: Mutex::new(
+            EngineStats::new(setup.name.clone(), SystemTime::now()).with_mirror(setup.stats_mirror),
+        ),
         ledger: Mutex::new(ledger::Ledger::new(
             setup.name.clone(),
             setup.plans,
