@@ -333,6 +333,52 @@ fn relators_must_name_existing_group_rules_and_alerts() {
 }
 
 #[test]
+fn relator_notification_keys_are_checked_naming_the_key() {
+    let relator = |keys: &str| {
+        with(&format!(
+            "\n[[relators]]\nname = \"r\"\ngroup = \"web\"\nrules = [\"load\"]\ninterval = \"1m\"\nalerts = [\"log\"]\n{keys}\n"
+        ))
+    };
+    // A misspelt state is named with the nearest one.
+    let text = relator("alert_on = [\"critical\", \"warn\"]");
+    assert_refused_at(&text, "relators[0].alert_on[1]", "alert_on");
+    let message = refused_supervisor(&text).to_string();
+    assert!(message.contains("did you mean `warning`?"), "{message}");
+    let text = relator("alert_on = [\"critical\", \"critical\"]");
+    assert_refused_at(&text, "relators[0].alert_on[1]", "alert_on");
+    let text = relator("alert_on = []");
+    assert_refused_at(&text, "relators[0].alert_on", "alert_on");
+    for attempts in ["0", "11"] {
+        let text = relator(&format!("max_check_attempts = {attempts}"));
+        assert_refused_at(
+            &text,
+            "relators[0].max_check_attempts",
+            "max_check_attempts",
+        );
+    }
+    let text = relator("renotify_interval = \"0s\"");
+    assert_refused_at(&text, "relators[0].renotify_interval", "renotify_interval");
+
+    let text = relator(
+        "alert_on = [\"critical\", \"unknown\"]\nnotify_recovery = false\n\
+         renotify_interval = \"1h\"\nmax_check_attempts = 10",
+    );
+    let config = parse_supervisor(&text, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
+    let r = &config.relators[0];
+    use turbomon::config::AlertOn;
+    assert_eq!(r.alert_on, [AlertOn::Critical, AlertOn::Unknown]);
+    assert!(!r.notify_recovery);
+    assert_eq!(r.renotify_interval, Some(Duration::from_secs(3600)));
+    assert_eq!(r.max_check_attempts, 10);
+    // The defaults: every bad state, recoveries, no reminders, the first bad result is hard.
+    let config = parse_supervisor(&relator(""), Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
+    let r = &config.relators[0];
+    assert_eq!(r.alert_on, AlertOn::ALL);
+    assert!(r.notify_recovery);
+    assert_eq!((r.renotify_interval, r.max_check_attempts), (None, 1));
+}
+
+#[test]
 fn rules_need_their_kind_keys_and_refuse_foreign_ones() {
     let rule = |body: &str| with(&format!("\n[[rules]]\nname = \"x\"\n{body}\n"));
     // Missing keys point at the rule's `[[rules]]` header.
