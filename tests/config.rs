@@ -110,7 +110,7 @@ fn shipped_supervisor_file_loads_with_overrides_resolved() {
         );
     }
     assert!(!config.relators.is_empty());
-    // The webhook example is there commented out: nothing listens at its address.
+    // log and notify-script; the webhook is there commented out.
     assert_eq!(config.alerts.len(), 2);
 }
 
@@ -121,6 +121,7 @@ fn check_file_summarises_the_shipped_supervisor_file() {
     assert!(summary.contains("2 engines"), "{summary}");
     assert!(summary.contains("remote at 127.0.0.1:7301"), "{summary}");
     assert!(summary.contains("batches 10/30"), "{summary}");
+    // web-availability is there commented out.
     assert!(summary.contains("3 relators"), "{summary}");
     assert!(summary.contains("when chained"), "{summary}");
     // fleet-load: 2 rules × 5 nodes.
@@ -331,6 +332,52 @@ fn relators_must_name_existing_group_rules_and_alerts() {
     assert_refused_at(&text, "relators[0].rules", "rules = []");
     let ok = relator("web", "[\"load\"]", "[\"log\"]", "1m");
     assert!(parse_supervisor(&ok, Path::new(FILE)).is_ok());
+}
+
+#[test]
+fn relator_notification_keys_are_checked_naming_the_key() {
+    let relator = |keys: &str| {
+        with(&format!(
+            "\n[[relators]]\nname = \"r\"\ngroup = \"web\"\nrules = [\"load\"]\ninterval = \"1m\"\nalerts = [\"log\"]\n{keys}\n"
+        ))
+    };
+    // A misspelt state is named with the nearest one.
+    let text = relator("alert_on = [\"critical\", \"warn\"]");
+    assert_refused_at(&text, "relators[0].alert_on[1]", "alert_on");
+    let message = refused_supervisor(&text).to_string();
+    assert!(message.contains("did you mean `warning`?"), "{message}");
+    let text = relator("alert_on = [\"critical\", \"critical\"]");
+    assert_refused_at(&text, "relators[0].alert_on[1]", "alert_on");
+    let text = relator("alert_on = []");
+    assert_refused_at(&text, "relators[0].alert_on", "alert_on");
+    for attempts in ["0", "11"] {
+        let text = relator(&format!("max_check_attempts = {attempts}"));
+        assert_refused_at(
+            &text,
+            "relators[0].max_check_attempts",
+            "max_check_attempts",
+        );
+    }
+    let text = relator("renotify_interval = \"0s\"");
+    assert_refused_at(&text, "relators[0].renotify_interval", "renotify_interval");
+
+    let text = relator(
+        "alert_on = [\"critical\", \"unknown\"]\nnotify_recovery = false\n\
+         renotify_interval = \"1h\"\nmax_check_attempts = 10",
+    );
+    let config = parse_supervisor(&text, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
+    let r = &config.relators[0];
+    use turbomon::config::AlertOn;
+    assert_eq!(r.alert_on, [AlertOn::Critical, AlertOn::Unknown]);
+    assert!(!r.notify_recovery);
+    assert_eq!(r.renotify_interval, Some(Duration::from_secs(3600)));
+    assert_eq!(r.max_check_attempts, 10);
+    // The defaults: every bad state, recoveries, no reminders, the first bad result is hard.
+    let config = parse_supervisor(&relator(""), Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
+    let r = &config.relators[0];
+    assert_eq!(r.alert_on, AlertOn::ALL);
+    assert!(r.notify_recovery);
+    assert_eq!((r.renotify_interval, r.max_check_attempts), (None, 1));
 }
 
 #[test]

@@ -17,7 +17,7 @@ use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use proptest::test_runner::{FileFailurePersistence, TestCaseError};
 use turbomon::config::{
-    AlertConfig, AlertKind, CatchUp, CheckKind, ConfigError, EngineConfig, EngineEntry,
+    AlertConfig, AlertKind, AlertOn, CatchUp, CheckKind, ConfigError, EngineConfig, EngineEntry,
     GroupConfig, Priority, RelatorConfig, RuleConfig, SimOutcome, StatusMode, SupervisorConfig,
     check_file, parse_engine, parse_supervisor,
 };
@@ -493,6 +493,10 @@ impl Kind {
                 "catch_up",
                 "priority",
                 "alerts",
+                "alert_on",
+                "notify_recovery",
+                "renotify_interval",
+                "max_check_attempts",
             ],
             Kind::Alerts => &["name", "kind", "url", "program", "args", "timeout"],
         }
@@ -672,6 +676,10 @@ fn base_document() -> Vec<Table> {
                 ("catch_up", "\"latest\""),
                 ("priority", "\"high\""),
                 ("alerts", "[\"log\", \"hook\"]"),
+                ("alert_on", "[\"critical\", \"unknown\"]"),
+                ("notify_recovery", "true"),
+                ("renotify_interval", "\"1h\""),
+                ("max_check_attempts", "3"),
             ],
         ),
         Table::new(
@@ -1319,9 +1327,35 @@ fn arb_alert() -> impl Strategy<Value = AlertConfig> {
         })
 }
 
-/// The relator's own schedule: interval 1 s ..= 1 h (to the millisecond), an optional start
-/// window and retry period no longer than it.
+/// The relator's own schedule ([`arb_relator_timing`]) and when it notifies: a non-empty set of
+/// `alert_on` states in any order, recoveries or not, an optional reminder interval, 1 to 10
+/// check attempts.
 fn arb_relator_schedule() -> impl Strategy<Value = RelatorConfig> {
+    (
+        arb_relator_timing(),
+        Just(AlertOn::ALL.to_vec()).prop_shuffle(),
+        1usize..=3,
+        any::<bool>(),
+        prop::option::of(arb_positive_duration()),
+        1u32..=10,
+    )
+        .prop_map(
+            |(relator, mut alert_on, states, notify_recovery, renotify_interval, attempts)| {
+                alert_on.truncate(states);
+                RelatorConfig {
+                    alert_on,
+                    notify_recovery,
+                    renotify_interval,
+                    max_check_attempts: attempts,
+                    ..relator
+                }
+            },
+        )
+}
+
+/// The relator's timing: interval 1 s ..= 1 h (to the millisecond), an optional start window
+/// and retry period no longer than it.
+fn arb_relator_timing() -> impl Strategy<Value = RelatorConfig> {
     (1_000u64..=3_600_000)
         .prop_flat_map(|interval_ms| {
             (

@@ -330,20 +330,21 @@ kind = "log"
         .expect("body");
     assert_eq!(body["node"], "n1");
     assert_eq!(body["rule"], "sim");
-    assert_eq!(body["state"], "broken");
+    assert_eq!(body["state"], "critical");
+    assert_eq!(body["kind"], "problem");
     assert_eq!(body["engine"], "e1");
     eventually("command alert ran", Duration::from_secs(5), || {
-        std::fs::read_to_string(&marker).is_ok_and(|s| s.trim() == "n1 broken")
+        std::fs::read_to_string(&marker).is_ok_and(|s| s.trim() == "n1 critical")
     })
     .await;
     assert!(
         tokio::time::timeout(Duration::from_millis(300), bodies.recv())
             .await
             .is_err(),
-        "only the broken rule alerts"
+        "only the broken rule alerts, once"
     );
     let counters = supervisor.shutdown().await;
-    assert_eq!(counters[0].1.broken, 1);
+    assert_eq!((counters[0].1.broken, counters[0].1.alerts), (1, 1));
 }
 
 #[tokio::test]

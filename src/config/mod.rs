@@ -27,6 +27,6 @@ pub use reload::{
 };
 pub use samples::FileKind;
 pub use validate::{
-    INFO_BATCH_WARN_AT, LINK_PROFILE_NAMES, MAX_BATCH_SIZE, MAX_BATCH_WINDOW,
+    INFO_BATCH_WARN_AT, LINK_PROFILE_NAMES, MAX_BATCH_SIZE, MAX_BATCH_WINDOW, MAX_CHECK_ATTEMPTS,
     MAX_RANDOMIZE_PERCENT, MAX_RESERVED_PERCENT, MAX_RETRIES, validate_engine, validate_supervisor,
 };

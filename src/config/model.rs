@@ -286,9 +286,50 @@ pub struct RelatorConfig {
     /// Order within a loop (high first) and shedding order under a cap (low first).
     #[serde(default)]
     pub priority: Priority,
-    /// Alert actions fired when a rule is broken.
+    /// Alert actions notified when a (rule, node)'s hard state changes, recovers or stays bad
+    /// past `renotify_interval`.
     #[serde(default)]
     pub alerts: Vec<String>,
+    /// The bad states whose hard state change is a problem to notify (default: all three).
+    #[serde(default = "defaults::alert_on")]
+    pub alert_on: Vec<AlertOn>,
+    /// Notify the same actions when a notified problem returns to OK.
+    #[serde(default = "defaults::notify_recovery")]
+    pub notify_recovery: bool,
+    /// Remind every this long while a notified problem stays in the same state; unset: never.
+    #[serde(default, with = "humantime_serde")]
+    pub renotify_interval: Option<Duration>,
+    /// Consecutive bad results (1 to 10) before a new bad state is hard and notified; until
+    /// then it is soft, and a return to OK is silent.
+    #[serde(default = "defaults::max_check_attempts")]
+    pub max_check_attempts: u32,
+}
+
+/// A bad state a relator notifies problems for (`alert_on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertOn {
+    /// A plugin's WARNING.
+    Warning,
+    /// A broken rule (a plugin's CRITICAL).
+    Critical,
+    /// The check could not tell: a plugin's UNKNOWN, or a task failed, timed out or lost in a
+    /// restart after its retries.
+    Unknown,
+}
+
+impl AlertOn {
+    /// Every value, in the default order.
+    pub const ALL: [AlertOn; 3] = [AlertOn::Warning, AlertOn::Critical, AlertOn::Unknown];
+
+    /// The name in the configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            AlertOn::Warning => "warning",
+            AlertOn::Critical => "critical",
+            AlertOn::Unknown => "unknown",
+        }
+    }
 }
 
 /// How completions reach the supervisor.
@@ -334,11 +375,13 @@ pub enum Priority {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertKind {
-    /// A warning log line (target `turbomon::alert`).
+    /// A log line per notification (target `turbomon::alert`): warn for a problem or a
+    /// reminder, info for a recovery.
     Log,
     /// An HTTP POST of a JSON body to `url`.
     Webhook,
-    /// Run `program` with `args`; the alert is passed in environment variables.
+    /// Run `program` with `args`; the notification is passed in `TURBOMON_*` environment
+    /// variables and as JSON on standard input.
     Command,
 }
 
@@ -528,6 +571,10 @@ impl Default for RelatorConfig {
             catch_up: CatchUp::default(),
             priority: Priority::default(),
             alerts: Vec::new(),
+            alert_on: defaults::alert_on(),
+            notify_recovery: defaults::notify_recovery(),
+            renotify_interval: None,
+            max_check_attempts: defaults::max_check_attempts(),
         }
     }
 }
@@ -663,6 +710,18 @@ pub mod defaults {
     /// An alert's `timeout`.
     pub fn alert_timeout() -> Duration {
         Duration::from_secs(5)
+    }
+    /// A relator's `alert_on`: every bad state.
+    pub fn alert_on() -> Vec<super::AlertOn> {
+        super::AlertOn::ALL.to_vec()
+    }
+    /// A relator's `notify_recovery`.
+    pub fn notify_recovery() -> bool {
+        true
+    }
+    /// A relator's `max_check_attempts`.
+    pub fn max_check_attempts() -> u32 {
+        1
     }
     /// Engine `listen`.
     pub fn listen() -> String {

@@ -11,8 +11,8 @@ use super::engine_checks::check_engine;
 use super::error::{ConfigError, KeyPath};
 use super::findings::Findings;
 use super::model::{
-    AlertConfig, AlertKind, CheckKind, EngineConfig, EngineEntry, GroupConfig, RelatorConfig,
-    RuleConfig, SupervisorConfig,
+    AlertConfig, AlertKind, AlertOn, CheckKind, EngineConfig, EngineEntry, GroupConfig,
+    RelatorConfig, RuleConfig, SupervisorConfig,
 };
 use super::values::{check_host_port, check_http_url, check_metrics_listen, check_readable};
 
@@ -28,6 +28,10 @@ pub const MAX_RANDOMIZE_PERCENT: u8 = 50;
 
 /// Largest `max_retries`.
 pub const MAX_RETRIES: u32 = 100;
+
+/// Largest `max_check_attempts`: more consecutive bad results before a problem is notified
+/// would hide it for too many intervals.
+pub const MAX_CHECK_ATTEMPTS: u32 = 10;
 
 /// Largest `reserved_percent`.
 pub const MAX_RESERVED_PERCENT: u8 = 90;
@@ -705,6 +709,7 @@ fn check_relator(
             rules.require(findings, rule, rule_path);
         }
     }
+    check_notifications(findings, relator, path);
     let mut listed = HashSet::new();
     for (j, alert) in relator.alerts.iter().enumerate() {
         let alert_path = path.key("alerts").index(j);
@@ -713,6 +718,49 @@ fn check_relator(
         } else {
             alerts.require(findings, alert, alert_path);
         }
+    }
+}
+
+/// A relator's notification keys: `alert_on` names each bad state at most once and at least
+/// one, `max_check_attempts` is 1 to [`MAX_CHECK_ATTEMPTS`], `renotify_interval` is not zero.
+fn check_notifications(findings: &mut Findings, relator: &RelatorConfig, path: &KeyPath) {
+    let known = || {
+        AlertOn::ALL
+            .iter()
+            .map(|state| state.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if relator.alert_on.is_empty() {
+        findings.error(
+            path.key("alert_on"),
+            format!(
+                "names no state: give at least one of {} (a relator that should notify nothing \
+                 leaves `alerts` empty)",
+                known()
+            ),
+        );
+    }
+    let mut listed = HashSet::new();
+    for (j, state) in relator.alert_on.iter().enumerate() {
+        if !listed.insert(*state) {
+            findings.error(
+                path.key("alert_on").index(j),
+                format!("`{}` is listed twice", state.name()),
+            );
+        }
+    }
+    if !(1..=MAX_CHECK_ATTEMPTS).contains(&relator.max_check_attempts) {
+        findings.error(
+            path.key("max_check_attempts"),
+            format!(
+                "{} is out of range: 1 (notify at the first bad result) to {MAX_CHECK_ATTEMPTS}",
+                relator.max_check_attempts
+            ),
+        );
+    }
+    if let Some(interval) = relator.renotify_interval {
+        findings.interval(path.key("renotify_interval"), interval);
     }
 }
 

@@ -1,35 +1,12 @@
-//! Alert actions fired when a rule is broken: a log line, a webhook POST with a JSON body, or a
-//! command with the alert in its environment.
+//! Alert actions carrying a notification out: a log line, a webhook POST with a JSON body, or a
+//! command with the notification in its environment and on its standard input.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::config::{AlertConfig, AlertKind};
-
-/// What an alert says.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub(crate) struct AlertEvent {
-    /// Engine that ran the task.
-    pub engine: String,
-    /// Relator that scheduled it.
-    pub relator: String,
-    /// The broken rule.
-    pub rule: String,
-    /// The node it was checked on.
-    pub node: String,
-    /// The task id.
-    pub task_id: String,
-    /// `broken`.
-    pub state: String,
-    /// The measured value.
-    pub value: f64,
-    /// The engine's message.
-    pub message: String,
-    /// When the check finished, ms since the Unix epoch.
-    pub finished_unix_ms: i64,
-}
+use crate::supervisor::notification::Notification;
+use crate::supervisor::states::NotificationKind;
 
 /// Why an alert action did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +47,7 @@ impl AlertActions {
     }
 
     /// Fire the named actions for `event` in the background; failures are logged.
-    pub(crate) fn fire(&self, names: &[String], event: AlertEvent) {
+    pub(crate) fn fire(&self, names: &[String], event: Notification) {
         for name in names {
             let Some(action) = self.actions.get(name).cloned() else {
                 tracing::error!(target: "turbomon::alert", alert = %name, "alert action is not defined");
@@ -87,22 +64,10 @@ impl AlertActions {
 }
 
 /// Run one action to completion.
-pub(crate) async fn fire_one(action: &AlertConfig, event: &AlertEvent) -> Result<(), AlertError> {
+pub(crate) async fn fire_one(action: &AlertConfig, event: &Notification) -> Result<(), AlertError> {
     match action.kind {
         AlertKind::Log => {
-            tracing::warn!(
-                target: "turbomon::alert",
-                alert = %action.name,
-                engine = %event.engine,
-                relator = %event.relator,
-                rule = %event.rule,
-                node = %event.node,
-                task = %event.task_id,
-                value = event.value,
-                "rule broken{}{}",
-                if event.message.is_empty() { "" } else { ": " },
-                event.message
-            );
+            log(&action.name, event);
             Ok(())
         }
         AlertKind::Webhook => {
@@ -162,19 +127,45 @@ async fn post_json(url: &str, body: Vec<u8>) -> Result<(), String> {
     }
 }
 
-/// Run the command with the alert in `TURBOMON_*` variables and as JSON on standard input.
-async fn run_command(action: &AlertConfig, event: &AlertEvent) -> Result<(), String> {
+/// One log line per notification: warn for a problem or a reminder, info for a recovery.
+fn log(alert: &str, event: &Notification) {
+    macro_rules! line {
+        ($level:ident, $($message:tt)+) => {
+            tracing::$level!(
+                target: "turbomon::alert",
+                alert = %alert,
+                kind = %event.kind.name(),
+                state = %event.state.name(),
+                previous_state = %event.previous_state.name(),
+                engine = %event.engine,
+                relator = %event.relator,
+                rule = %event.rule,
+                node = %event.node,
+                task = %event.task_id,
+                attempt = event.attempt,
+                value = event.value,
+                since_unix_ms = event.since_unix_ms,
+                output = %event.output,
+                perfdata = %event.perfdata_text(),
+                $($message)+
+            )
+        };
+    }
+    let state = event.state.name();
+    match event.kind {
+        NotificationKind::Problem => line!(warn, "rule is {state}"),
+        NotificationKind::Reminder => line!(warn, "rule is still {state}"),
+        NotificationKind::Recovery => line!(info, "rule recovered"),
+    }
+}
+
+/// Run the command with the notification in `TURBOMON_*` variables and as JSON on standard
+/// input.
+async fn run_command(action: &AlertConfig, event: &Notification) -> Result<(), String> {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new(action.program.as_deref().unwrap_or_default())
         .args(&action.args)
-        .env("TURBOMON_ENGINE", &event.engine)
-        .env("TURBOMON_RELATOR", &event.relator)
-        .env("TURBOMON_RULE", &event.rule)
-        .env("TURBOMON_NODE", &event.node)
-        .env("TURBOMON_TASK", &event.task_id)
-        .env("TURBOMON_STATE", &event.state)
-        .env("TURBOMON_VALUE", event.value.to_string())
-        .env("TURBOMON_MESSAGE", &event.message)
+        .envs(event.env())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)

@@ -66,8 +66,16 @@ counters! {
     completed,
     /// Of those, broken.
     broken,
-    /// Alert firings.
+    /// Notifications sent (problems, recoveries and reminders), each to all of its relator's
+    /// alert actions.
     alerts,
+    /// Of those, recoveries.
+    recoveries,
+    /// Of those, reminders.
+    reminders,
+    /// Bad results held as soft states (fewer in a row than `max_check_attempts`): not
+    /// notified.
+    soft_states,
     /// Acknowledged tasks the engine later forgot, submitted again.
     resubmitted,
     /// Tasks shed (low priority first) because the engine was down too long (logged).

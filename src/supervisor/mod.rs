@@ -1,12 +1,14 @@
 //! The supervising engine: expands relators into tasks on their schedules, submits them to each
-//! engine in batches, checks their status, fires alerts for broken rules and keeps the loop and
-//! packet statistics.
+//! engine in batches, checks their status, keeps every (relator, rule, node)'s state and
+//! notifies its changes, and keeps the loop and packet statistics.
 //!
 //! - [`schedule`]: relators expanded into tasks, the stable splay, and the scheduler task that
 //!   fires relators, takes retries and chains, and routes around engines that are down.
 //! - `engine`: one engine's side: its submission, monitor and push loops, its ledger of
 //!   unfinished tasks, its connection and statistics window.
-//! - [`alert`]: alert actions.
+//! - `states`: soft and hard states per (relator, rule, node), and what to notify (pure).
+//! - `notification`: what a notification says (webhook body, command environment).
+//! - [`alert`]: alert actions carrying notifications out.
 //! - `counters`, `completion`: what is counted per engine, and the outcome handed to an
 //!   observer.
 //!
@@ -17,12 +19,14 @@ pub(crate) mod alert;
 mod completion;
 mod counters;
 mod engine;
+mod notification;
 pub mod schedule;
+mod states;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -71,6 +75,7 @@ pub struct SupervisorOptions {
 /// A running supervisor.
 pub struct Supervisor {
     engines: HashMap<String, Arc<engine::EngineHandle>>,
+    states: Arc<Mutex<states::StateBook>>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
     /// The `/metrics` endpoint, while `metrics_listen` is set; stops when dropped.
@@ -101,6 +106,10 @@ impl Supervisor {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut tasks = JoinSet::new();
         let alert_actions = alert::AlertActions::new(&initial.alerts);
+        // One book for every engine: a failover moves a relator's tasks, not its states.
+        let states = Arc::new(Mutex::new(states::StateBook::new(schedule::plan::watches(
+            &plans,
+        ))));
         let sessions = Arc::new(tokio::sync::Semaphore::new(initial.max_sessions.max(1)));
         let tls = match &initial.tls {
             Some(files) => {
@@ -159,6 +168,7 @@ impl Supervisor {
                     plans: Arc::clone(&plans),
                     plan_index: Arc::clone(&plan_index),
                     events: events_tx.clone(),
+                    states: Arc::clone(&states),
                     alert_actions: alert_actions.clone(),
                     observer: options.observer.clone(),
                     stats_json: options.stats_json.clone(),
@@ -218,6 +228,7 @@ impl Supervisor {
         );
         Ok(Self {
             engines,
+            states,
             stop,
             tasks,
             metrics_server,
@@ -252,6 +263,16 @@ impl Supervisor {
     /// Tasks submitted to `engine` whose outcome is not known yet.
     pub fn unfinished(&self, engine: &str) -> Option<usize> {
         self.engines.get(engine).map(|e| e.unfinished_count())
+    }
+
+    /// How many (relator, rule, node)s have a state now, and the most there can be: rules ×
+    /// nodes of every relator with alert actions (with the nodes chained runs reach).
+    pub fn alert_states(&self) -> (usize, usize) {
+        let book = self
+            .states
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        (book.len(), book.capacity())
     }
 
     /// Read the current statistics window of one engine.

@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use turbomon::proto::engine_server::{Engine, EngineServer};
 use turbomon::proto::{
-    StatusBatch, StatusOneReply, StatusOneRequest, StatusQuery, SubmitAck, SubmitBatch,
+    PerfData, StatusBatch, StatusOneReply, StatusOneRequest, StatusQuery, SubmitAck, SubmitBatch,
     SubmitOneReply, SubmitOneRequest, TaskAck, TaskState, TaskStatus,
 };
 
@@ -58,6 +58,8 @@ pub struct MockEngine {
     state_of: Arc<StateRule>,
     ack_delay: Duration,
     held_attempt: Arc<Mutex<std::collections::HashMap<String, u32>>>,
+    /// The message and performance data of every status.
+    output: Arc<(String, Vec<PerfData>)>,
 }
 
 impl MockEngine {
@@ -80,7 +82,14 @@ impl MockEngine {
             state_of: Arc::new(state_of),
             ack_delay: Duration::ZERO,
             held_attempt: Arc::new(Mutex::new(std::collections::HashMap::new())),
+            output: Arc::new(("mock".to_string(), Vec::new())),
         }
+    }
+
+    /// Every status carries `message` and `perfdata` (by default `mock` and none).
+    pub fn with_output(mut self, message: &str, perfdata: Vec<PerfData>) -> Self {
+        self.output = Arc::new((message.to_string(), perfdata));
+        self
     }
 
     fn hold(&self, task: &turbomon::proto::Task) {
@@ -139,11 +148,11 @@ impl MockEngine {
             task_id: id.to_string(),
             state: (self.state_of)(id, attempt) as i32,
             value: 1.0,
-            message: "mock".to_string(),
+            message: self.output.0.clone(),
             started_unix_ms: now - 2,
             finished_unix_ms: now - 1,
             attempt,
-            perfdata: Vec::new(),
+            perfdata: self.output.1.clone(),
         }
     }
 }

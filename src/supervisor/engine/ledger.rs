@@ -2,19 +2,22 @@
 //! completion notices that overtook their own acknowledgement, and finished results the engine
 //! may forget. It is plain synchronous state: each call absorbs what the wire brought back and
 //! returns what must happen because of it ([`Settled`]): tasks to send again, retries, chains,
-//! alerts, completions, log notices. The loops apply that; nothing here touches the network, a
-//! clock or a channel, so every decision is a unit test.
+//! notifications, completions, log notices. Final results go through the supervisor's
+//! [`StateBook`], shared by every engine's ledger (a failover moves a relator's tasks, not its
+//! states). The loops apply what was decided; nothing here touches the network, a clock or a
+//! channel, so every decision is a unit test.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::proto::{Task, TaskState, TaskStatus};
+use crate::proto::{PerfData, Task, TaskState, TaskStatus};
 use crate::stats::Stage;
-use crate::supervisor::alert::AlertEvent;
 use crate::supervisor::completion::Completion;
 use crate::supervisor::counters::{Bump, DeliveryCounters};
-use crate::supervisor::schedule::plan::RelatorPlan;
+use crate::supervisor::notification::{About, Notification};
+use crate::supervisor::schedule::plan::{RelatorPlan, unix_ms};
+use crate::supervisor::states::{NotificationKind, Observation, ServiceState, StateBook, Verdict};
 use crate::wire::status::TaskId;
 use crate::wire::submit::Delivery;
 
@@ -68,8 +71,8 @@ pub(crate) struct Settled {
     pub(crate) retries: Vec<(Task, Duration)>,
     /// Chained relators (plan index) to run on a node.
     pub(crate) chains: Vec<(usize, String)>,
-    /// Alerts to fire: the relator's plan index and the event.
-    pub(crate) alerts: Vec<(usize, AlertEvent)>,
+    /// Notifications to send: the relator's plan index and what to say.
+    pub(crate) alerts: Vec<(usize, Notification)>,
     /// Final outcomes, for the observer (only when one is attached).
     pub(crate) completions: Vec<Completion>,
     /// Lateness samples for the statistics.
@@ -78,11 +81,37 @@ pub(crate) struct Settled {
     pub(crate) notices: Vec<Notice>,
 }
 
+/// A task's final result, however it ended.
+#[derive(Debug, Clone, Copy)]
+struct Final<'a> {
+    state: TaskState,
+    value: f64,
+    message: &'a str,
+    perfdata: &'a [PerfData],
+    /// When the check finished on the engine (0 if it never ran).
+    finished_unix_ms: i64,
+}
+
+impl<'a> Final<'a> {
+    /// A task that ended without running: failed with `reason`.
+    fn failed(reason: &'a str) -> Self {
+        Self {
+            state: TaskState::Failed,
+            value: 0.0,
+            message: reason,
+            perfdata: &[],
+            finished_unix_ms: 0,
+        }
+    }
+}
+
 /// One engine's unfinished tasks and what follows from their outcomes.
 pub(crate) struct Ledger {
     engine: String,
     plans: Arc<Vec<RelatorPlan>>,
     plan_index: Arc<HashMap<String, usize>>,
+    /// The state of every watched (relator, rule, node), shared by all engines.
+    states: Arc<Mutex<StateBook>>,
     counters: Arc<DeliveryCounters>,
     /// Whether final outcomes are wanted as [`Completion`]s (building them costs copies).
     observed: bool,
@@ -97,6 +126,7 @@ impl Ledger {
         engine: String,
         plans: Arc<Vec<RelatorPlan>>,
         plan_index: Arc<HashMap<String, usize>>,
+        states: Arc<Mutex<StateBook>>,
         counters: Arc<DeliveryCounters>,
         observed: bool,
     ) -> Self {
@@ -104,6 +134,7 @@ impl Ledger {
             engine,
             plans,
             plan_index,
+            states,
             counters,
             observed,
             unfinished: HashMap::new(),
@@ -171,7 +202,8 @@ impl Ledger {
                         task_id: task.id.clone(),
                         reason: reason.clone(),
                     });
-                    self.complete(&mut settled, &task, TaskState::Failed, 0.0, &reason, 0, now);
+                    let relator = self.plan_index.get(&task.relator).copied();
+                    self.ended(&mut settled, relator, &task, Final::failed(&reason), now);
                 }
                 Delivery::Retry { .. } => settled.resend.push(task),
             }
@@ -200,6 +232,16 @@ impl Ledger {
         now: SystemTime,
     ) -> Settled {
         let mut settled = Settled::default();
+        let mut statuses = statuses;
+        if statuses.len() > 1 {
+            // Two results of the same (relator, rule, node) count in the order they were
+            // scheduled (the state book ignores one older than a result already counted).
+            statuses.sort_by_cached_key(|status| {
+                self.unfinished
+                    .get(status.task_id.as_str())
+                    .map_or(i64::MIN, |held| held.task.scheduled_unix_ms)
+            });
+        }
         for status in statuses {
             let Some(held) = self.unfinished.get(status.task_id.as_str()) else {
                 if pushed {
@@ -260,7 +302,8 @@ impl Ledger {
                 task_id: task.id.clone(),
                 reason: reason.to_string(),
             });
-            self.complete(&mut settled, &task, TaskState::Failed, 0.0, reason, 0, now);
+            let relator = self.plan_index.get(&task.relator).copied();
+            self.ended(&mut settled, relator, &task, Final::failed(reason), now);
         }
         settled
     }
@@ -278,13 +321,11 @@ impl Ledger {
                 task_id: entry.task.id.clone(),
                 reason: reason.to_string(),
             });
-            self.complete(
+            self.ended(
                 &mut settled,
+                entry.relator,
                 &entry.task,
-                TaskState::Failed,
-                0.0,
-                reason,
-                0,
+                Final::failed(reason),
                 now,
             );
             self.release.push(id);
@@ -304,7 +345,8 @@ impl Ledger {
         self.early.insert(status.task_id.clone(), status);
     }
 
-    /// One task finished on the engine: decide retry, alert, chain and release.
+    /// One task finished on the engine: decide retry, notification, chain and release. A task
+    /// that gets another attempt has no state yet.
     fn finished(
         &mut self,
         settled: &mut Settled,
@@ -320,9 +362,7 @@ impl Ledger {
             (Stage::StartedToFinished, elapsed(started, done)),
             (Stage::FinishedToKnown, elapsed(done, now)),
         ]);
-        let plan = entry
-            .relator
-            .and_then(|r| self.plans.get(r).map(|p| (r, p)));
+        let plan = entry.relator.and_then(|r| self.plans.get(r));
         if state == TaskState::LostInRestart {
             self.counters.lost_in_restart.bump(1);
             settled.notices.push(Notice::LostInRestart {
@@ -334,7 +374,7 @@ impl Ledger {
             TaskState::Failed | TaskState::TimedOut | TaskState::LostInRestart
         );
         if failed
-            && let Some((_, plan)) = plan
+            && let Some(plan) = plan
             && let Some((next, delay)) = self.next_attempt(settled, plan, &entry.task, now)
         {
             // Not final: the next attempt replaces this one on the engine, so nothing is
@@ -343,41 +383,18 @@ impl Ledger {
             return;
         }
         self.counters.completed.bump(1);
-        self.complete(
-            settled,
-            &entry.task,
-            state,
-            status.value,
-            &status.message,
-            status.finished_unix_ms,
-            now,
-        );
         if state == TaskState::Broken {
             self.counters.broken.bump(1);
-            if let Some((r, plan)) = plan
-                && !plan.alerts.is_empty()
-            {
-                self.counters.alerts.bump(1);
-                settled
-                    .lateness
-                    .push((Stage::BrokenToAlert, elapsed(done, now)));
-                settled.alerts.push((
-                    r,
-                    AlertEvent {
-                        engine: self.engine.clone(),
-                        relator: entry.task.relator.clone(),
-                        rule: entry.task.rule.clone(),
-                        node: entry.task.node.clone(),
-                        task_id: status.task_id.clone(),
-                        state: "broken".to_string(),
-                        value: status.value,
-                        message: status.message.clone(),
-                        finished_unix_ms: status.finished_unix_ms,
-                    },
-                ));
-            }
         }
-        if let Some((_, plan)) = plan {
+        let result = Final {
+            state,
+            value: status.value,
+            message: &status.message,
+            perfdata: &status.perfdata,
+            finished_unix_ms: status.finished_unix_ms,
+        };
+        self.ended(settled, entry.relator, &entry.task, result, now);
+        if let Some(plan) = plan {
             let next = match state {
                 TaskState::Ok => plan.on_ok.as_slice(),
                 TaskState::Broken => plan.on_broken.as_slice(),
@@ -424,32 +441,89 @@ impl Ledger {
         Some((next, plan.retry_period))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn complete(
+    /// A task's result is final: hand it to the observer and to the state book, and notify
+    /// what the book says.
+    fn ended(
         &self,
         settled: &mut Settled,
+        relator: Option<usize>,
         task: &Task,
-        state: TaskState,
-        value: f64,
-        message: &str,
-        finished_unix_ms: i64,
+        result: Final<'_>,
         now: SystemTime,
     ) {
-        if !self.observed {
+        if self.observed {
+            settled.completions.push(Completion {
+                engine: self.engine.clone(),
+                task_id: task.id.clone(),
+                relator: task.relator.clone(),
+                node: task.node.clone(),
+                attempt: task.attempt,
+                state: result.state,
+                value: result.value,
+                message: result.message.to_string(),
+                finished_unix_ms: result.finished_unix_ms,
+                known_at: now,
+            });
+        }
+        let Some(relator) = relator else {
+            return;
+        };
+        if self
+            .plans
+            .get(relator)
+            .is_none_or(|plan| plan.alerts.is_empty())
+        {
             return;
         }
-        settled.completions.push(Completion {
-            engine: self.engine.clone(),
-            task_id: task.id.clone(),
-            relator: task.relator.clone(),
-            node: task.node.clone(),
-            attempt: task.attempt,
+        let Some(state) = ServiceState::of(result.state) else {
+            return;
+        };
+        let ran = result.finished_unix_ms > 0;
+        let observation = Observation {
             state,
-            value,
-            message: message.to_string(),
-            finished_unix_ms,
-            known_at: now,
-        });
+            scheduled_unix_ms: task.scheduled_unix_ms,
+            at_unix_ms: if ran {
+                result.finished_unix_ms
+            } else {
+                unix_ms(now)
+            },
+        };
+        let verdict = self
+            .states
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .observe(relator, &task.rule, &task.node, observation);
+        let notify = match verdict {
+            Verdict::Notify(notify) => notify,
+            Verdict::Soft { .. } => {
+                self.counters.soft_states.bump(1);
+                return;
+            }
+            Verdict::Quiet | Verdict::Ignored => return,
+        };
+        self.counters.alerts.bump(1);
+        match notify.kind {
+            NotificationKind::Problem if ran => {
+                let done = unix_ms_time(result.finished_unix_ms);
+                settled
+                    .lateness
+                    .push((Stage::BrokenToAlert, elapsed(done, now)));
+            }
+            NotificationKind::Problem => {}
+            NotificationKind::Recovery => self.counters.recoveries.bump(1),
+            NotificationKind::Reminder => self.counters.reminders.bump(1),
+        }
+        let about = About {
+            engine: &self.engine,
+            task,
+            output: result.message,
+            perfdata: result.perfdata,
+            value: result.value,
+            finished_unix_ms: result.finished_unix_ms,
+        };
+        settled
+            .alerts
+            .push((relator, Notification::new(notify, about)));
     }
 }
 
@@ -479,7 +553,11 @@ fn elapsed(from: SystemTime, to: SystemTime) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{CatchUp, Priority};
+    use crate::config::{CatchUp, CheckKind, Priority, RuleConfig};
+    use crate::supervisor::schedule::plan::{TaskTemplate, watches};
+    use crate::supervisor::states::AlertPolicy;
+    use NotificationKind::{Problem, Recovery};
+    use ServiceState::{Critical, Ok as Fine, Unknown};
 
     const T0_MS: i64 = 1_700_000_000_000;
 
@@ -501,8 +579,33 @@ mod tests {
             catch_up: CatchUp::Skip,
             priority: Priority::Normal,
             alerts: alerts.iter().map(|a| a.to_string()).collect(),
-            rules: Vec::new(),
-            templates: Vec::new(),
+            alert_policy: AlertPolicy::default(),
+            rules: vec![rule("http")],
+            templates: ["a", "b", "c"]
+                .map(|node| TaskTemplate {
+                    rule: "http".into(),
+                    node: node.into(),
+                    check: crate::proto::Check::default(),
+                    timeout: Duration::from_secs(1),
+                })
+                .to_vec(),
+        }
+    }
+
+    fn rule(name: &str) -> RuleConfig {
+        RuleConfig {
+            name: name.into(),
+            kind: CheckKind::Sim,
+            timeout: Duration::from_secs(1),
+            host: None,
+            port: None,
+            program: None,
+            args: Vec::new(),
+            url: None,
+            expect_status: None,
+            duration: None,
+            outcome: None,
+            value: None,
         }
     }
 
@@ -513,14 +616,35 @@ mod tests {
             .map(|(i, p)| (p.name.clone(), i))
             .collect();
         let counters = Arc::new(DeliveryCounters::default());
+        let states = Arc::new(Mutex::new(StateBook::new(watches(&plans))));
         let ledger = Ledger::new(
             "e1".into(),
             Arc::new(plans),
             Arc::new(index),
+            states,
             Arc::clone(&counters),
             true,
         );
         (ledger, counters)
+    }
+
+    /// The task of firing `n` (0, 1, ...; one minute apart) on `node`.
+    fn firing(node: &str, n: i64) -> Task {
+        let scheduled_unix_ms = T0_MS + n * 60_000;
+        Task {
+            id: format!("web/http/{node}/{scheduled_unix_ms}"),
+            scheduled_unix_ms,
+            ..task(node)
+        }
+    }
+
+    /// What was notified, as (kind, state, previous state).
+    fn notified(settled: &Settled) -> Vec<(NotificationKind, ServiceState, ServiceState)> {
+        settled
+            .alerts
+            .iter()
+            .map(|(_, n)| (n.kind, n.state, n.previous_state))
+            .collect()
     }
 
     fn task(node: &str) -> Task {
@@ -760,5 +884,122 @@ mod tests {
         let settled = ledger.statuses(vec![status(&a, TaskState::Ok)], false, at(1000));
         assert!(settled.completions.is_empty());
         assert_eq!(counters.snapshot().completed, 1);
+    }
+
+    #[test]
+    fn a_rule_that_stays_broken_notifies_once_and_its_recovery_once() {
+        let (mut ledger, counters) = ledger(vec![plan(0, &["page"], vec![])]);
+        let mut seen = Vec::new();
+        for (n, state) in [TaskState::Broken; 5]
+            .into_iter()
+            .chain([TaskState::Ok; 3])
+            .enumerate()
+        {
+            let t = firing("a", n as i64);
+            accept(&mut ledger, std::slice::from_ref(&t));
+            let settled = ledger.statuses(vec![status(&t, state)], false, at(n as i64 * 60_000));
+            seen.extend(notified(&settled));
+        }
+        assert_eq!(
+            seen,
+            [(Problem, Critical, Fine), (Recovery, Fine, Critical)]
+        );
+        let snapshot = counters.snapshot();
+        assert_eq!(
+            (snapshot.broken, snapshot.alerts, snapshot.recoveries),
+            (5, 2, 1)
+        );
+    }
+
+    #[test]
+    fn a_task_that_gets_another_attempt_is_no_state_yet() {
+        let (mut ledger, counters) = ledger(vec![plan(1, &["page"], vec![])]);
+        let a = task("a");
+        accept(&mut ledger, std::slice::from_ref(&a));
+        let settled = ledger.statuses(vec![status(&a, TaskState::TimedOut)], false, at(1000));
+        assert_eq!(settled.retries.len(), 1);
+        assert!(settled.alerts.is_empty(), "retried: not a state");
+        // The retry times out too and has no attempt left: unknown, notified once.
+        let (next, _) = settled.retries[0].clone();
+        accept(&mut ledger, std::slice::from_ref(&next));
+        let settled = ledger.statuses(vec![status(&next, TaskState::TimedOut)], false, at(7000));
+        assert_eq!(notified(&settled), [(Problem, Unknown, Fine)]);
+        assert_eq!(settled.alerts[0].1.output, "detail");
+        assert_eq!(counters.snapshot().alerts, 1);
+    }
+
+    #[test]
+    fn soft_states_are_counted_and_not_notified() {
+        let mut web = plan(0, &["page"], vec![]);
+        web.alert_policy.max_check_attempts = 2;
+        let (mut ledger, counters) = ledger(vec![web]);
+        let first = firing("a", 0);
+        accept(&mut ledger, std::slice::from_ref(&first));
+        let settled = ledger.statuses(vec![status(&first, TaskState::Broken)], false, at(500));
+        assert!(settled.alerts.is_empty());
+        assert_eq!(counters.snapshot().soft_states, 1);
+        let second = firing("a", 1);
+        accept(&mut ledger, std::slice::from_ref(&second));
+        let settled = ledger.statuses(vec![status(&second, TaskState::Broken)], false, at(60_500));
+        assert_eq!(notified(&settled), [(Problem, Critical, Fine)]);
+        assert_eq!(settled.alerts[0].1.attempt, 2);
+    }
+
+    #[test]
+    fn results_answered_together_count_in_the_order_they_were_scheduled() {
+        let (mut ledger, _) = ledger(vec![plan(0, &["page"], vec![])]);
+        let (older, newer) = (firing("a", 0), firing("a", 1));
+        accept(&mut ledger, &[older.clone(), newer.clone()]);
+        // The newer firing's OK comes first in the reply; the older CRITICAL still counts
+        // before it, so the problem is followed by its recovery.
+        let settled = ledger.statuses(
+            vec![
+                status(&newer, TaskState::Ok),
+                status(&older, TaskState::Broken),
+            ],
+            false,
+            at(61_000),
+        );
+        assert_eq!(
+            notified(&settled),
+            [(Problem, Critical, Fine), (Recovery, Fine, Critical)]
+        );
+    }
+
+    #[test]
+    fn a_refused_task_is_unknown_and_relators_without_actions_notify_nothing() {
+        let mut plans = vec![plan(0, &["page"], vec![])];
+        plans.push(RelatorPlan {
+            name: "quiet".into(),
+            ..plan(0, &[], vec![])
+        });
+        let (mut ledger, counters) = ledger(plans);
+        let quiet = Task {
+            relator: "quiet".into(),
+            id: "quiet/http/a/1".into(),
+            ..task("a")
+        };
+        let settled = ledger.submitted(
+            vec![
+                (
+                    task("a"),
+                    Delivery::Rejected {
+                        reason: "program not allowed".into(),
+                    },
+                ),
+                (
+                    quiet,
+                    Delivery::Rejected {
+                        reason: "program not allowed".into(),
+                    },
+                ),
+            ],
+            at(10),
+            at(10),
+        );
+        assert_eq!(notified(&settled), [(Problem, Unknown, Fine)]);
+        assert_eq!(settled.alerts[0].1.output, "program not allowed");
+        assert_eq!(settled.alerts[0].1.finished_unix_ms, 0);
+        assert_eq!(counters.snapshot().alerts, 1);
     }
 }

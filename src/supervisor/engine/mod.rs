@@ -39,6 +39,7 @@ use crate::supervisor::completion::Completion;
 use crate::supervisor::counters::DeliveryCounters;
 use crate::supervisor::schedule::plan::RelatorPlan;
 use crate::supervisor::schedule::scheduler::ScheduleEvent;
+use crate::supervisor::states::StateBook;
 use crate::transport::Dialer;
 use crate::wire::batch::BatchIds;
 
@@ -58,6 +59,8 @@ pub(crate) struct Setup {
     pub(crate) plan_index: Arc<HashMap<String, usize>>,
     /// To the scheduler.
     pub(crate) events: mpsc::UnboundedSender<ScheduleEvent>,
+    /// The state of every watched (relator, rule, node), shared by all engines.
+    pub(crate) states: Arc<Mutex<StateBook>>,
     /// Alert actions by name.
     pub(crate) alert_actions: AlertActions,
     /// Receives every final outcome, when attached.
@@ -99,6 +102,7 @@ pub(crate) fn start(
             setup.name.clone(),
             setup.plans,
             setup.plan_index,
+            setup.states,
             setup.counters,
             setup.observer.is_some(),
         )),

@@ -2,11 +2,12 @@
 //! with a stable id `relator/rule/node/scheduled-ms` so a task can be sent twice but never runs
 //! twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{CatchUp, CheckKind, Priority, RuleConfig, SimOutcome, SupervisorConfig};
 use crate::proto::{self, Task, TaskState, check::Kind};
+use crate::supervisor::states::{AlertPolicy, Watch};
 
 use super::splay::splay_offset;
 
@@ -58,8 +59,10 @@ pub struct RelatorPlan {
     pub catch_up: CatchUp,
     /// Priority of its tasks.
     pub priority: Priority,
-    /// Alert actions for broken rules.
+    /// Alert actions notified of its (rule, node)s' state changes.
     pub alerts: Vec<String>,
+    /// When those are notified.
+    pub(crate) alert_policy: AlertPolicy,
     /// The rules it checks (to expand chained runs on any node).
     pub rules: Vec<RuleConfig>,
     /// One template per (rule, node) of its group.
@@ -232,9 +235,55 @@ pub fn plan_relators(config: &SupervisorConfig) -> Result<Vec<RelatorPlan>, Plan
                 catch_up: relator.catch_up,
                 priority: relator.priority,
                 alerts: relator.alerts.clone(),
+                alert_policy: AlertPolicy {
+                    alert_on: relator.alert_on.clone(),
+                    notify_recovery: relator.notify_recovery,
+                    renotify_interval: relator.renotify_interval,
+                    max_check_attempts: relator.max_check_attempts,
+                },
                 rules: relator_rules,
                 templates,
             })
+        })
+        .collect()
+}
+
+/// What the state book watches, one entry per plan: the relators with alert actions, each with
+/// its rules and every node its tasks can run on (its group's, and those of every relator that
+/// chains to it, since a chained run takes its node from the task that chained it).
+pub(crate) fn watches(plans: &[RelatorPlan]) -> Vec<Watch<'_>> {
+    let mut nodes: Vec<HashSet<&str>> = plans
+        .iter()
+        .map(|p| p.templates.iter().map(|t| t.node.as_str()).collect())
+        .collect();
+    // Nodes flow along the chains until nothing grows (at most one round per relator, even if
+    // an unvalidated configuration loops).
+    for _ in 0..plans.len() {
+        let mut grew = false;
+        for (from, plan) in plans.iter().enumerate() {
+            for &to in plan.on_ok.iter().chain(&plan.on_broken) {
+                if to == from || to >= plans.len() {
+                    continue;
+                }
+                let new: Vec<&str> = nodes[from].difference(&nodes[to]).copied().collect();
+                grew |= !new.is_empty();
+                nodes[to].extend(new);
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
+    plans
+        .iter()
+        .zip(nodes)
+        .map(|(plan, nodes)| match plan.alerts.is_empty() {
+            true => Watch::default(),
+            false => Watch {
+                policy: plan.alert_policy.clone(),
+                rules: plan.rules.iter().map(|r| r.name.as_str()).collect(),
+                nodes: nodes.into_iter().collect(),
+            },
         })
         .collect()
 }
@@ -326,6 +375,45 @@ mod tests {
             Some(Kind::Http(h)) => assert_eq!(h.url, "http://b:8080/health"),
             other => panic!("expected http check, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn watched_relators_reach_the_nodes_of_those_that_chain_to_them() {
+        let mut config = config();
+        config.groups.push(crate::config::GroupConfig {
+            name: "other".into(),
+            engine: "e1".into(),
+            nodes: vec!["x".into()],
+        });
+        config.relators[0].alerts = vec!["log".into()];
+        config.relators[0].on_broken = vec!["deeper".into()];
+        config.relators.push(crate::config::RelatorConfig {
+            name: "deeper".into(),
+            group: "other".into(),
+            rules: vec!["port".into()],
+            alerts: vec!["log".into()],
+            max_check_attempts: 3,
+            ..crate::config::RelatorConfig::default()
+        });
+        config.relators.push(crate::config::RelatorConfig {
+            name: "quiet".into(),
+            group: "web".into(),
+            rules: vec!["port".into()],
+            interval: Some(Duration::from_secs(10)),
+            ..crate::config::RelatorConfig::default()
+        });
+        let plans = plan_relators(&config).expect("plans");
+        let watches = watches(&plans);
+        fn sorted<'a>(names: &[&'a str]) -> Vec<&'a str> {
+            let mut names = names.to_vec();
+            names.sort_unstable();
+            names
+        }
+        assert_eq!(sorted(&watches[0].nodes), ["a", "b", "c"]);
+        assert_eq!(watches[0].rules, ["port", "health"]);
+        assert_eq!(sorted(&watches[1].nodes), ["a", "b", "c", "x"]);
+        assert_eq!(watches[1].policy.max_check_attempts, 3);
+        assert!(watches[2].rules.is_empty(), "no alert actions: not watched");
     }
 
     #[test]
