@@ -1286,6 +1286,12 @@ fn arb_sim_rule() -> impl Strategy<Value = RuleConfig> {
             duration,
             outcome,
             value,
+            warning: None,
+            critical: None,
+            ca: None,
+            insecure_skip_verify: None,
+            expect_body: None,
+            follow_redirects: None,
         })
 }
 
@@ -1314,6 +1320,8 @@ fn arb_alert() -> impl Strategy<Value = AlertConfig> {
                 url,
                 program,
                 args,
+                ca: None,
+                insecure_skip_verify: None,
                 timeout,
             }
         })
