@@ -6,7 +6,8 @@
 //! all when explicitly asked. The connection is driven inside the returned future, never in a
 //! spawned task, so dropping the future (a timeout) closes everything.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -251,6 +252,32 @@ pub struct CaRoots {
     config: Arc<ClientConfig>,
 }
 
+/// Distinct CA texts whose configurations are kept for reuse.
+pub const CACHED_CAS: usize = 64;
+
+impl CaRoots {
+    fn parse(pem: &str) -> Result<Self, TrustError> {
+        let mut certificates = Vec::new();
+        for parsed in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            certificates.push(parsed.map_err(|error| TrustError::MalformedPem(error.to_string()))?);
+        }
+        if certificates.is_empty() {
+            return Err(TrustError::NoCertificate);
+        }
+        let mut roots = RootCertStore::empty();
+        for certificate in &certificates {
+            roots
+                .add(certificate.clone())
+                .map_err(|error| TrustError::Unusable(error.to_string()))?;
+        }
+        let config = config_with_roots(roots).map_err(TrustError::Unusable)?;
+        Ok(Self {
+            certificates,
+            config: Arc::new(config),
+        })
+    }
+}
+
 impl PartialEq for Trust {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
@@ -272,26 +299,22 @@ impl std::fmt::Debug for Trust {
 }
 
 impl Trust {
-    /// The CA certificates in `pem` (at least one, each usable as a trust anchor).
+    /// The CA certificates in `pem` (at least one, each usable as a trust anchor). Tasks of one
+    /// rule carry the same text, so the last [`CACHED_CAS`] built are shared, not rebuilt.
     pub fn from_pem(pem: &str) -> Result<Trust, TrustError> {
-        let mut certificates = Vec::new();
-        for parsed in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            certificates.push(parsed.map_err(|error| TrustError::MalformedPem(error.to_string()))?);
+        static CACHE: OnceLock<Mutex<HashMap<String, Arc<CaRoots>>>> = OnceLock::new();
+        let cache = CACHE.get_or_init(Mutex::default);
+        let lock = || cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(roots) = lock().get(pem) {
+            return Ok(Trust::Ca(Arc::clone(roots)));
         }
-        if certificates.is_empty() {
-            return Err(TrustError::NoCertificate);
+        let roots = Arc::new(CaRoots::parse(pem)?);
+        let mut cached = lock();
+        if cached.len() >= CACHED_CAS {
+            cached.clear();
         }
-        let mut roots = RootCertStore::empty();
-        for certificate in &certificates {
-            roots
-                .add(certificate.clone())
-                .map_err(|error| TrustError::Unusable(error.to_string()))?;
-        }
-        let config = config_with_roots(roots).map_err(TrustError::Unusable)?;
-        Ok(Trust::Ca(Arc::new(CaRoots {
-            certificates,
-            config: Arc::new(config),
-        })))
+        cached.insert(pem.to_string(), Arc::clone(&roots));
+        Ok(Trust::Ca(roots))
     }
 
     /// The trust a rule or an alert asks for: `ca_pem` (empty: none), or no verification at
@@ -652,5 +675,20 @@ mod tests {
             Err(TrustError::Unusable(_))
         ));
         assert!(!Trust::Insecure.verifies() && Trust::System.verifies());
+    }
+
+    #[test]
+    fn tasks_with_the_same_ca_share_one_configuration() {
+        let pem = rcgen::generate_simple_self_signed(vec!["ca.test".to_string()])
+            .unwrap()
+            .cert
+            .pem();
+        let (Ok(Trust::Ca(first)), Ok(Trust::Ca(second))) =
+            (Trust::from_pem(&pem), Trust::from_pem(&pem))
+        else {
+            panic!("a self-signed certificate is a usable root")
+        };
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(first.certificates.len(), 1);
     }
 }
