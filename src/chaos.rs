@@ -222,6 +222,12 @@ fn supervisor_config(address: SocketAddr, options: &ChaosOptions) -> SupervisorC
             duration: Some(Duration::from_millis(20)),
             outcome: Some(SimOutcome::Ok),
             value: Some(1.0),
+            warning: None,
+            critical: None,
+            ca: None,
+            insecure_skip_verify: None,
+            expect_body: None,
+            follow_redirects: None,
         }],
         relators: vec![RelatorConfig {
             name: "chaos".to_string(),

@@ -115,6 +115,12 @@ pub fn demo_config(local: &str, remote: &str, options: &DemoOptions) -> Supervis
         duration: Some(Duration::from_millis(ms)),
         outcome: Some(outcome),
         value: Some(value),
+        warning: None,
+        critical: None,
+        ca: None,
+        insecure_skip_verify: None,
+        expect_body: None,
+        follow_redirects: None,
     };
     let port = local.rsplit(':').next().and_then(|p| p.parse().ok());
     let relator =
@@ -194,6 +200,8 @@ pub fn demo_config(local: &str, remote: &str, options: &DemoOptions) -> Supervis
             url: None,
             program: None,
             args: Vec::new(),
+            ca: None,
+            insecure_skip_verify: None,
             timeout: Duration::from_secs(5),
         }],
         ..SupervisorConfig::default()

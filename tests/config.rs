@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TempDir, capture_logs};
+use common::{TempDir, TestCa, capture_logs};
 use turbomon::config::{
     ConfigError, SupervisorConfig, check_file, load_supervisor, parse_engine, parse_supervisor,
     watch_supervisor, watch_supervisor_every,
@@ -391,8 +391,8 @@ fn rules_need_their_kind_keys_and_refuse_foreign_ones() {
     let text = rule("kind = \"http\"");
     assert_refused_at(&text, "rules[1].url", "[[rules]]");
     // Wrong values.
-    let text = rule("kind = \"http\"\nurl = \"https://example.org/\"");
-    assert_refused_at(&text, "rules[1].url", "https://");
+    let text = rule("kind = \"http\"\nurl = \"ftp://example.org/\"");
+    assert_refused_at(&text, "rules[1].url", "ftp://");
     let text = rule("kind = \"tcp\"\nport = 0");
     assert_refused_at(&text, "rules[1].port", "port = 0");
     let text = rule("kind = \"tcp\"\nport = 70000");
@@ -413,6 +413,136 @@ fn rules_need_their_kind_keys_and_refuse_foreign_ones() {
     // Sim needs nothing.
     let text = rule("kind = \"sim\"");
     assert!(parse_supervisor(&text, Path::new(FILE)).is_ok());
+}
+
+/// A scratch directory with a usable CA file (`ca.pem`... as `site-ca.pem`) and a file that is
+/// not PEM (`garbage.pem`).
+fn ca_files() -> (TempDir, String, String) {
+    let dir = TempDir::new("config-ca");
+    let ca = TestCa::new(dir.path(), "site");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let ca = ca.cert.display().to_string();
+    let garbage = garbage.display().to_string();
+    (dir, ca, garbage)
+}
+
+#[test]
+fn rules_take_thresholds_and_https_options_where_they_apply() {
+    let (dir, ca, garbage) = ca_files();
+    let rule = |body: &str| with(&format!("\n[[rules]]\nname = \"x\"\n{body}\n"));
+    let http = format!(
+        "kind = \"http\"\nurl = \"https://{{node}}/health\"\nwarning = \"200ms\"\ncritical = \"1s\"\n\
+         ca = \"{ca}\"\nexpect_body = \"ready\"\nfollow_redirects = true"
+    );
+    let config = parse_supervisor(&rule(&http), Path::new(FILE)).expect("a full https rule");
+    let parsed = &config.rules[1];
+    assert_eq!(parsed.warning, Some(Duration::from_millis(200)));
+    assert_eq!(parsed.critical, Some(Duration::from_secs(1)));
+    assert_eq!(parsed.ca.as_deref(), Some(Path::new(&ca)));
+    assert_eq!(parsed.expect_body.as_deref(), Some("ready"));
+    assert_eq!(parsed.follow_redirects, Some(true));
+    let tcp = "kind = \"tcp\"\nport = 22\nwarning = \"100ms\"\ncritical = \"2s\"";
+    assert!(parse_supervisor(&rule(tcp), Path::new(FILE)).is_ok());
+    let insecure = "kind = \"http\"\nurl = \"https://x/\"\ninsecure_skip_verify = true";
+    assert!(parse_supervisor(&rule(insecure), Path::new(FILE)).is_ok());
+
+    // Keys of another kind.
+    let text = rule("kind = \"exec\"\nprogram = \"true\"\nwarning = \"1s\"");
+    assert_refused_at(&text, "rules[1].warning", "warning");
+    let text = rule(&format!("kind = \"tcp\"\nport = 22\nca = \"{ca}\""));
+    assert_refused_at(&text, "rules[1].ca", "ca =");
+    let text = rule("kind = \"tcp\"\nport = 22\nexpect_body = \"x\"");
+    assert_refused_at(&text, "rules[1].expect_body", "expect_body");
+    let text = rule("kind = \"sim\"\nfollow_redirects = true");
+    assert_refused_at(&text, "rules[1].follow_redirects", "follow_redirects");
+
+    // Values that make no sense.
+    let text = rule("kind = \"tcp\"\nport = 22\nwarning = \"2s\"\ncritical = \"1s\"");
+    assert_refused_at(&text, "rules[1].warning", "warning");
+    assert!(
+        refused_supervisor(&text)
+            .to_string()
+            .contains("above critical 1s")
+    );
+    let text = rule("kind = \"tcp\"\nport = 22\ntimeout = \"3s\"\ncritical = \"3s\"");
+    assert_refused_at(&text, "rules[1].critical", "critical");
+    assert!(
+        refused_supervisor(&text)
+            .to_string()
+            .contains("not below the rule's timeout")
+    );
+    let text = rule("kind = \"tcp\"\nport = 22\nwarning = \"500us\"");
+    assert_refused_at(&text, "rules[1].warning", "warning");
+    let missing = dir.path().join("missing.pem");
+    let text = rule(&format!(
+        "kind = \"http\"\nurl = \"https://x/\"\nca = \"{}\"",
+        missing.display()
+    ));
+    assert_refused_at(&text, "rules[1].ca", "ca =");
+    assert!(
+        refused_supervisor(&text)
+            .to_string()
+            .contains("cannot read")
+    );
+    let text = rule(&format!(
+        "kind = \"http\"\nurl = \"https://x/\"\nca = \"{garbage}\""
+    ));
+    assert_refused_at(&text, "rules[1].ca", "ca =");
+    assert!(
+        refused_supervisor(&text)
+            .to_string()
+            .contains("no PEM certificate")
+    );
+    let text = rule(&format!(
+        "kind = \"http\"\nurl = \"https://x/\"\nca = \"{ca}\"\ninsecure_skip_verify = true"
+    ));
+    assert_refused_at(
+        &text,
+        "rules[1].insecure_skip_verify",
+        "insecure_skip_verify",
+    );
+    let text = rule("kind = \"http\"\nurl = \"https://x/\"\nexpect_body = \"\"");
+    assert_refused_at(&text, "rules[1].expect_body", "expect_body");
+    let text =
+        rule("kind = \"http\"\nurl = \"https://x/\"\nexpect_status = 301\nfollow_redirects = true");
+    assert_refused_at(&text, "rules[1].expect_status", "expect_status");
+}
+
+#[test]
+fn webhooks_take_https_with_a_ca_or_without_verification() {
+    let (dir, ca, garbage) = ca_files();
+    let alert = |body: &str| with(&format!("\n[[alerts]]\nname = \"a\"\n{body}\n"));
+    let with_ca =
+        format!("kind = \"webhook\"\nurl = \"https://hooks.example/alert\"\nca = \"{ca}\"");
+    let config = parse_supervisor(&alert(&with_ca), Path::new(FILE)).expect("https webhook");
+    assert_eq!(config.alerts[1].ca.as_deref(), Some(Path::new(&ca)));
+    let insecure = "kind = \"webhook\"\nurl = \"https://h/\"\ninsecure_skip_verify = true";
+    assert!(parse_supervisor(&alert(insecure), Path::new(FILE)).is_ok());
+
+    let text = alert(&format!(
+        "kind = \"command\"\nprogram = \"true\"\nca = \"{ca}\""
+    ));
+    assert_refused_at(&text, "alerts[1].ca", "ca =");
+    let text = alert("kind = \"log\"\ninsecure_skip_verify = true");
+    assert_refused_at(
+        &text,
+        "alerts[1].insecure_skip_verify",
+        "insecure_skip_verify",
+    );
+    let text = alert(&format!(
+        "kind = \"webhook\"\nurl = \"https://h/\"\nca = \"{garbage}\""
+    ));
+    assert_refused_at(&text, "alerts[1].ca", "ca =");
+    let text = alert(&format!(
+        "kind = \"webhook\"\nurl = \"https://h/\"\nca = \"{ca}\"\ninsecure_skip_verify = true"
+    ));
+    assert_refused_at(
+        &text,
+        "alerts[1].insecure_skip_verify",
+        "insecure_skip_verify",
+    );
+    drop(dir);
 }
 
 #[test]

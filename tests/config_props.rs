@@ -1294,6 +1294,12 @@ fn arb_sim_rule() -> impl Strategy<Value = RuleConfig> {
             duration,
             outcome,
             value,
+            warning: None,
+            critical: None,
+            ca: None,
+            insecure_skip_verify: None,
+            expect_body: None,
+            follow_redirects: None,
         })
 }
 
@@ -1322,6 +1328,8 @@ fn arb_alert() -> impl Strategy<Value = AlertConfig> {
                 url,
                 program,
                 args,
+                ca: None,
+                insecure_skip_verify: None,
                 timeout,
             }
         })

@@ -158,6 +158,56 @@ fn tasks_unfinished_when_the_engine_died_come_back_lost_in_restart_once() {
 }
 
 #[test]
+fn a_plugins_perfdata_and_state_survive_a_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("perfdata");
+    let plugins = TempDir::new("perfdata-plugins");
+    let program = plugins.path().join("check_thing");
+    std::fs::write(
+        &program,
+        "#!/bin/sh\necho \"WARNING - warm | temp=71.5;70;90;0;120 'fan speed'=1200c\"\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = EngineConfig {
+        exec: turbomon::config::ExecConfig {
+            allow: vec![format!("{}/*", plugins.path().display())],
+        },
+        ..config(dir.path())
+    };
+    let task = proto::Task {
+        check: Some(proto::Check {
+            kind: Some(proto::check::Kind::Exec(proto::ExecCheck {
+                program: program.display().to_string(),
+                args: Vec::new(),
+            })),
+        }),
+        ..ok_task("plugin", 0)
+    };
+    let before = run_engine_with(config.clone(), async |engine| {
+        let ack = engine.submit_batch(batch(1, vec![task]));
+        assert!(ack.acks[0].accepted, "{:?}", ack.acks);
+        wait_until_finished(&engine, "plugin").await;
+        engine.flush_journal().await;
+        status_of(&engine, "plugin")
+    });
+    assert_eq!(
+        before.state,
+        TaskState::Warning as i32,
+        "{}",
+        before.message
+    );
+    assert_eq!(before.perfdata.len(), 2, "{:?}", before.perfdata);
+    assert_eq!(before.perfdata[1].label, "fan speed");
+
+    run_engine_with(config, async |engine| {
+        let after = status_of(&engine, "plugin");
+        assert_eq!(after, before, "the same answer after the restart");
+        assert_eq!(engine.counters().checks_started, 0);
+    });
+}
+
+#[test]
 fn released_results_are_gone_after_a_restart() {
     let dir = TempDir::new("released");
     run_engine(dir.path(), async |engine| {

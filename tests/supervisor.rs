@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    Extra, MockEngine, TempDir, closed_address, eventually, node_names, one_engine_config, parse,
-    planned_tasks, serve_http, serve_mock, serve_mock_at, start_supervisor, take_completions,
-    wire_bytes,
+    Extra, MockEngine, TempDir, TestCa, Validity, closed_address, eventually, node_names,
+    one_engine_config, parse, planned_tasks, serve_http, serve_https, serve_mock, serve_mock_at,
+    start_supervisor, take_completions, wire_bytes,
 };
 use tokio::sync::mpsc;
 use turbomon::config::SupervisorConfig;
@@ -345,6 +345,80 @@ kind = "log"
     );
     let counters = supervisor.shutdown().await;
     assert_eq!((counters[0].1.broken, counters[0].1.alerts), (1, 1));
+}
+
+#[tokio::test]
+async fn webhooks_post_over_https_with_their_ca_or_without_verification_when_asked() {
+    use http_body_util::BodyExt;
+    let dir = TempDir::new("https-hook");
+    let ca = TestCa::new(dir.path(), "hooks");
+    let leaf = ca.leaf("receiver", &["127.0.0.1"], Validity::Valid);
+    // Records each POST's path and JSON body.
+    let (body_tx, mut bodies) = mpsc::unbounded_channel::<(String, serde_json::Value)>();
+    let receiver = serve_https(
+        &leaf,
+        move |request: hyper::Request<hyper::body::Incoming>| {
+            let body_tx = body_tx.clone();
+            async move {
+                let path = request.uri().path().to_string();
+                if let Ok(body) = request.into_body().collect().await
+                    && let Ok(v) = serde_json::from_slice(&body.to_bytes())
+                {
+                    let _ = body_tx.send((path, v));
+                }
+                hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()))
+            }
+        },
+    )
+    .await;
+    let engine = serve_mock(MockEngine::with_states(|_| TaskState::Broken)).await;
+    let text = config_text(engine.address, 1, "status_check_interval = \"100ms\"").replace(
+        "interval = \"1h\"",
+        "interval = \"1h\"\nalerts = [\"verified\", \"unverified\", \"untrusted\"]",
+    ) + &format!(
+        r#"
+[[alerts]]
+name = "verified"
+kind = "webhook"
+url = "https://{receiver}/verified"
+ca = "{ca}"
+
+[[alerts]]
+name = "unverified"
+kind = "webhook"
+url = "https://{receiver}/unverified"
+insecure_skip_verify = true
+
+# The system's roots do not know the test CA: refused, logged, never posted.
+[[alerts]]
+name = "untrusted"
+kind = "webhook"
+url = "https://{receiver}/untrusted"
+"#,
+        ca = ca.cert.display()
+    );
+    let (supervisor, _tx, _done) = start_supervisor(parse(&text));
+    let mut received = Vec::new();
+    for _ in 0..2 {
+        let (path, body) = tokio::time::timeout(Duration::from_secs(10), bodies.recv())
+            .await
+            .expect("webhook called over https")
+            .expect("body");
+        assert_eq!(
+            (body["node"].as_str(), body["state"].as_str()),
+            (Some("n0"), Some("broken"))
+        );
+        received.push(path);
+    }
+    received.sort();
+    assert_eq!(received, ["/unverified", "/verified"]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), bodies.recv())
+            .await
+            .is_err(),
+        "the receiver the system's roots do not trust gets nothing"
+    );
+    supervisor.shutdown().await;
 }
 
 #[tokio::test]

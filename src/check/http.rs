@@ -1,119 +1,160 @@
-//! The `http` check: a plain `http://` GET over a fresh TCP connection with the hyper 1 client.
-//! OK when the response status is the expected one, BROKEN on another status or when the server
-//! cannot be reached or answers garbage; TIMED_OUT when no status arrives in time. The response
-//! body is not read. There is no TLS: `https://` URLs are refused when the check is validated.
+//! The `http` check: a GET on an `http://` or `https://` URL over a fresh connection (see
+//! [`super::http_client`]). OK when the final response has the expected status and, if asked,
+//! a body containing the expected text; BROKEN on another status, a missing text, a refused
+//! certificate or a server that cannot be reached; TIMED_OUT when no answer comes in time.
+//! WARNING or BROKEN too when the response time reaches a threshold. The value is the response
+//! time in seconds (all redirects included), reported as `time` performance data too.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper::Uri;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use crate::proto::TaskState;
 
+use super::http_client::{self, Trust, Url, UrlError};
 use super::result::{CheckError, CheckResult, clip};
+use super::thresholds::{Thresholds, seconds_text};
 
-/// The parts of a validated URL a request needs.
-struct Target<'a> {
-    host: &'a str,
-    port: u16,
-    authority: &'a str,
-    path_and_query: &'a str,
+/// Redirects followed at most.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// At most this much of a body is searched for `expect_body`.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// What a validated http check asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSpec {
+    /// The URL to GET.
+    pub url: String,
+    /// The final status that means OK.
+    pub expect_status: u16,
+    /// How https certificates are checked.
+    pub trust: Trust,
+    /// Text the body must contain.
+    pub expect_body: Option<String>,
+    /// Follow up to [`MAX_REDIRECTS`] redirects.
+    pub follow_redirects: bool,
+    /// Response-time thresholds.
+    pub thresholds: Thresholds,
 }
 
-fn parse(uri: &Uri) -> Result<Target<'_>, String> {
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some(_) => return Err("not http://".into()),
-        None => return Err("no scheme (expected http://host/path)".into()),
-    }
-    let authority = uri.authority().ok_or("no host")?;
-    let host = authority.host();
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if host.is_empty() {
-        return Err("no host".into());
-    }
-    Ok(Target {
-        host,
-        port: authority.port_u16().unwrap_or(80),
-        authority: authority.as_str(),
-        path_and_query: uri.path_and_query().map_or("/", |p| p.as_str()),
+/// Checks that `url` is an `http://` or `https://` URL with a host.
+pub(super) fn validate_url(url: &str) -> Result<(), CheckError> {
+    Url::parse(url).map(|_| ()).map_err(|error| match error {
+        UrlError::UnsupportedScheme => CheckError::UnsupportedScheme { url: clip(url) },
+        UrlError::Invalid(reason) => CheckError::InvalidUrl {
+            url: clip(url),
+            reason,
+        },
     })
 }
 
-/// Checks that `url` is an `http://` URL with a host.
-pub(super) fn validate_url(url: &str) -> Result<(), CheckError> {
-    let uri: Uri =
-        url.parse().map_err(
-            |error: hyper::http::uri::InvalidUri| CheckError::InvalidUrl {
-                url: clip(url),
-                reason: error.to_string(),
-            },
-        )?;
-    match uri.scheme_str() {
-        Some("http") | None => {}
-        Some(_) => return Err(CheckError::UnsupportedScheme { url: clip(url) }),
-    }
-    parse(&uri)
-        .map(|_| ())
-        .map_err(|reason| CheckError::InvalidUrl {
-            url: clip(url),
-            reason,
-        })
+/// What the request chain ended with.
+struct Final {
+    response: http_client::Response,
+    redirects: usize,
+    /// An https hop went without certificate verification.
+    unverified: bool,
 }
 
-/// GETs `url`; the value is the response status.
-pub(super) async fn run(url: &str, expect_status: u16, timeout: Duration) -> CheckResult {
-    let uri: Uri = match url.parse() {
-        Ok(uri) => uri,
-        Err(error) => return CheckResult::failed(format!("invalid url `{}`: {error}", clip(url))),
+/// Runs the check; see the module documentation.
+pub(super) async fn run(spec: &HttpSpec, timeout: Duration) -> CheckResult {
+    let url = match Url::parse(&spec.url) {
+        Ok(url) => url,
+        Err(error) => {
+            return CheckResult::failed(format!("invalid url `{}`: {error}", clip(&spec.url)));
+        }
     };
-    let target = match parse(&uri) {
-        Ok(target) => target,
+    let start = Instant::now();
+    let ended = match tokio::time::timeout(timeout, follow(spec, url)).await {
+        Ok(ended) => ended,
+        Err(_) => return CheckResult::timed_out(timeout, &format!("GET {}", clip(&spec.url))),
+    };
+    let elapsed = start.elapsed();
+    let last = match ended {
+        Ok(last) => last,
         Err(reason) => {
-            return CheckResult::failed(format!("invalid url `{}`: {reason}", clip(url)));
+            return CheckResult::broken(0.0, format!("GET {}: {reason}", clip(&spec.url)));
         }
     };
-    match tokio::time::timeout(timeout, get(&target)).await {
-        Ok(Ok(status)) if status == expect_status => {
-            CheckResult::ok(f64::from(status), format!("HTTP {status}"))
+    let mut message = format!("HTTP {}", last.response.status);
+    if last.redirects > 0 {
+        message.push_str(&format!(" after {} redirects", last.redirects));
+    }
+    let (state, detail) = if last.response.status != spec.expect_status {
+        (
+            TaskState::Broken,
+            Some(format!("expected {}", spec.expect_status)),
+        )
+    } else if let Some(missing) = missing_body_text(spec, &last.response) {
+        (TaskState::Broken, Some(missing))
+    } else {
+        spec.thresholds.judge(elapsed)
+    };
+    match detail {
+        Some(detail) => message.push_str(&format!(", {detail}")),
+        None => message.push_str(&format!(" in {} s", seconds_text(elapsed))),
+    }
+    if last.unverified {
+        message.push_str(" (certificate not verified)");
+    }
+    CheckResult::new(state, elapsed.as_secs_f64(), message)
+        .with_perfdata(vec![spec.thresholds.time_perfdata(elapsed, timeout)])
+}
+
+/// GETs `url`, following redirects when the check asks for it.
+async fn follow(spec: &HttpSpec, mut url: Url) -> Result<Final, String> {
+    let read_body = if spec.expect_body.is_some() {
+        MAX_BODY_BYTES
+    } else {
+        0
+    };
+    let mut unverified = false;
+    let mut redirects = 0;
+    loop {
+        unverified |= url.is_https() && !spec.trust.verifies();
+        let response = http_client::get(&url, &spec.trust, read_body)
+            .await
+            .map_err(|error| error.to_string())?;
+        let location = match &response.location {
+            Some(location) if spec.follow_redirects && is_redirect(response.status) => location,
+            _ => {
+                return Ok(Final {
+                    response,
+                    redirects,
+                    unverified,
+                });
+            }
+        };
+        if redirects == MAX_REDIRECTS {
+            return Err(format!(
+                "more than {MAX_REDIRECTS} redirects (the last to {})",
+                clip(location)
+            ));
         }
-        Ok(Ok(status)) => CheckResult::broken(
-            f64::from(status),
-            format!("HTTP {status}, expected {expect_status}"),
-        ),
-        Ok(Err(error)) => CheckResult::broken(0.0, format!("GET {}: {error}", clip(url))),
-        Err(_) => CheckResult::timed_out(timeout, &format!("GET {}", clip(url))),
+        url = url
+            .join(location)
+            .map_err(|error| format!("redirect to `{}`: {error}", clip(location)))?;
+        redirects += 1;
     }
 }
 
-/// Connects, sends the request and returns the response status. The connection is driven in
-/// this future (not a spawned task), so dropping it at the timeout closes everything.
-async fn get(target: &Target<'_>) -> Result<u16, String> {
-    let stream = TcpStream::connect((target.host, target.port))
-        .await
-        .map_err(|error| format!("connect to {}: {error}", target.authority))?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, connection) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-        .await
-        .map_err(|error| error.to_string())?;
-    let request = hyper::Request::get(target.path_and_query)
-        .header(hyper::header::HOST, target.authority)
-        .header(hyper::header::USER_AGENT, "turbomon")
-        .body(Empty::new())
-        .map_err(|error| error.to_string())?;
-    let mut connection = std::pin::pin!(connection);
-    tokio::select! {
-        response = sender.send_request(request) => response
-            .map(|response| response.status().as_u16())
-            .map_err(|error| error.to_string()),
-        ended = &mut connection => Err(match ended {
-            Ok(()) => "connection closed before a response".to_string(),
-            Err(error) => error.to_string(),
-        }),
+fn is_redirect(status: u16) -> bool {
+    matches!(status, 301 | 302 | 303 | 307 | 308)
+}
+
+/// Why the body does not satisfy `expect_body`, if it does not.
+fn missing_body_text(spec: &HttpSpec, response: &http_client::Response) -> Option<String> {
+    let expected = spec.expect_body.as_deref()?;
+    // `str::contains` searches in linear time whatever the body holds.
+    if String::from_utf8_lossy(&response.body).contains(expected) {
+        return None;
     }
+    let searched = if response.body_cut {
+        format!("in its first {} KiB", MAX_BODY_BYTES / 1024)
+    } else {
+        format!("({} bytes)", response.body.len())
+    };
+    Some(format!(
+        "the body {searched} does not contain `{}`",
+        clip(expected)
+    ))
 }

@@ -1,18 +1,24 @@
-//! The checks an engine runs: `tcp` (connect within a timeout), `exec` (run a program, exit code
-//! and output), `http` (plain `http://` GET, status code) and `sim` (a simulated check with a
-//! configurable duration, outcome and value, for benchmarks and tests).
+//! The checks an engine runs: `tcp` (connect within a timeout), `exec` (a Monitoring Plugins
+//! program: exit code, status text and performance data), `http` (`http://` or `https://` GET,
+//! status code, body text, redirects) and `sim` (a simulated check with a configurable
+//! duration, outcome and value, for benchmarks and tests). tcp and http report their time in
+//! seconds and turn WARNING or BROKEN when it reaches a threshold.
 //!
 //! A [`Check`] is validated once, when it arrives ([`TryFrom<&proto::Check>`]), so that a task
 //! with a malformed check is refused with a precise [`CheckError`] instead of failing later.
 //! [`run`] then executes it under a timeout and always produces a [`CheckResult`]: it never
 //! panics and never returns an error, because every failure is an outcome the supervisor wants
-//! to see (`BROKEN`, `FAILED` or `TIMED_OUT`, with the reason in the message).
+//! to see (`WARNING`, `BROKEN`, `PLUGIN_UNKNOWN`, `FAILED` or `TIMED_OUT`, with the reason in
+//! the message).
 
 pub mod allow;
 mod exec;
 mod http;
+pub mod http_client;
+pub mod perfdata;
 mod result;
 mod tcp;
+mod thresholds;
 
 use std::time::Duration;
 
@@ -20,32 +26,33 @@ use crate::config::SimOutcome;
 use crate::proto;
 use crate::proto::TaskState;
 
+pub use http::{HttpSpec, MAX_BODY_BYTES, MAX_REDIRECTS};
 pub use result::{CheckError, CheckResult};
+pub use thresholds::Thresholds;
 
 /// A validated check, ready to run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Check {
-    /// OK when a TCP connection to `host:port` is established within the timeout.
+    /// OK when a TCP connection to `host:port` is established within the timeout (and its
+    /// time is below the thresholds).
     Tcp {
         /// Host name or address (an IPv6 literal without brackets).
         host: String,
         /// Port, 1..=65535.
         port: u16,
+        /// Connect-time thresholds.
+        thresholds: Thresholds,
     },
-    /// Run `program` with `args` (no shell). OK on exit 0, BROKEN on any other exit.
+    /// Run a Monitoring Plugins `program` with `args` (no shell): exit 0 OK, 1 WARNING,
+    /// 2 BROKEN, anything else PLUGIN_UNKNOWN.
     Exec {
         /// Program path or name looked up in `PATH`.
         program: String,
         /// Its arguments, passed as they are.
         args: Vec<String>,
     },
-    /// Plain HTTP GET; OK when the response status equals `expect_status`.
-    Http {
-        /// An `http://` URL (TLS is not supported).
-        url: String,
-        /// The status that means OK (200 unless the task says otherwise).
-        expect_status: u16,
-    },
+    /// An HTTP(S) GET; see [`HttpSpec`].
+    Http(HttpSpec),
     /// A simulated check: waits `duration`, then reports `outcome` with `value`.
     Sim {
         /// How long the check takes; zero completes at once.
@@ -63,7 +70,7 @@ impl Check {
         match self {
             Check::Tcp { .. } => "tcp",
             Check::Exec { .. } => "exec",
-            Check::Http { .. } => "http",
+            Check::Http(_) => "http",
             Check::Sim { .. } => "sim",
         }
     }
@@ -108,7 +115,12 @@ impl TryFrom<proto::Check> for Check {
                     .ok()
                     .filter(|port| *port != 0)
                     .ok_or(CheckError::PortOutOfRange(tcp.port))?;
-                Ok(Check::Tcp { host, port })
+                let thresholds = Thresholds::from_ms(tcp.warning_ms, tcp.critical_ms)?;
+                Ok(Check::Tcp {
+                    host,
+                    port,
+                    thresholds,
+                })
             }
             Kind::Exec(exec) => {
                 if exec.program.is_empty() {
@@ -126,10 +138,21 @@ impl TryFrom<proto::Check> for Check {
                     code @ 100..=999 => code as u16,
                     other => return Err(CheckError::ExpectStatusOutOfRange(other)),
                 };
-                Ok(Check::Http {
+                let thresholds = Thresholds::from_ms(http.warning_ms, http.critical_ms)?;
+                let trust =
+                    http_client::Trust::from_options(&http.ca_pem, http.insecure_skip_verify)
+                        .map_err(|error| match error {
+                            http_client::TrustError::CaWithInsecure => CheckError::CaWithInsecure,
+                            other => CheckError::InvalidCaPem(other.to_string()),
+                        })?;
+                Ok(Check::Http(HttpSpec {
                     url: http.url,
                     expect_status,
-                })
+                    trust,
+                    expect_body: Some(http.expect_body).filter(|text| !text.is_empty()),
+                    follow_redirects: http.follow_redirects,
+                    thresholds,
+                }))
             }
             Kind::Sim(sim) => {
                 let outcome = match TaskState::try_from(sim.outcome) {
@@ -158,15 +181,20 @@ impl TryFrom<Option<proto::Check>> for Check {
     }
 }
 
-/// Runs `check`, giving up after `timeout`; `exec` keeps the first `output_limit_bytes` bytes of
-/// the program's combined stdout and stderr in the message.
+/// Runs `check`, giving up after `timeout`. `exec` reads at most `output_limit_bytes` bytes of
+/// the program's combined stdout and stderr: its message and performance data come from them
+/// (at most [`perfdata::MAX_PERFDATA_ITEMS`] items).
 pub async fn run(check: &Check, timeout: Duration, output_limit_bytes: usize) -> CheckResult {
     match check {
-        Check::Tcp { host, port } => tcp::run(host, *port, timeout).await,
+        Check::Tcp {
+            host,
+            port,
+            thresholds,
+        } => tcp::run(host, *port, thresholds, timeout).await,
         Check::Exec { program, args } => {
             exec::run(program, args, timeout, output_limit_bytes).await
         }
-        Check::Http { url, expect_status } => http::run(url, *expect_status, timeout).await,
+        Check::Http(spec) => http::run(spec, timeout).await,
         Check::Sim {
             duration,
             outcome,
@@ -191,11 +219,7 @@ fn sim_result(outcome: SimOutcome, value: f64) -> CheckResult {
         SimOutcome::Broken => TaskState::Broken,
         SimOutcome::Failed => TaskState::Failed,
     };
-    CheckResult {
-        state,
-        value,
-        message: String::new(),
-    }
+    CheckResult::new(state, value, String::new())
 }
 
 #[cfg(test)]
@@ -237,16 +261,28 @@ mod tests {
             Check::try_from(&tcp("[::1]", 22)),
             Ok(Check::Tcp {
                 host: "::1".into(),
-                port: 22
+                port: 22,
+                thresholds: Thresholds::default(),
+            })
+        );
+        let mut slow = tcp("h", 22);
+        if let Some(proto::check::Kind::Tcp(t)) = &mut slow.kind {
+            (t.warning_ms, t.critical_ms) = (900, 100);
+        }
+        assert_eq!(
+            Check::try_from(&slow),
+            Err(CheckError::ThresholdOrder {
+                warning_ms: 900,
+                critical_ms: 100
             })
         );
     }
 
     #[test]
-    fn http_check_refuses_https_and_hostless_urls_and_defaults_to_200() {
-        let err = Check::try_from(&http("https://example.com/", 0)).unwrap_err();
+    fn http_check_takes_http_and_https_refuses_other_and_hostless_urls_and_defaults_to_200() {
+        let err = Check::try_from(&http("ftp://example.com/", 0)).unwrap_err();
         assert!(matches!(err, CheckError::UnsupportedScheme { .. }), "{err}");
-        assert!(err.to_string().contains("no TLS"));
+        assert!(err.to_string().contains("neither http:// nor https://"));
         assert!(matches!(
             Check::try_from(&http("example.com/x", 0)),
             Err(CheckError::InvalidUrl { .. })
@@ -261,11 +297,63 @@ mod tests {
         );
         assert_eq!(
             Check::try_from(&http("http://h:8080/health?x=1", 0)),
-            Ok(Check::Http {
+            Ok(Check::Http(HttpSpec {
                 url: "http://h:8080/health?x=1".into(),
-                expect_status: 200
+                expect_status: 200,
+                trust: http_client::Trust::System,
+                expect_body: None,
+                follow_redirects: false,
+                thresholds: Thresholds::default(),
+            }))
+        );
+        assert!(Check::try_from(&http("https://example.com/", 0)).is_ok());
+    }
+
+    #[test]
+    fn https_options_are_checked_when_the_check_arrives() {
+        let with = |edit: fn(&mut proto::HttpCheck)| {
+            let mut check = http("https://h/", 0);
+            if let Some(proto::check::Kind::Http(h)) = &mut check.kind {
+                edit(h);
+            }
+            Check::try_from(&check)
+        };
+        assert!(matches!(
+            with(|h| h.ca_pem = "garbage".into()),
+            Err(CheckError::InvalidCaPem(_))
+        ));
+        let err = with(|h| h.ca_pem = "garbage".into()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "http check ca_pem is unusable: no PEM certificate in it"
+        );
+        assert_eq!(
+            with(|h| {
+                h.ca_pem = "x".into();
+                h.insecure_skip_verify = true;
+            }),
+            Err(CheckError::CaWithInsecure)
+        );
+        assert_eq!(
+            with(|h| (h.warning_ms, h.critical_ms) = (2, 1)),
+            Err(CheckError::ThresholdOrder {
+                warning_ms: 2,
+                critical_ms: 1
             })
         );
+        let Ok(Check::Http(spec)) = with(|h| {
+            h.insecure_skip_verify = true;
+            h.expect_body = "ready".into();
+            h.follow_redirects = true;
+            h.warning_ms = 100;
+        }) else {
+            panic!("valid")
+        };
+        assert_eq!(spec.trust, http_client::Trust::Insecure);
+        assert_eq!(spec.expect_body.as_deref(), Some("ready"));
+        assert!(spec.follow_redirects);
+        assert_eq!(spec.thresholds.warning, Some(Duration::from_millis(100)));
+        assert_eq!(spec.thresholds.critical, None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::proto::TaskState;
+use crate::proto::{PerfData, TaskState};
 
 /// Longest piece of client-supplied text (a URL, a host) quoted back in an error message.
 const QUOTE_LIMIT_CHARS: usize = 200;
@@ -34,8 +34,8 @@ pub enum CheckError {
         /// What is wrong with it.
         reason: String,
     },
-    /// An http check whose URL is not `http://` (`https://` needs TLS, which is not supported).
-    #[error("http check url `{url}` is not http:// (only plain http is supported, no TLS)")]
+    /// An http check whose URL is neither `http://` nor `https://`.
+    #[error("http check url `{url}` is neither http:// nor https://")]
     UnsupportedScheme {
         /// The URL as sent (clipped to 200 characters).
         url: String,
@@ -43,6 +43,22 @@ pub enum CheckError {
     /// An http check whose expected status is not an HTTP status code.
     #[error("http check expect_status {0} is not an HTTP status code (100..=999)")]
     ExpectStatusOutOfRange(u32),
+    /// An http check whose `ca_pem` holds no usable CA certificate.
+    #[error("http check ca_pem is unusable: {0}")]
+    InvalidCaPem(String),
+    /// An http check with both `ca_pem` and `insecure_skip_verify`.
+    #[error(
+        "http check has both ca_pem and insecure_skip_verify: a certificate is either verified or not"
+    )]
+    CaWithInsecure,
+    /// A warning threshold above the critical one.
+    #[error("warning_ms {warning_ms} is above critical_ms {critical_ms}")]
+    ThresholdOrder {
+        /// The warning threshold.
+        warning_ms: u64,
+        /// The critical threshold.
+        critical_ms: u64,
+    },
     /// A sim check whose outcome is not OK, BROKEN or FAILED.
     #[error(
         "sim check outcome {0} is not one of TASK_STATE_OK, TASK_STATE_BROKEN, TASK_STATE_FAILED"
@@ -53,41 +69,47 @@ pub enum CheckError {
 /// The outcome of one run of a check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckResult {
-    /// `Ok`, `Broken`, `Failed` or `TimedOut`.
+    /// `Ok`, `Warning`, `Broken`, `PluginUnknown`, `Failed` or `TimedOut`.
     pub state: TaskState,
-    /// The measured value: connect time in ms (tcp), exit code (exec), HTTP status (http), the
-    /// configured value (sim).
+    /// The measured value: connect or response time in seconds (tcp, http), exit code (exec),
+    /// the configured value (sim).
     pub value: f64,
-    /// Human-readable detail: error text, the first bytes of output.
+    /// Human-readable detail: error text, a plugin's status line and long text.
     pub message: String,
+    /// Performance data: a plugin's, or the `time` tcp and http measure.
+    pub perfdata: Vec<PerfData>,
 }
 
 impl CheckResult {
-    /// An OK result.
-    pub fn ok(value: f64, message: String) -> Self {
+    /// A result in `state` without performance data.
+    pub fn new(state: TaskState, value: f64, message: String) -> Self {
         Self {
-            state: TaskState::Ok,
+            state,
             value,
             message,
+            perfdata: Vec::new(),
         }
+    }
+
+    /// An OK result.
+    pub fn ok(value: f64, message: String) -> Self {
+        Self::new(TaskState::Ok, value, message)
     }
 
     /// A BROKEN result: the rule does not hold.
     pub fn broken(value: f64, message: String) -> Self {
-        Self {
-            state: TaskState::Broken,
-            value,
-            message,
-        }
+        Self::new(TaskState::Broken, value, message)
     }
 
     /// A FAILED result: the check itself could not be carried out.
     pub fn failed(message: String) -> Self {
-        Self {
-            state: TaskState::Failed,
-            value: 0.0,
-            message,
-        }
+        Self::new(TaskState::Failed, 0.0, message)
+    }
+
+    /// This result with `perfdata`.
+    pub fn with_perfdata(mut self, perfdata: Vec<PerfData>) -> Self {
+        self.perfdata = perfdata;
+        self
     }
 
     /// A TIMED_OUT result after `timeout`.
@@ -97,11 +119,7 @@ impl CheckResult {
             message.push_str(": ");
             message.push_str(detail);
         }
-        Self {
-            state: TaskState::TimedOut,
-            value: 0.0,
-            message,
-        }
+        Self::new(TaskState::TimedOut, 0.0, message)
     }
 }
 

@@ -244,6 +244,25 @@ pub struct RuleConfig {
     /// sim: the value it reports.
     #[serde(default)]
     pub value: Option<f64>,
+    /// tcp, http: WARNING once the connect or response time reaches this.
+    #[serde(default, with = "humantime_serde")]
+    pub warning: Option<Duration>,
+    /// tcp, http: BROKEN once the connect or response time reaches this.
+    #[serde(default, with = "humantime_serde")]
+    pub critical: Option<Duration>,
+    /// http: PEM file of the CA certificates an https server must chain to, instead of the
+    /// system's roots; read when the supervisor starts and sent with every task.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// http: accept any certificate (said in every result's message).
+    #[serde(default)]
+    pub insecure_skip_verify: Option<bool>,
+    /// http: text the response body must contain.
+    #[serde(default)]
+    pub expect_body: Option<String>,
+    /// http: follow up to 5 redirects.
+    #[serde(default)]
+    pub follow_redirects: Option<bool>,
 }
 
 /// Ties rules to a group, a schedule and alert actions.
@@ -402,6 +421,13 @@ pub struct AlertConfig {
     /// command: its arguments.
     #[serde(default)]
     pub args: Vec<String>,
+    /// webhook: PEM file of the CA certificates an https receiver must chain to, instead of the
+    /// system's roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// webhook: accept any certificate.
+    #[serde(default)]
+    pub insecure_skip_verify: Option<bool>,
     /// webhook and command: give up after this long.
     #[serde(default = "defaults::alert_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -477,7 +503,7 @@ pub struct EngineConfig {
     /// Largest gRPC message sent or accepted, in bytes.
     #[serde(default = "defaults::max_message_bytes")]
     pub max_message_bytes: usize,
-    /// exec: bytes of output kept.
+    /// exec: bytes of output read; the message and the performance data come from them.
     #[serde(default = "defaults::output_limit_bytes")]
     pub output_limit_bytes: usize,
     /// Directory of the engine's journal (accepted tasks and finished results, kept across

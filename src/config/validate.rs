@@ -14,7 +14,9 @@ use super::model::{
     AlertConfig, AlertKind, AlertOn, CheckKind, EngineConfig, EngineEntry, GroupConfig,
     RelatorConfig, RuleConfig, SupervisorConfig,
 };
-use super::values::{check_host_port, check_http_url, check_metrics_listen, check_readable};
+use super::values::{
+    check_ca_file, check_host_port, check_http_url, check_metrics_listen, check_readable,
+};
 
 /// The link profile names an engine's `link` key may take: the profiles built into
 /// [`crate::link`], and `none`, which means a direct connection.
@@ -38,6 +40,10 @@ pub const MAX_RESERVED_PERCENT: u8 = 90;
 
 /// Largest `batch_window` and `push_flush_window`.
 pub const MAX_BATCH_WINDOW: Duration = Duration::from_secs(5);
+
+/// A `ca` file larger than this is accepted with a warning: every task carries it, and the
+/// engine refuses tasks over its `max_task_bytes` (4 KiB by default).
+const CA_WARN_BYTES: usize = 3 * 1024;
 
 /// `task_info_batch_size` at or above this logs a warning: the replies to such queries make
 /// large packets, which slow or lossy links delay or drop.
@@ -496,8 +502,14 @@ fn check_group(
 }
 
 /// Keys of a rule that only some kinds use, and whether `rule` sets each.
-fn rule_kind_keys(rule: &RuleConfig) -> [(&'static str, bool); 10] {
+fn rule_kind_keys(rule: &RuleConfig) -> [(&'static str, bool); 16] {
     [
+        ("warning", rule.warning.is_some()),
+        ("critical", rule.critical.is_some()),
+        ("ca", rule.ca.is_some()),
+        ("insecure_skip_verify", rule.insecure_skip_verify.is_some()),
+        ("expect_body", rule.expect_body.is_some()),
+        ("follow_redirects", rule.follow_redirects.is_some()),
         ("host", rule.host.is_some()),
         ("port", rule.port.is_some()),
         ("program", rule.program.is_some()),
@@ -513,9 +525,19 @@ fn rule_kind_keys(rule: &RuleConfig) -> [(&'static str, bool); 10] {
 
 fn allowed_rule_keys(kind: CheckKind) -> &'static [&'static str] {
     match kind {
-        CheckKind::Tcp => &["host", "port", "timeout"],
+        CheckKind::Tcp => &["host", "port", "timeout", "warning", "critical"],
         CheckKind::Exec => &["program", "args", "timeout"],
-        CheckKind::Http => &["url", "expect_status", "timeout"],
+        CheckKind::Http => &[
+            "url",
+            "expect_status",
+            "timeout",
+            "warning",
+            "critical",
+            "ca",
+            "insecure_skip_verify",
+            "expect_body",
+            "follow_redirects",
+        ],
         CheckKind::Sim => &["duration", "outcome", "value", "timeout"],
     }
 }
@@ -557,6 +579,7 @@ fn check_rule(findings: &mut Findings, rule: &RuleConfig, path: &KeyPath) {
             {
                 findings.error(path.key("host"), "must not be empty");
             }
+            check_thresholds(findings, rule, path);
         }
         CheckKind::Exec => match &rule.program {
             None => findings.error(path.key("program"), "an exec rule needs a program"),
@@ -582,6 +605,27 @@ fn check_rule(findings: &mut Findings, rule: &RuleConfig, path: &KeyPath) {
                     format!("{status} is not an HTTP status code (100..=599)"),
                 );
             }
+            check_thresholds(findings, rule, path);
+            check_tls_options(
+                findings,
+                rule.ca.as_deref(),
+                rule.insecure_skip_verify,
+                path,
+            );
+            if rule.expect_body.as_deref().is_some_and(str::is_empty) {
+                findings.error(
+                    path.key("expect_body"),
+                    "must not be empty (leave the key out to not look at the body)",
+                );
+            }
+            if rule.follow_redirects == Some(true)
+                && let Some(status @ 300..=399) = rule.expect_status
+            {
+                findings.error(
+                    path.key("expect_status"),
+                    format!("{status} can never be the final status when redirects are followed"),
+                );
+            }
         }
         CheckKind::Sim => {
             if let Some(value) = rule.value
@@ -593,18 +637,80 @@ fn check_rule(findings: &mut Findings, rule: &RuleConfig, path: &KeyPath) {
     }
 }
 
+/// `warning` and `critical`: at least a millisecond (the wire carries milliseconds), warning
+/// not above critical, both below the timeout (the check would time out first).
+fn check_thresholds(findings: &mut Findings, rule: &RuleConfig, path: &KeyPath) {
+    let show = |d: Duration| humantime::format_duration(d);
+    for (key, threshold) in [("warning", rule.warning), ("critical", rule.critical)] {
+        let Some(threshold) = threshold else { continue };
+        if threshold < Duration::from_millis(1) {
+            findings.error(
+                path.key(key),
+                "must be at least 1ms (thresholds travel in milliseconds)",
+            );
+        } else if threshold >= rule.timeout {
+            findings.error(
+                path.key(key),
+                format!(
+                    "{} is not below the rule's timeout {}: the check would time out first",
+                    show(threshold),
+                    show(rule.timeout)
+                ),
+            );
+        }
+    }
+    if let (Some(warning), Some(critical)) = (rule.warning, rule.critical)
+        && warning > critical
+    {
+        findings.error(
+            path.key("warning"),
+            format!("{} is above critical {}", show(warning), show(critical)),
+        );
+    }
+}
+
+/// `ca` (a readable PEM file of usable CA certificates) and `insecure_skip_verify`, never both.
+fn check_tls_options(
+    findings: &mut Findings,
+    ca: Option<&Path>,
+    insecure_skip_verify: Option<bool>,
+    path: &KeyPath,
+) {
+    let Some(ca) = ca else { return };
+    if insecure_skip_verify == Some(true) {
+        findings.error(
+            path.key("insecure_skip_verify"),
+            "cannot go with `ca`: a certificate is either verified against it or not at all",
+        );
+    }
+    if let Some(bytes) = check_ca_file(findings, path.key("ca"), ca)
+        && bytes > CA_WARN_BYTES
+    {
+        findings.warn(
+            path.key("ca"),
+            format!(
+                "`{}` is {bytes} bytes and every task carries it: engines refuse tasks over \
+                 their max_task_bytes (4 KiB by default)",
+                ca.display()
+            ),
+        );
+    }
+}
+
 fn check_alert(findings: &mut Findings, alert: &AlertConfig, path: &KeyPath) {
     findings.name(path.key("name"), &alert.name);
     findings.interval(path.key("timeout"), alert.timeout);
     let (kind, allowed): (&str, &[&str]) = match alert.kind {
         AlertKind::Log => ("log", &[]),
-        AlertKind::Webhook => ("webhook", &["url"]),
+        AlertKind::Webhook => ("webhook", &["url", "ca", "insecure_skip_verify"]),
         AlertKind::Command => ("command", &["program", "args"]),
     };
     let set = [
         ("url", alert.url.is_some()),
         ("program", alert.program.is_some()),
         ("args", !alert.args.is_empty()),
+        ("ca", alert.ca.is_some()),
+        ("insecure_skip_verify", alert.insecure_skip_verify.is_some()),
     ];
     for (key, is_set) in set {
         if is_set && !allowed.contains(&key) {
@@ -616,14 +722,22 @@ fn check_alert(findings: &mut Findings, alert: &AlertConfig, path: &KeyPath) {
     }
     match alert.kind {
         AlertKind::Log => {}
-        AlertKind::Webhook => match &alert.url {
-            None => findings.error(path.key("url"), "a webhook alert needs a url"),
-            Some(url) => {
-                if let Err(why) = check_http_url(url) {
-                    findings.error(path.key("url"), why);
+        AlertKind::Webhook => {
+            match &alert.url {
+                None => findings.error(path.key("url"), "a webhook alert needs a url"),
+                Some(url) => {
+                    if let Err(why) = check_http_url(url) {
+                        findings.error(path.key("url"), why);
+                    }
                 }
             }
-        },
+            check_tls_options(
+                findings,
+                alert.ca.as_deref(),
+                alert.insecure_skip_verify,
+                path,
+            );
+        }
         AlertKind::Command => match &alert.program {
             None => findings.error(path.key("program"), "a command alert needs a program"),
             Some(program) if program.trim().is_empty() => {

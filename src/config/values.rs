@@ -1,9 +1,11 @@
 //! Checks of single values both configuration files use: `host:port` addresses (an engine's
-//! `address`, an engine's `listen`, `metrics_listen` on both sides), host names, http URLs, files read at start and the state
-//! directory.
+//! `address`, an engine's `listen`, `metrics_listen` on both sides), host names, http(s) URLs,
+//! files read at start (CA files for https among them) and the state directory.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::Path;
+
+use crate::check::http_client::Trust;
 
 use super::error::KeyPath;
 use super::findings::Findings;
@@ -112,6 +114,20 @@ pub(super) fn check_readable(findings: &mut Findings, key: KeyPath, path: &Path)
     }
 }
 
+/// A PEM file of CA certificates for https (a rule's or a webhook's `ca`): readable, with at
+/// least one certificate usable as a trust anchor. Returns its size in bytes when it is.
+pub(super) fn check_ca_file(findings: &mut Findings, key: KeyPath, path: &Path) -> Option<usize> {
+    let shown = path.display();
+    match std::fs::read_to_string(path) {
+        Err(error) => findings.error(key, format!("cannot read `{shown}`: {error}")),
+        Ok(pem) => match Trust::from_pem(&pem) {
+            Err(error) => findings.error(key, format!("`{shown}`: {error}")),
+            Ok(_) => return Some(pem.len()),
+        },
+    }
+    None
+}
+
 /// An engine `state_dir`: an existing directory, or a path whose nearest existing ancestor is a
 /// writable directory (so the engine can create it at start).
 pub(super) fn check_state_dir(path: &Path) -> Result<(), String> {
@@ -155,12 +171,13 @@ pub(super) fn check_state_dir(path: &Path) -> Result<(), String> {
     }
 }
 
-/// A plain `http://host[:port]/...` URL.
+/// An `http://host[:port]/...` or `https://host[:port]/...` URL.
 pub(super) fn check_http_url(url: &str) -> Result<(), String> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(format!(
-            "`{url}` is not an http:// URL (only plain http is supported)"
-        ));
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Err(format!("`{url}` is not an http:// or https:// URL"));
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if authority.is_empty() {
@@ -219,7 +236,8 @@ mod tests {
     #[test]
     fn http_urls() {
         assert!(check_http_url("http://{node}:8080/health").is_ok());
-        assert!(check_http_url("https://x/").is_err());
+        assert!(check_http_url("https://x/").is_ok());
+        assert!(check_http_url("https://").is_err());
         assert!(check_http_url("http:///path").is_err());
         assert!(check_http_url("ftp://x").is_err());
     }

@@ -50,6 +50,9 @@ struct HeldTask {
     attempt: u32,
     value: f64,
     message: String,
+    /// Performance data of the result: at most `check::perfdata::MAX_PERFDATA_ITEMS` items
+    /// parsed from at most `output_limit_bytes` of output (one `time` item for tcp and http).
+    perfdata: Vec<proto::PerfData>,
     started_unix_ms: i64,
     finished_unix_ms: i64,
     /// When it finished (monotonic), for result retention.
@@ -75,7 +78,7 @@ impl HeldTask {
             started_unix_ms: self.started_unix_ms,
             finished_unix_ms: self.finished_unix_ms,
             attempt: self.attempt,
-            perfdata: Vec::new(),
+            perfdata: self.perfdata.clone(),
         }
     }
 }
@@ -256,6 +259,7 @@ impl Store {
                 attempt: status.attempt,
                 value: status.value,
                 message: status.message,
+                perfdata: status.perfdata,
                 started_unix_ms: status.started_unix_ms,
                 finished_unix_ms: status.finished_unix_ms,
                 finished_at: Some(now.instant),
@@ -421,6 +425,7 @@ impl Store {
             attempt,
             value: 0.0,
             message: String::new(),
+            perfdata: Vec::new(),
             started_unix_ms: 0,
             finished_unix_ms: 0,
             finished_at: None,
@@ -708,6 +713,7 @@ fn record(held: &mut HeldTask, result: CheckResult, now: Now) {
     held.state = result.state;
     held.value = result.value;
     held.message = result.message;
+    held.perfdata = result.perfdata;
     held.finished_unix_ms = now.unix_ms;
     held.finished_at = Some(now.instant);
 }

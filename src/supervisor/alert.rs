@@ -73,7 +73,7 @@ pub(crate) async fn fire_one(action: &AlertConfig, event: &Notification) -> Resu
         AlertKind::Webhook => {
             let url = action.url.clone().unwrap_or_default();
             let body = serde_json::to_vec(event).unwrap_or_default();
-            tokio::time::timeout(action.timeout, post_json(&url, body))
+            tokio::time::timeout(action.timeout, post_json(action, &url, body))
                 .await
                 .unwrap_or_else(|_| Err(format!("no answer within {}", fmt(action.timeout))))
                 .map_err(|reason| AlertError::Webhook { url, reason })
@@ -91,39 +91,26 @@ fn fmt(d: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(d)
 }
 
-/// POST `body` as JSON to a plain `http://` URL; any 2xx answer is success.
-async fn post_json(url: &str, body: Vec<u8>) -> Result<(), String> {
-    use http_body_util::{BodyExt, Full};
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad url: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err("only http:// webhooks are supported".to_string());
-    }
-    let host = uri.host().ok_or("url has no host")?.to_string();
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+/// POST `body` as JSON to an `http://` or `https://` URL, verifying an https receiver against
+/// the action's `ca` (read at each alert, so a renewed file applies at once) or the system's
+/// roots, or not at all with `insecure_skip_verify`; any 2xx answer is success.
+async fn post_json(action: &AlertConfig, url: &str, body: Vec<u8>) -> Result<(), String> {
+    use crate::check::http_client::{self, Trust, Url};
+    let url = Url::parse(url).map_err(|e| format!("bad url: {e}"))?;
+    let ca_pem = match &action.ca {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read ca `{}`: {e}", path.display()))?,
+        None => String::new(),
+    };
+    let trust = Trust::from_options(&ca_pem, action.insecure_skip_verify.unwrap_or(false))
+        .map_err(|e| format!("ca: {e}"))?;
+    let response = http_client::post(&url, &trust, "application/json", body.into())
         .await
         .map_err(|e| e.to_string())?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let authority = uri.authority().map(|a| a.to_string()).unwrap_or(host);
-    let request = hyper::Request::post(uri)
-        .header(hyper::header::HOST, authority)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(bytes::Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status();
-    let _ = response.into_body().collect().await;
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("answered {status}"))
+    match hyper::StatusCode::from_u16(response.status) {
+        Ok(status) if status.is_success() => Ok(()),
+        Ok(status) => Err(format!("answered {status}")),
+        Err(_) => Err(format!("answered {}", response.status)),
     }
 }
 

@@ -580,7 +580,10 @@ mod tests {
             priority: Priority::Normal,
             alerts: alerts.iter().map(|a| a.to_string()).collect(),
             alert_policy: AlertPolicy::default(),
-            rules: vec![rule("http")],
+            rules: vec![crate::supervisor::schedule::plan::PlannedRule {
+                config: rule("http"),
+                ca_pem: String::new(),
+            }],
             templates: ["a", "b", "c"]
                 .map(|node| TaskTemplate {
                     rule: "http".into(),
@@ -606,6 +609,12 @@ mod tests {
             duration: None,
             outcome: None,
             value: None,
+            warning: None,
+            critical: None,
+            ca: None,
+            insecure_skip_verify: None,
+            expect_body: None,
+            follow_redirects: None,
         }
     }
 

@@ -21,6 +21,35 @@ pub struct PlanError {
     pub reason: String,
 }
 
+/// A rule with the file it names (`ca`) read once, when the supervisor starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedRule {
+    /// The rule as configured.
+    pub config: RuleConfig,
+    /// The contents of its `ca` file (empty without one), sent as `ca_pem`.
+    pub ca_pem: String,
+}
+
+impl PlannedRule {
+    /// Reads the rule's `ca` file, if it has one.
+    pub fn load(config: &RuleConfig) -> Result<Self, String> {
+        let ca_pem = match &config.ca {
+            Some(path) => std::fs::read_to_string(path).map_err(|error| {
+                format!(
+                    "rule `{}`: key `ca`: cannot read `{}`: {error}",
+                    config.name,
+                    path.display()
+                )
+            })?,
+            None => String::new(),
+        };
+        Ok(Self {
+            config: config.clone(),
+            ca_pem,
+        })
+    }
+}
+
 /// One (rule, node) of a relator, ready to be stamped with an instant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskTemplate {
@@ -64,7 +93,7 @@ pub struct RelatorPlan {
     /// When those are notified.
     pub(crate) alert_policy: AlertPolicy,
     /// The rules it checks (to expand chained runs on any node).
-    pub rules: Vec<RuleConfig>,
+    pub rules: Vec<PlannedRule>,
     /// One template per (rule, node) of its group.
     pub templates: Vec<TaskTemplate>,
 }
@@ -99,10 +128,10 @@ impl RelatorPlan {
             .iter()
             .filter_map(|rule| match check_for(rule, node) {
                 Ok(check) => Some(TaskTemplate {
-                    rule: rule.name.clone(),
+                    rule: rule.config.name.clone(),
                     node: node.to_string(),
                     check,
-                    timeout: rule.timeout,
+                    timeout: rule.config.timeout,
                 }),
                 Err(reason) => {
                     tracing::error!(target: "turbomon::supervisor", relator = %self.name, %reason, "chained run skipped");
@@ -173,6 +202,8 @@ pub fn plan_relators(config: &SupervisorConfig) -> Result<Vec<RelatorPlan>, Plan
         .map(|(i, r)| (r.name.as_str(), i))
         .collect();
     let rules: HashMap<&str, _> = config.rules.iter().map(|r| (r.name.as_str(), r)).collect();
+    // Each rule's files are read once, however many relators use it.
+    let mut loaded: HashMap<&str, PlannedRule> = HashMap::new();
     config
         .relators
         .iter()
@@ -187,16 +218,22 @@ pub fn plan_relators(config: &SupervisorConfig) -> Result<Vec<RelatorPlan>, Plan
             let mut templates = Vec::with_capacity(relator.rules.len() * group.nodes.len());
             let mut relator_rules = Vec::with_capacity(relator.rules.len());
             for rule_name in &relator.rules {
-                let rule = rules
+                let config = rules
                     .get(rule_name.as_str())
                     .ok_or_else(|| error(format!("rule `{rule_name}` is not defined")))?;
-                relator_rules.push((*rule).clone());
+                let rule = match loaded.get(rule_name.as_str()) {
+                    Some(rule) => rule,
+                    None => loaded
+                        .entry(config.name.as_str())
+                        .or_insert(PlannedRule::load(config).map_err(&error)?),
+                };
+                relator_rules.push(rule.clone());
                 for node in &group.nodes {
                     templates.push(TaskTemplate {
-                        rule: rule.name.clone(),
+                        rule: rule.config.name.clone(),
                         node: node.clone(),
                         check: check_for(rule, node).map_err(&error)?,
-                        timeout: rule.timeout,
+                        timeout: rule.config.timeout,
                     });
                 }
             }
@@ -281,22 +318,29 @@ pub(crate) fn watches(plans: &[RelatorPlan]) -> Vec<Watch<'_>> {
             true => Watch::default(),
             false => Watch {
                 policy: plan.alert_policy.clone(),
-                rules: plan.rules.iter().map(|r| r.name.as_str()).collect(),
+                rules: plan.rules.iter().map(|r| r.config.name.as_str()).collect(),
                 nodes: nodes.into_iter().collect(),
             },
         })
         .collect()
 }
 
+/// A threshold as the wire carries it: whole milliseconds, 0 for none.
+fn wire_ms(threshold: Option<Duration>) -> u64 {
+    threshold.map_or(0, |t| t.as_millis().try_into().unwrap_or(u64::MAX))
+}
+
 /// The wire form of a rule's check on one node.
-pub fn check_for(rule: &RuleConfig, node: &str) -> Result<proto::Check, String> {
+pub fn check_for(planned: &PlannedRule, node: &str) -> Result<proto::Check, String> {
+    let rule = &planned.config;
     let on_node = |s: &str| s.replace("{node}", node);
     let missing = |key: &str| format!("rule `{}` ({:?}) needs `{key}`", rule.name, rule.kind);
     let kind = match rule.kind {
         CheckKind::Tcp => Kind::Tcp(proto::TcpCheck {
             host: on_node(rule.host.as_deref().unwrap_or("{node}")),
             port: u32::from(rule.port.ok_or_else(|| missing("port"))?),
-            ..proto::TcpCheck::default()
+            warning_ms: wire_ms(rule.warning),
+            critical_ms: wire_ms(rule.critical),
         }),
         CheckKind::Exec => Kind::Exec(proto::ExecCheck {
             program: on_node(rule.program.as_deref().ok_or_else(|| missing("program"))?),
@@ -305,7 +349,12 @@ pub fn check_for(rule: &RuleConfig, node: &str) -> Result<proto::Check, String> 
         CheckKind::Http => Kind::Http(proto::HttpCheck {
             url: on_node(rule.url.as_deref().ok_or_else(|| missing("url"))?),
             expect_status: u32::from(rule.expect_status.unwrap_or(200)),
-            ..proto::HttpCheck::default()
+            ca_pem: planned.ca_pem.clone(),
+            insecure_skip_verify: rule.insecure_skip_verify.unwrap_or(false),
+            expect_body: rule.expect_body.clone().unwrap_or_default(),
+            follow_redirects: rule.follow_redirects.unwrap_or(false),
+            warning_ms: wire_ms(rule.warning),
+            critical_ms: wire_ms(rule.critical),
         }),
         CheckKind::Sim => Kind::Sim(proto::SimCheck {
             duration_ms: rule
@@ -414,6 +463,53 @@ mod tests {
         assert_eq!(sorted(&watches[1].nodes), ["a", "b", "c", "x"]);
         assert_eq!(watches[1].policy.max_check_attempts, 3);
         assert!(watches[2].rules.is_empty(), "no alert actions: not watched");
+    }
+
+    #[test]
+    fn thresholds_and_https_options_go_on_the_wire_with_the_ca_read_once() {
+        let ca = std::env::temp_dir().join(format!(
+            "turbomon-plan-ca-{}-{:x}.pem",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::write(&ca, "PEM TEXT").unwrap();
+        let mut config = config();
+        config.rules[0].warning = Some(Duration::from_millis(200));
+        config.rules[0].critical = Some(Duration::from_secs(1));
+        let health = &mut config.rules[1];
+        health.url = Some("https://{node}/health".into());
+        health.ca = Some(ca.clone());
+        health.expect_body = Some("ok".into());
+        health.follow_redirects = Some(true);
+        health.critical = Some(Duration::from_micros(1500));
+        let plans = plan_relators(&config).expect("plans");
+        std::fs::remove_file(&ca).unwrap();
+        // Read at start: the file is gone, chained runs still carry it.
+        let tasks = plans[0].chained_tasks("b", SystemTime::now());
+        match tasks[0].check.as_ref().and_then(|c| c.kind.as_ref()) {
+            Some(Kind::Tcp(t)) => assert_eq!((t.warning_ms, t.critical_ms), (200, 1000)),
+            other => panic!("expected tcp check, got {other:?}"),
+        }
+        match tasks[1].check.as_ref().and_then(|c| c.kind.as_ref()) {
+            Some(Kind::Http(h)) => {
+                assert_eq!(h.url, "https://b/health");
+                assert_eq!(h.ca_pem, "PEM TEXT");
+                assert_eq!(h.expect_body, "ok");
+                assert!(h.follow_redirects && !h.insecure_skip_verify);
+                assert_eq!((h.warning_ms, h.critical_ms), (0, 1));
+            }
+            other => panic!("expected http check, got {other:?}"),
+        }
+
+        let mut unreadable = self::config();
+        unreadable.rules[1].ca = Some(ca);
+        let error = plan_relators(&unreadable).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("rule `health`: key `ca`: cannot read"),
+            "{error}"
+        );
     }
 
     #[test]
