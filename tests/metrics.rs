@@ -671,3 +671,56 @@ async fn supervisor_health_turns_not_serving_for_the_whole_drain() {
     // Then the port closes.
     assert!(tokio::net::TcpStream::connect(address).await.is_err());
 }
+
+#[tokio::test]
+async fn performance_data_is_exported_for_relators_that_ask_for_it() {
+    let perf = |label: &str, value: f64, uom: &str| proto::PerfData {
+        label: label.into(),
+        value,
+        uom: uom.into(),
+        ..proto::PerfData::default()
+    };
+    let mock = MockEngine::new().with_output(
+        "LOAD OK",
+        vec![
+            perf("load1", 0.25, ""),
+            perf("rta", 12.5, "ms"),
+            perf("used", 2.0, "KB"),
+        ],
+    );
+    for export in [true, false] {
+        let served = serve_mock(mock.clone()).await;
+        let config = parse(&one_engine_config(
+            served.address,
+            &node_names(2),
+            Extra {
+                top: "metrics_listen = \"127.0.0.1:0\"\nstatus_check_interval = \"20ms\"",
+                relator: &format!("export_perfdata = {export}"),
+                ..Extra::default()
+            },
+        ));
+        let (supervisor, _reload, mut done) =
+            start_supervisor_with(config, SupervisorOptions::default());
+        take_completions(&mut done, 2, Duration::from_secs(10)).await;
+        let scraped = samples(&scrape(supervisor.metrics_addr().expect("served")).await);
+        let series = |node: &str, label: &str, unit: &str| {
+            format!(
+                r#"turbomon_check_perfdata{{relator="r",rule="sim",node="{node}",label="{label}",unit="{unit}"}}"#
+            )
+        };
+        let node = &node_names(2)[1];
+        if export {
+            assert_eq!(value(&scraped, &series(node, "load1", "")), 0.25);
+            assert_eq!(value(&scraped, &series(node, "rta", "seconds")), 0.0125);
+            assert_eq!(value(&scraped, &series(node, "used", "bytes")), 2048.0);
+        } else {
+            assert!(
+                !scraped
+                    .keys()
+                    .any(|k| k.starts_with("turbomon_check_perfdata{")),
+                "nothing exported without export_perfdata"
+            );
+        }
+        supervisor.shutdown().await;
+    }
+}

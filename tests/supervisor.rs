@@ -406,7 +406,7 @@ url = "https://{receiver}/untrusted"
             .expect("body");
         assert_eq!(
             (body["node"].as_str(), body["state"].as_str()),
-            (Some("n0"), Some("broken"))
+            (Some("n0"), Some("critical"))
         );
         received.push(path);
     }

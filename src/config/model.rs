@@ -322,6 +322,11 @@ pub struct RelatorConfig {
     /// then it is soft, and a return to OK is silent.
     #[serde(default = "defaults::max_check_attempts")]
     pub max_check_attempts: u32,
+    /// Keep the last value of every performance datum its checks report, per (rule, node,
+    /// label), on the supervisor's metrics endpoint (`turbomon_check_perfdata`). Off by default
+    /// so that series counts stay under control.
+    #[serde(default)]
+    pub export_perfdata: bool,
 }
 
 /// A bad state a relator notifies problems for (`alert_on`).
@@ -601,6 +606,7 @@ impl Default for RelatorConfig {
             notify_recovery: defaults::notify_recovery(),
             renotify_interval: None,
             max_check_attempts: defaults::max_check_attempts(),
+            export_perfdata: false,
         }
     }
 }

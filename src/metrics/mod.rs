@@ -11,12 +11,14 @@
 
 mod engine;
 mod histogram;
+mod perfdata;
 mod sampled;
 mod server;
 mod supervisor;
 
 pub use engine::{CHECK_KINDS, EngineMetrics, HeldTasks, RefusalReason};
 pub use histogram::{AtomicHistogram, bytes_buckets, seconds_buckets};
+pub use perfdata::{MAX_SERIES as MAX_PERFDATA_SERIES, PerfdataExport, base_unit};
 pub use sampled::{Labels, Sampled, SampledFamily, SampledKind};
 pub use server::{
     Format, METRICS_LISTEN_KEY, METRICS_PATH, MetricsError, MetricsServer,

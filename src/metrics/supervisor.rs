@@ -23,6 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::histogram::AtomicHistogram;
+use super::perfdata::PerfdataExport;
 use super::sampled::{Sampled, SampledFamily, SampledKind};
 use crate::stats::{LoopMirror, Stage, StatsMirror};
 use crate::transport::ConnectionGauges;
@@ -71,6 +72,7 @@ pub struct SupervisorMetrics {
     failed_loops: Family<KindLabels, Counter>,
     open_connections: Family<EngineLabels, Gauge>,
     batches_in_flight: Family<EngineLabels, Gauge>,
+    perfdata: PerfdataExport,
     probes: Probes,
 }
 
@@ -81,6 +83,8 @@ pub struct EngineMetricsHandles {
     pub stats: StatsMirror,
     /// For its dialer ([`crate::transport::Dialer::with_gauges`]).
     pub connections: ConnectionGauges,
+    /// For the performance data of relators with `export_perfdata` (shared by all engines).
+    pub perfdata: PerfdataExport,
 }
 
 impl Default for SupervisorMetrics {
@@ -139,6 +143,7 @@ impl SupervisorMetrics {
             "Batches (turbo off: calls) sent to the engine and not answered yet",
             batches_in_flight.clone(),
         );
+        let perfdata = PerfdataExport::register(&mut registry);
         let probes = Probes::default();
         let read = Arc::clone(&probes);
         registry.register_collector(Box::new(Sampled(move || sample(&read))));
@@ -150,6 +155,7 @@ impl SupervisorMetrics {
             failed_loops,
             open_connections,
             batches_in_flight,
+            perfdata,
             probes,
         }
     }
@@ -193,6 +199,7 @@ impl SupervisorMetrics {
                 open_connections: self.open_connections.get_or_create_owned(&engine),
                 in_flight: self.batches_in_flight.get_or_create_owned(&engine),
             },
+            perfdata: self.perfdata.clone(),
         }
     }
 

@@ -173,6 +173,7 @@ impl Supervisor {
                     observer: options.observer.clone(),
                     stats_json: options.stats_json.clone(),
                     stats_mirror: handles.stats,
+                    perfdata: handles.perfdata,
                     config: config.clone(),
                     stop: stop_rx.clone(),
                 },

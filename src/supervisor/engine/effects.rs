@@ -18,6 +18,7 @@ pub(crate) fn apply(engine: &EngineHandle, settled: Settled) {
         completions,
         lateness,
         notices,
+        perfdata,
     } = settled;
     if !lateness.is_empty() {
         let mut stats = engine.stats();
@@ -27,6 +28,12 @@ pub(crate) fn apply(engine: &EngineHandle, settled: Settled) {
     }
     for notice in notices {
         log(engine.name(), notice);
+    }
+    for (relator, rule, node, data) in perfdata {
+        engine
+            .outlets
+            .perfdata
+            .record(&relator, &rule, &node, &data);
     }
     let outlets = &engine.outlets;
     if !resend.is_empty() {

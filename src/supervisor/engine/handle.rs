@@ -44,6 +44,8 @@ pub(crate) struct Outlets {
     pub(crate) alert_actions: AlertActions,
     /// Receives every final outcome, when attached.
     pub(crate) observer: Option<mpsc::UnboundedSender<Completion>>,
+    /// Exported performance data (relators with `export_perfdata`).
+    pub(crate) perfdata: crate::metrics::PerfdataExport,
 }
 
 impl EngineHandle {

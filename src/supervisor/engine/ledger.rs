@@ -79,6 +79,9 @@ pub(crate) struct Settled {
     pub(crate) lateness: Vec<(Stage, Duration)>,
     /// Log lines to write.
     pub(crate) notices: Vec<Notice>,
+    /// Performance data to export: (relator, rule, node, data) of relators with
+    /// `export_perfdata`.
+    pub(crate) perfdata: Vec<(String, String, String, Vec<PerfData>)>,
 }
 
 /// A task's final result, however it ended.
@@ -386,6 +389,17 @@ impl Ledger {
         if state == TaskState::Broken {
             self.counters.broken.bump(1);
         }
+        if let Some(plan) = plan
+            && plan.export_perfdata
+            && !status.perfdata.is_empty()
+        {
+            settled.perfdata.push((
+                plan.name.clone(),
+                entry.task.rule.clone(),
+                entry.task.node.clone(),
+                status.perfdata.clone(),
+            ));
+        }
         let result = Final {
             state,
             value: status.value,
@@ -580,6 +594,7 @@ mod tests {
             priority: Priority::Normal,
             alerts: alerts.iter().map(|a| a.to_string()).collect(),
             alert_policy: AlertPolicy::default(),
+            export_perfdata: false,
             rules: vec![crate::supervisor::schedule::plan::PlannedRule {
                 config: rule("http"),
                 ca_pem: String::new(),

@@ -32,6 +32,7 @@ pub(crate) use connection::Contact;
 pub(crate) use handle::EngineHandle;
 
 use crate::config::SupervisorConfig;
+use crate::metrics::PerfdataExport;
 use crate::proto::Task;
 use crate::stats::{EngineStats, StatsMirror};
 use crate::supervisor::alert::AlertActions;
@@ -69,6 +70,8 @@ pub(crate) struct Setup {
     pub(crate) stats_json: Option<PathBuf>,
     /// Where its statistics are also recorded (the Prometheus metrics).
     pub(crate) stats_mirror: StatsMirror,
+    /// Where exported performance data goes (the Prometheus metrics).
+    pub(crate) perfdata: PerfdataExport,
     /// The configuration, reloaded.
     pub(crate) config: watch::Receiver<Arc<SupervisorConfig>>,
     /// Turns true when the supervisor stops.
@@ -111,6 +114,7 @@ pub(crate) fn start(
             events: setup.events,
             alert_actions: setup.alert_actions,
             observer: setup.observer,
+            perfdata: setup.perfdata,
         },
     });
     tasks.spawn(connection::probe_while_unreachable(

@@ -92,6 +92,8 @@ pub struct RelatorPlan {
     pub alerts: Vec<String>,
     /// When those are notified.
     pub(crate) alert_policy: AlertPolicy,
+    /// Its checks' performance data go to the metrics endpoint (`export_perfdata`).
+    pub export_perfdata: bool,
     /// The rules it checks (to expand chained runs on any node).
     pub rules: Vec<PlannedRule>,
     /// One template per (rule, node) of its group.
@@ -278,6 +280,7 @@ pub fn plan_relators(config: &SupervisorConfig) -> Result<Vec<RelatorPlan>, Plan
                     renotify_interval: relator.renotify_interval,
                     max_check_attempts: relator.max_check_attempts,
                 },
+                export_perfdata: relator.export_perfdata,
                 rules: relator_rules,
                 templates,
             })
