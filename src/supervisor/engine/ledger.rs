@@ -503,6 +503,7 @@ mod tests {
             alerts: alerts.iter().map(|a| a.to_string()).collect(),
             rules: Vec::new(),
             templates: Vec::new(),
+            supervisor_id: "sup".into(),
         }
     }
 
