@@ -165,6 +165,7 @@ impl Supervisor {
                     stats_mirror: handles.stats,
                     config: config.clone(),
                     stop: stop_rx.clone(),
+                    supervisor_id: initial.supervisor_id.clone(),
                 },
                 &mut tasks,
             );
@@ -213,6 +214,7 @@ impl Supervisor {
                 batch_window: initial.batch_window,
                 events: events_rx,
                 stop: stop_rx,
+                start_wall: std::time::SystemTime::now(),
             }
             .run(),
         );

@@ -58,13 +58,14 @@ pub(crate) async fn run(
     monitor_once(engine, &mut source, &mut monitor).await;
     let left = engine.unfinished_count();
     if left > 0 {
-        tracing::warn!(target: "turbomon::supervisor", engine = %engine.name(), tasks = left, "stopping with submitted tasks whose outcome is not known yet; the engine keeps their results until a supervisor collects them");
+        tracing::warn!(target: "turbomon::supervisor", engine = %engine.name(), tasks = left, supervisor_id = %engine.supervisor_id, "stopping with submitted tasks whose outcome is not known yet; the engine keeps their results, and the next start with this supervisor_id collects them");
     }
 }
 
 /// One monitor loop over every unfinished task (nothing when there is nothing to ask or
-/// release).
+/// release), not while the engine's tasks are being reconciled.
 async fn monitor_once(engine: &EngineHandle, source: &mut TunablesSource, monitor: &mut Monitor) {
+    let _gate = engine.gate.read().await;
     let (mut ids, mut release) = engine.ledger().next_query();
     for _ in 0..MAX_ROUNDS {
         if ids.is_empty() && release.is_empty() {
