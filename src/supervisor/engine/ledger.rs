@@ -146,6 +146,11 @@ impl Ledger {
         (ids, std::mem::take(&mut self.release))
     }
 
+    /// The results recorded and not yet released, to release now.
+    pub(crate) fn take_release(&mut self) -> Vec<TaskId> {
+        std::mem::take(&mut self.release)
+    }
+
     /// Release ids whose query went unanswered: sent again next loop.
     pub(crate) fn unreleased(&mut self, ids: Vec<TaskId>) {
         self.release.extend(ids);
