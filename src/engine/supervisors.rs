@@ -33,19 +33,16 @@ pub(crate) struct Origin {
     pub(crate) scheduled_unix_ms: i64,
 }
 
-/// The latest scheduled instant one supervisor sent for one relator.
-#[derive(Debug, Clone)]
-struct Mark {
-    scheduled_unix_ms: i64,
-    /// The certificate name that sent it: only it (or a caller in process) reads the mark.
-    owner: Option<Arc<str>>,
-}
+/// Whose mark: the certificate name that sent the tasks (only it, or a caller in process,
+/// reads the mark; `None`: anyone), and the relator.
+type MarkKey = (Option<Arc<str>>, Box<str>);
 
-/// One supervisor's held task ids (ordered, for paging) and its marks.
+/// One supervisor's held task ids (ordered, for paging) and its marks: the latest scheduled
+/// instant sent per relator.
 #[derive(Debug, Default)]
 struct Held {
     ids: BTreeSet<String>,
-    marks: HashMap<Box<str>, Mark>,
+    marks: HashMap<MarkKey, i64>,
 }
 
 /// Every supervisor the engine holds tasks or marks for.
@@ -100,8 +97,9 @@ impl Supervisors {
         }
     }
 
-    /// Raises the mark of (`supervisor`, `relator`) to `scheduled_unix_ms` if it is later;
-    /// true when it was raised (it is then also queued for the journal).
+    /// Raises the mark of (`supervisor`, `relator`) sent by certificate `owner` to
+    /// `scheduled_unix_ms` if it is later; true when it was raised (it is then also queued for
+    /// the journal).
     pub(crate) fn mark(
         &mut self,
         supervisor: &Arc<str>,
@@ -113,21 +111,13 @@ impl Supervisors {
             return false;
         };
         let room = held.marks.len() < MAX_MARKS_PER_SUPERVISOR;
-        match held.marks.get_mut(relator) {
-            Some(mark) if mark.scheduled_unix_ms >= scheduled_unix_ms => return false,
-            Some(mark) => {
-                mark.scheduled_unix_ms = scheduled_unix_ms;
-                mark.owner = owner;
-            }
+        let key: MarkKey = (owner, relator.into());
+        match held.marks.get_mut(&key) {
+            Some(mark) if *mark >= scheduled_unix_ms => return false,
+            Some(mark) => *mark = scheduled_unix_ms,
             None if !room => return false,
             None => {
-                held.marks.insert(
-                    relator.into(),
-                    Mark {
-                        scheduled_unix_ms,
-                        owner,
-                    },
-                );
+                held.marks.insert(key, scheduled_unix_ms);
             }
         }
         self.dirty.insert((Arc::clone(supervisor), relator.into()));
@@ -141,7 +131,8 @@ impl Supervisors {
         }
     }
 
-    /// The marks raised since the last call, with their values now, for the journal.
+    /// The marks raised since the last call, with their values now (the latest over every
+    /// certificate: the journal keeps no owner), for the journal.
     pub(crate) fn take_dirty(&mut self) -> Vec<(Arc<str>, Box<str>, i64)> {
         if self.dirty.is_empty() {
             return Vec::new();
@@ -150,8 +141,15 @@ impl Supervisors {
         dirty
             .into_iter()
             .filter_map(|(supervisor, relator)| {
-                let mark = self.by_id.get(&supervisor)?.marks.get(&relator)?;
-                Some((supervisor, relator, mark.scheduled_unix_ms))
+                let latest = self
+                    .by_id
+                    .get(&supervisor)?
+                    .marks
+                    .iter()
+                    .filter(|((_, marked), _)| *marked == relator)
+                    .map(|(_, at)| *at)
+                    .max()?;
+                Some((supervisor, relator, latest))
             })
             .collect()
     }
@@ -178,13 +176,18 @@ impl Supervisors {
         let Some(held) = self.by_id.get(supervisor) else {
             return Vec::new();
         };
-        let mut marks: Vec<proto::RelatorMark> = held
-            .marks
-            .iter()
-            .filter(|(_, mark)| viewer.may_see(mark.owner.as_ref()))
-            .map(|(relator, mark)| proto::RelatorMark {
+        let mut latest: HashMap<&str, i64> = HashMap::new();
+        for ((owner, relator), at) in &held.marks {
+            if viewer.may_see(owner.as_ref()) {
+                let mark = latest.entry(relator).or_insert(*at);
+                *mark = (*mark).max(*at);
+            }
+        }
+        let mut marks: Vec<proto::RelatorMark> = latest
+            .into_iter()
+            .map(|(relator, at)| proto::RelatorMark {
                 relator: relator.to_string(),
-                latest_scheduled_unix_ms: mark.scheduled_unix_ms,
+                latest_scheduled_unix_ms: at,
             })
             .collect();
         marks.sort_by(|a, b| a.relator.cmp(&b.relator));
@@ -233,6 +236,8 @@ mod tests {
         assert!(supervisors.mark(&a, "r", 100, owner.clone()));
         assert!(!supervisors.mark(&a, "r", 50, owner.clone()));
         assert!(supervisors.mark(&a, "r", 200, owner));
+        // Another certificate claiming the same id keeps a mark of its own.
+        assert!(supervisors.mark(&a, "r", 150, Some(Arc::from("cert-c"))));
         assert_eq!(
             supervisors.take_dirty(),
             vec![(Arc::clone(&a), "r".into(), 200)]
@@ -245,6 +250,8 @@ mod tests {
                 .marks("a", &Viewer::Peer(Some(Arc::from("cert-b"))))
                 .is_empty()
         );
+        let theirs = supervisors.marks("a", &Viewer::Peer(Some(Arc::from("cert-c"))));
+        assert_eq!(theirs[0].latest_scheduled_unix_ms, 150);
     }
 
     #[test]
