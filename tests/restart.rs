@@ -115,6 +115,24 @@ async fn paging_returns_every_task_exactly_once_and_only_to_its_supervisor() {
     assert!(engine.engine.counters().list_pages >= 3 + 358 + 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_engine_of_100_000_tasks_lists_in_pages_of_max_batch_tasks() {
+    let engine = RunningEngine::start(engine_config()).await;
+    let held = engine.engine.config().max_held_tasks;
+    assert_eq!(held, 100_000);
+    for chunk in 0..100 {
+        let tasks = (0..1000)
+            .map(|i| task_for("full", &format!("t-{:06}", chunk * 1000 + i), 0, i))
+            .collect();
+        let ack = engine.engine.submit_batch(batch(chunk as u64, tasks));
+        assert!(ack.acks.iter().all(|a| a.accepted));
+    }
+    let (tasks, pages, _) = list_all(&engine, "full", 0).await;
+    assert_eq!(pages, 100);
+    assert_eq!(tasks.len(), 100_000);
+    assert!(tasks.windows(2).all(|w| w[0].task_id < w[1].task_id));
+}
+
 #[tokio::test]
 async fn list_requests_out_of_bounds_are_refused_with_a_reason() {
     let engine = RunningEngine::start(engine_config()).await;
