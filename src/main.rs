@@ -378,6 +378,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let overrides = config::Overrides { stats_interval };
             let mut initial = config::load_supervisor(&config)?;
             overrides.apply(&mut initial);
+            let supervisor_id = initial.supervisor_id.clone();
             let updates = config::watch_supervisor_with(config.clone(), initial, overrides);
             let supervisor = Supervisor::start(
                 updates,
@@ -390,7 +391,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     ..SupervisorOptions::default()
                 },
             )?;
-            tracing::info!(target: "turbomon::supervisor", config = %config.display(), engines = %supervisor.engine_names().join(", "), "supervisor running");
+            tracing::info!(target: "turbomon::supervisor", config = %config.display(), %supervisor_id, engines = %supervisor.engine_names().join(", "), "supervisor running");
             if let Some(address) = supervisor.metrics_addr() {
                 tracing::info!(target: "turbomon::supervisor", metrics = %format!("http://{address}/metrics"), "serving metrics");
             }

@@ -429,6 +429,7 @@ impl Kind {
     fn fields(self) -> &'static [&'static str] {
         match self {
             Kind::Root => &[
+                "supervisor_id",
                 "turbo_monitoring",
                 "task_submit_batch_size",
                 "task_info_batch_size",
@@ -556,6 +557,7 @@ fn base_document() -> Vec<Table> {
             Root,
             0,
             &[
+                ("supervisor_id", "\"props-supervisor\""),
                 ("turbo_monitoring", "true"),
                 ("task_submit_batch_size", "30"),
                 ("task_info_batch_size", "30"),
@@ -1557,6 +1559,7 @@ fn arb_supervisor_config() -> impl Strategy<Value = SupervisorConfig> {
             }
         }
         SupervisorConfig {
+            supervisor_id: "props-supervisor".to_string(),
             turbo_monitoring: turbo,
             task_submit_batch_size: submit,
             task_info_batch_size: info,

@@ -369,3 +369,73 @@ fn without_state_dir_open_keeps_everything_in_memory() {
     let engine = Engine::open(EngineConfig::default()).unwrap();
     assert!(!engine.has_journal());
 }
+
+#[test]
+fn a_restarted_engine_still_lists_each_supervisors_tasks_and_marks() {
+    let dir = TempDir::new("listing");
+    let stamped = |supervisor: &str, id: &str, duration_ms: u64, scheduled: i64| proto::Task {
+        supervisor_id: supervisor.into(),
+        scheduled_unix_ms: scheduled,
+        node: id.into(),
+        ..sim_task(id, duration_ms, TaskState::Broken, 1.0)
+    };
+    run_engine(dir.path(), async |engine| {
+        let ack = engine.submit_batch(batch(
+            1,
+            vec![
+                stamped("sup-a", "done", 0, 100),
+                stamped("sup-a", "running", 60_000, 300),
+                stamped("sup-b", "theirs", 0, 200),
+            ],
+        ));
+        assert!(ack.acks.iter().all(|a| a.accepted));
+        // A released result leaves the listing, and the journal; its mark stays.
+        let released = engine.submit_batch(batch(2, vec![stamped("sup-a", "gone", 0, 400)]));
+        assert!(released.acks[0].accepted);
+        engine.query_status(proto::StatusQuery {
+            batch_id: 3,
+            task_ids: Vec::new(),
+            release_ids: vec!["gone".into()],
+        });
+        engine.flush_journal().await;
+    });
+    run_engine(dir.path(), async |engine| {
+        let list = |supervisor: &str| {
+            engine
+                .list_tasks(&proto::ListTasksRequest {
+                    supervisor_id: supervisor.into(),
+                    after_id: String::new(),
+                    limit: 0,
+                })
+                .expect("listed")
+        };
+        let mine = list("sup-a");
+        let ids: Vec<&str> = mine.tasks.iter().map(|t| t.task_id.as_str()).collect();
+        assert_eq!(ids, ["done", "running"]);
+        let running = &mine.tasks[1];
+        assert_eq!(running.state, TaskState::LostInRestart as i32);
+        assert_eq!(
+            (
+                running.relator.as_str(),
+                running.node.as_str(),
+                running.scheduled_unix_ms
+            ),
+            ("r", "running", 300),
+            "what the task is survives the restart"
+        );
+        assert!(running.status.is_some());
+        assert_eq!(
+            mine.marks,
+            vec![proto::RelatorMark {
+                relator: "r".into(),
+                latest_scheduled_unix_ms: 400,
+            }]
+        );
+        let theirs = list("sup-b");
+        assert_eq!(theirs.tasks.len(), 1);
+        assert_eq!(theirs.marks[0].latest_scheduled_unix_ms, 200);
+        // The id is still refused to another supervisor after the restart.
+        let refused = engine.submit_batch(batch(4, vec![stamped("sup-b", "done", 0, 100)]));
+        assert!(!refused.acks[0].accepted);
+    });
+}

@@ -131,9 +131,18 @@ fn task() -> impl Strategy<Value = proto::Task> {
         ),
         check(),
         prop_oneof![0i32..3, any::<i32>()],
+        prop_oneof![Just(String::new()), text()],
     )
         .prop_map(
-            |(id, relator, node, (scheduled_unix_ms, attempt, timeout_ms), check, priority)| {
+            |(
+                id,
+                relator,
+                node,
+                (scheduled_unix_ms, attempt, timeout_ms),
+                check,
+                priority,
+                supervisor_id,
+            )| {
                 proto::Task {
                     id,
                     relator,
@@ -144,6 +153,7 @@ fn task() -> impl Strategy<Value = proto::Task> {
                     timeout_ms,
                     check,
                     priority,
+                    supervisor_id,
                 }
             },
         )

@@ -490,6 +490,72 @@ async fn results_belong_to_the_certificate_that_submitted_them() {
     engine.stop().await;
 }
 
+#[tokio::test]
+async fn a_caller_lists_only_the_tasks_its_certificate_submitted() {
+    let pki = pki();
+    let intruder = turbomon::pki::issue(
+        &pki.dir().join("ca"),
+        &turbomon::pki::LeafRequest {
+            name: "intruder".into(),
+            dns: Vec::new(),
+            ips: Vec::new(),
+            days: 1,
+        },
+        &pki.dir().join("intruder"),
+    )
+    .expect("a second supervisor certificate from the same CA");
+    let engine = tls_engine(&pki.engine, engine_config()).await;
+    let mut owner = tls_client(pki.supervisor.client_files(), engine.address, "localhost").await;
+    let mut other = tls_client(
+        ClientTlsFiles {
+            ca: intruder.ca,
+            cert: intruder.cert,
+            key: intruder.key,
+        },
+        engine.address,
+        "localhost",
+    )
+    .await;
+    // Both certificates claim the same supervisor id.
+    let stamped = |id: &str, scheduled_unix_ms: i64| proto::Task {
+        supervisor_id: "shared".into(),
+        scheduled_unix_ms,
+        ..ok_task(id, 60_000)
+    };
+    for (client, id, at) in [(&mut owner, "mine", 10), (&mut other, "theirs", 20)] {
+        let ack = client
+            .submit_one(proto::SubmitOneRequest {
+                task: Some(stamped(id, at)),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .ack
+            .unwrap();
+        assert!(ack.accepted);
+    }
+    let request = proto::ListTasksRequest {
+        supervisor_id: "shared".into(),
+        after_id: String::new(),
+        limit: 0,
+    };
+    for (client, id, at) in [(&mut owner, "mine", 10), (&mut other, "theirs", 20)] {
+        let reply = client
+            .list_tasks(request.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        let ids: Vec<&str> = reply.tasks.iter().map(|t| t.task_id.as_str()).collect();
+        assert_eq!(ids, [id], "only what this certificate submitted");
+        assert_eq!(reply.marks.len(), 1);
+        assert_eq!(reply.marks[0].latest_scheduled_unix_ms, at, "its own mark");
+    }
+    // In process, everything is seen.
+    let all = engine.engine.list_tasks(&request).unwrap();
+    assert_eq!(all.tasks.len(), 2);
+    engine.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_max_open_connections_are_closed_at_once() {
     use tokio::io::AsyncReadExt;

@@ -133,6 +133,15 @@ impl Engine for BareEngine {
             "the bare baseline holds nothing, so nothing completes later",
         ))
     }
+
+    async fn list_tasks(
+        &self,
+        _request: Request<crate::proto::ListTasksRequest>,
+    ) -> Result<Response<crate::proto::ListTasksReply>, Status> {
+        Err(Status::unimplemented(
+            "the bare baseline holds nothing, so there is nothing to list",
+        ))
+    }
 }
 
 /// A bare server on a loopback port; stopped when dropped.

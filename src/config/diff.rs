@@ -115,6 +115,7 @@ fn name_of(item: &Value) -> &str {
 /// Supervisor keys a running supervisor cannot apply: what the schedule and the connections were
 /// built from.
 const SUPERVISOR_RESTART_ONLY: &[&str] = &[
+    "supervisor_id",
     "relators",
     "groups",
     "rules",

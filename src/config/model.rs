@@ -92,6 +92,11 @@ pub struct SupervisorConfig {
     /// free port); empty: no metrics endpoint. Read at start only.
     #[serde(default = "defaults::supervisor_metrics_listen")]
     pub metrics_listen: String,
+    /// This supervisor's identity, stamped on every task it sends: after a restart it lists and
+    /// collects what the engines hold for it under this id. Default: the host name. Read at
+    /// start only.
+    #[serde(default = "defaults::supervisor_id")]
+    pub supervisor_id: String,
 }
 
 /// The supervisor's `[tls]`: PEM files, re-read when they change.
@@ -639,6 +644,7 @@ impl Default for EngineConfig {
 impl Default for SupervisorConfig {
     fn default() -> Self {
         Self {
+            supervisor_id: defaults::supervisor_id(),
             turbo_monitoring: defaults::turbo_monitoring(),
             task_submit_batch_size: defaults::batch_size(),
             task_info_batch_size: defaults::batch_size(),
@@ -811,4 +817,27 @@ pub mod defaults {
     pub fn output_limit_bytes() -> usize {
         1024
     }
+    /// Supervisor `supervisor_id`: this machine's host name (`supervisor` if it has none that
+    /// can be used).
+    pub fn supervisor_id() -> String {
+        super::host_name()
+            .filter(|name| !name.is_empty() && name.len() <= super::MAX_SUPERVISOR_ID_BYTES)
+            .unwrap_or_else(|| "supervisor".to_string())
+    }
+}
+
+/// Longest `supervisor_id`, in bytes; engines refuse longer ones.
+pub const MAX_SUPERVISOR_ID_BYTES: usize = 256;
+
+/// The host name (`gethostname`), if it is valid UTF-8.
+fn host_name() -> Option<String> {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the pointer and length describe `buffer`, which outlives the call.
+    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    if result != 0 {
+        return None;
+    }
+    let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
+    let name = std::str::from_utf8(&buffer[..end]).ok()?.trim();
+    Some(name.to_string())
 }

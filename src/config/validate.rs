@@ -12,7 +12,7 @@ use super::error::{ConfigError, KeyPath};
 use super::findings::Findings;
 use super::model::{
     AlertConfig, AlertKind, AlertOn, CheckKind, EngineConfig, EngineEntry, GroupConfig,
-    RelatorConfig, RuleConfig, SupervisorConfig,
+    MAX_SUPERVISOR_ID_BYTES, RelatorConfig, RuleConfig, SupervisorConfig,
 };
 use super::values::{
     check_ca_file, check_host_port, check_http_url, check_metrics_listen, check_readable,
@@ -169,6 +169,11 @@ pub(crate) fn check_supervisor(config: &SupervisorConfig) -> Findings {
     let mut findings = Findings::default();
     let root = KeyPath::root();
 
+    check_supervisor_id(
+        &mut findings,
+        root.key("supervisor_id"),
+        &config.supervisor_id,
+    );
     findings.batch_size(
         root.key("task_submit_batch_size"),
         config.task_submit_batch_size,
@@ -289,6 +294,30 @@ pub(crate) fn check_supervisor(config: &SupervisorConfig) -> Findings {
     check_chains(&mut findings, config, &relators);
 
     findings
+}
+
+/// A `supervisor_id`: 1 to [`MAX_SUPERVISOR_ID_BYTES`] bytes, no surrounding blanks and no
+/// control characters (it is matched exactly by the engines and printed in logs).
+fn check_supervisor_id(findings: &mut Findings, path: KeyPath, id: &str) {
+    if id.is_empty() {
+        findings.error(
+            path,
+            "must not be empty (leave the key out to use the host name)",
+        );
+    } else if id.len() > MAX_SUPERVISOR_ID_BYTES {
+        findings.error(
+            path,
+            format!(
+                "is {} bytes long: at most {MAX_SUPERVISOR_ID_BYTES}",
+                id.len()
+            ),
+        );
+    } else if id.trim() != id || id.chars().any(char::is_control) {
+        findings.error(
+            path,
+            "must not start or end with blanks or hold control characters",
+        );
+    }
 }
 
 /// Chains (`on_ok` / `on_broken`) name existing relators and never lead back to where they

@@ -49,6 +49,10 @@ pub struct EngineCounters {
     pub batches_refused: u64,
     /// Status queries refused as a whole.
     pub queries_refused: u64,
+    /// `ListTasks` pages answered.
+    pub list_pages: u64,
+    /// `ListTasks` requests refused (INVALID_ARGUMENT).
+    pub lists_refused: u64,
     /// Gauge: tasks held now (pending, running, finished and not yet released).
     pub tasks_held: u64,
     /// Gauge: checks waiting for a free slot now.

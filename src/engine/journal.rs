@@ -5,7 +5,10 @@
 //!
 //! One table maps a task id to its latest [`proto::TaskStatus`], protobuf-encoded: PENDING or
 //! RUNNING when accepted, the final status when finished. A released (or expired) result is
-//! deleted.
+//! deleted. A task submitted with a `supervisor_id` has its origin (supervisor, relator, rule,
+//! node, scheduled instant) appended to the record as fields numbered far above the status's
+//! ([`OriginFields`]), so every record still decodes as a plain status. A second table keeps
+//! each supervisor's marks (the latest scheduled instant it sent per relator).
 //!
 //! The hot path never touches the disk: the store pushes [`JournalOp`]s onto an in-memory queue
 //! (under its own lock, in the order the store changed), and one writer thread drains the queue
@@ -27,13 +30,34 @@ use tracing::{error, info, warn};
 use crate::metrics::AtomicHistogram;
 use crate::proto;
 
+use super::supervisors::Origin;
 use super::tuning::LOG_TARGET;
 
 /// The journal's file inside `state_dir`.
 pub const JOURNAL_FILE_NAME: &str = "engine-journal.redb";
 
-/// Task id → protobuf-encoded [`proto::TaskStatus`].
+/// Task id → protobuf-encoded [`proto::TaskStatus`], then its [`OriginFields`].
 const TASKS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("tasks");
+
+/// (supervisor id, relator) → the latest scheduled instant sent, ms since the Unix epoch.
+const MARKS: TableDefinition<'static, (&str, &str), i64> = TableDefinition::new("marks");
+
+/// The origin of a task, appended to its status record. The numbers are reserved in
+/// `TaskStatus` (`engine.proto`), so the record decodes as a status too, and a status record
+/// written before origins existed decodes here as an empty origin.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct OriginFields {
+    #[prost(string, tag = "1001")]
+    pub(crate) supervisor_id: String,
+    #[prost(string, tag = "1002")]
+    pub(crate) relator: String,
+    #[prost(string, tag = "1003")]
+    pub(crate) rule: String,
+    #[prost(string, tag = "1004")]
+    pub(crate) node: String,
+    #[prost(int64, tag = "1005")]
+    pub(crate) scheduled_unix_ms: i64,
+}
 
 /// After a failed write, the first wait before trying again...
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
@@ -80,10 +104,16 @@ pub enum JournalError {
 /// One change to record.
 #[derive(Debug)]
 pub(crate) enum JournalOp {
-    /// Record (or replace) the status of `status.task_id`.
-    Put(proto::TaskStatus),
+    /// Record (or replace) the status of `status.task_id`, with its origin when it has one.
+    Put(proto::TaskStatus, Option<Arc<Origin>>),
     /// Forget a task id.
     Delete(String),
+    /// Record a supervisor's mark for a relator.
+    Mark {
+        supervisor: Arc<str>,
+        relator: Box<str>,
+        scheduled_unix_ms: i64,
+    },
 }
 
 /// The queue between the store and the writer thread.
@@ -173,10 +203,13 @@ pub(crate) struct Journal {
 /// What an opened journal held.
 #[derive(Debug, Default)]
 pub(crate) struct Recovered {
-    /// The status of every task recorded, the id in `task_id`.
-    pub(crate) statuses: Vec<proto::TaskStatus>,
+    /// The status of every task recorded, the id in `task_id`, with its origin when it has
+    /// one.
+    pub(crate) statuses: Vec<(proto::TaskStatus, Option<OriginFields>)>,
     /// Ids whose record could not be decoded (deleted from the journal).
     pub(crate) unreadable: Vec<String>,
+    /// Every mark: (supervisor id, relator, latest scheduled instant).
+    pub(crate) marks: Vec<(String, String, i64)>,
 }
 
 impl Journal {
@@ -255,6 +288,7 @@ impl Drop for Journal {
 fn read_all(database: &Database) -> Result<Recovered, redb::Error> {
     let transaction = database.begin_write()?;
     transaction.open_table(TASKS)?;
+    transaction.open_table(MARKS)?;
     transaction.commit()?;
 
     let transaction = database.begin_read()?;
@@ -263,10 +297,14 @@ fn read_all(database: &Database) -> Result<Recovered, redb::Error> {
     for entry in table.iter()? {
         let (key, value) = entry?;
         let task_id = key.value().to_string();
-        match proto::TaskStatus::decode(value.value()) {
-            Ok(mut status) => {
+        let record = value.value();
+        let decoded = proto::TaskStatus::decode(record)
+            .and_then(|status| Ok((status, OriginFields::decode(record)?)));
+        match decoded {
+            Ok((mut status, origin)) => {
                 status.task_id = task_id;
-                recovered.statuses.push(status);
+                let origin = (!origin.supervisor_id.is_empty()).then_some(origin);
+                recovered.statuses.push((status, origin));
             }
             Err(error) => {
                 warn!(
@@ -278,6 +316,14 @@ fn read_all(database: &Database) -> Result<Recovered, redb::Error> {
                 recovered.unreadable.push(task_id);
             }
         }
+    }
+    let marks = transaction.open_table(MARKS)?;
+    for entry in marks.iter()? {
+        let (key, value) = entry?;
+        let (supervisor, relator) = key.value();
+        recovered
+            .marks
+            .push((supervisor.to_string(), relator.to_string(), value.value()));
     }
     Ok(recovered)
 }
@@ -348,23 +394,91 @@ fn write_until_closed(database: Database, queue: &JournalQueue) {
     }
 }
 
+/// A status record: the status, then its origin's fields when it has one.
+fn encode_record(status: &proto::TaskStatus, origin: Option<&Origin>) -> Vec<u8> {
+    let mut encoded = status.encode_to_vec();
+    if let Some(origin) = origin {
+        let fields = OriginFields {
+            supervisor_id: origin.supervisor.to_string(),
+            relator: origin.relator.to_string(),
+            rule: origin.rule.to_string(),
+            node: origin.node.to_string(),
+            scheduled_unix_ms: origin.scheduled_unix_ms,
+        };
+        encoded.extend(fields.encode_to_vec());
+    }
+    encoded
+}
+
 /// Writes `ops` in one durable transaction.
 fn write(database: &Database, ops: &[JournalOp]) -> Result<(), redb::Error> {
     let transaction = database.begin_write()?;
     {
         let mut table = transaction.open_table(TASKS)?;
+        let mut marks = transaction.open_table(MARKS)?;
         for op in ops {
             match op {
-                JournalOp::Put(status) => {
-                    let encoded = status.encode_to_vec();
+                JournalOp::Put(status, origin) => {
+                    let encoded = encode_record(status, origin.as_deref());
                     table.insert(status.task_id.as_str(), encoded.as_slice())?;
                 }
                 JournalOp::Delete(task_id) => {
                     table.remove(task_id.as_str())?;
+                }
+                JournalOp::Mark {
+                    supervisor,
+                    relator,
+                    scheduled_unix_ms,
+                } => {
+                    marks.insert((&**supervisor, &**relator), *scheduled_unix_ms)?;
                 }
             }
         }
     }
     transaction.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_with_an_origin_still_decodes_as_a_status_and_an_old_one_as_no_origin() {
+        let status = proto::TaskStatus {
+            task_id: "r/u/n/5".into(),
+            state: proto::TaskState::Ok as i32,
+            attempt: 2,
+            message: "fine".into(),
+            ..Default::default()
+        };
+        let origin = Origin {
+            supervisor: Arc::from("sup-1"),
+            relator: "r".into(),
+            rule: "u".into(),
+            node: "n".into(),
+            scheduled_unix_ms: 5,
+        };
+        let record = encode_record(&status, Some(&origin));
+        assert_eq!(
+            proto::TaskStatus::decode(record.as_slice()).unwrap(),
+            status
+        );
+        let fields = OriginFields::decode(record.as_slice()).unwrap();
+        assert_eq!(
+            (
+                fields.supervisor_id.as_str(),
+                fields.node.as_str(),
+                fields.scheduled_unix_ms
+            ),
+            ("sup-1", "n", 5)
+        );
+        let old = encode_record(&status, None);
+        assert!(
+            OriginFields::decode(old.as_slice())
+                .unwrap()
+                .supervisor_id
+                .is_empty()
+        );
+    }
 }

@@ -22,6 +22,11 @@
 //!   HIGH priority before NORMAL before LOW (first come first served within one), and each worker
 //!   takes the next waiting check when it finishes one. A `sim` check of zero duration completes
 //!   inline when it is accepted.
+//! - Listing: `ListTasks` pages through the tasks held for one `supervisor_id` (the id each task
+//!   was submitted with), ordered by task id, at most `max_batch_tasks` per page, each task with
+//!   its state and attempt, what it is, and its full status once finished; the first page also
+//!   carries the supervisor's marks (the latest scheduled instant it sent per relator). A task
+//!   id held for one supervisor is refused to another.
 //! - Push completions: each `Completions` subscriber receives the final statuses of the tasks
 //!   that finish after it subscribed, in batches (see the `completions` module). A subscriber
 //!   that does not keep up loses notices (counted), never slows the checks.
@@ -41,6 +46,7 @@ mod counters;
 mod journal;
 mod service;
 mod store;
+mod supervisors;
 mod tuning;
 mod viewer;
 
@@ -59,7 +65,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::check::allow::ExecAllowList;
 use crate::check::{self, CheckResult};
-use crate::config::{EngineConfig, ReloadDiff};
+use crate::config::{EngineConfig, MAX_SUPERVISOR_ID_BYTES, ReloadDiff};
 use crate::metrics::{EngineMetrics, HeldTasks, MetricsError, MetricsServer, RefusalReason};
 use crate::proto::engine_server::EngineServer;
 use crate::proto::{self, Refusal, TaskState};
@@ -73,7 +79,7 @@ pub use counters::EngineCounters;
 use journal::Journal;
 pub use journal::{JOURNAL_FILE_NAME, JournalError};
 pub use service::EngineService;
-use store::{Admission, Job, Limits, Now, Store};
+use store::{Admission, Job, Limits, Now, PageRequest, Store};
 use tuning::LOG_TARGET;
 use viewer::Viewer;
 
@@ -231,7 +237,7 @@ impl Engine {
         let unreadable = recovered.unreadable.len();
         let (lost, counters) = {
             let mut store = engine.lock();
-            let lost = store.restore(recovered.statuses, Now::read());
+            let lost = store.restore(recovered.statuses, recovered.marks, Now::read());
             (lost, store.counters())
         };
         let journal_path = engine
@@ -652,6 +658,7 @@ impl Engine {
                 };
                 acks.push(task_ack);
             }
+            store.journal_marks();
             journal_seq = store.journal_seq();
             if exhausted > 0 && acks.iter().all(|ack| !ack.accepted) {
                 // Nothing fitted: refuse the batch as a whole (its tasks are already counted as
@@ -716,6 +723,7 @@ impl Engine {
             store.sweep_if_due(now.instant);
             let admitted = store.admit(task, now, &mut start_now, &caller.viewer());
             count_admission(&self.shared.metrics, &admitted.1);
+            store.journal_marks();
             (admitted, store.journal_seq())
         };
         self.start_workers(start_now);
@@ -848,6 +856,49 @@ impl Engine {
             store.release(id, viewer);
         }
         Ok(status)
+    }
+
+    /// One page of the tasks held for a supervisor (`ListTasks`); see
+    /// [`proto::ListTasksRequest`]. Refused with INVALID_ARGUMENT, and a reason, when the
+    /// supervisor id is empty or over [`MAX_SUPERVISOR_ID_BYTES`] bytes, the page token is
+    /// longer than any task id the engine takes (`max_task_bytes`), or the limit is over
+    /// `max_batch_tasks`. Answered while shutting down too.
+    pub fn list_tasks(
+        &self,
+        request: &proto::ListTasksRequest,
+    ) -> Result<proto::ListTasksReply, tonic::Status> {
+        self.list_tasks_as(request, &Viewer::Local)
+    }
+
+    /// [`Engine::list_tasks`] for `viewer`: only the tasks its certificate submitted.
+    fn list_tasks_as(
+        &self,
+        request: &proto::ListTasksRequest,
+        viewer: &Viewer,
+    ) -> Result<proto::ListTasksReply, tonic::Status> {
+        let max_batch_tasks = self.max_batch_tasks();
+        let max_id_bytes = lock_config(&self.shared.applied).max_task_bytes;
+        let limit =
+            check_list_request(request, max_batch_tasks, max_id_bytes).map_err(|reason| {
+                self.lock().count_refused_list();
+                debug!(target: LOG_TARGET, %reason, "task list refused");
+                tonic::Status::invalid_argument(reason)
+            })?;
+        let page = PageRequest {
+            supervisor_id: &request.supervisor_id,
+            after_id: &request.after_id,
+            limit,
+            // Room for the reply's framing and its token beside the tasks.
+            byte_budget: self
+                .shared
+                .config
+                .max_message_bytes
+                .saturating_sub(2 * max_id_bytes + 1024)
+                / 2,
+        };
+        let mut store = self.lock();
+        store.sweep_if_due(tokio::time::Instant::now());
+        Ok(store.list(page, viewer))
     }
 
     fn refuse_batch(
@@ -1149,6 +1200,41 @@ fn check_query_shape(
         return Err(format!("release id at index {index} is empty"));
     }
     Ok(())
+}
+
+/// The page size a `ListTasks` request asks for (0: `max_batch_tasks`), or why it is refused.
+fn check_list_request(
+    request: &proto::ListTasksRequest,
+    max_batch_tasks: usize,
+    max_id_bytes: usize,
+) -> Result<usize, String> {
+    let supervisor_id = &request.supervisor_id;
+    if supervisor_id.is_empty() {
+        return Err("supervisor_id is empty".into());
+    }
+    if supervisor_id.len() > MAX_SUPERVISOR_ID_BYTES {
+        return Err(format!(
+            "supervisor_id is {} bytes, over {MAX_SUPERVISOR_ID_BYTES}",
+            supervisor_id.len()
+        ));
+    }
+    if request.after_id.len() > max_id_bytes {
+        return Err(format!(
+            "after_id is {} bytes, longer than any task the engine takes (max_task_bytes {max_id_bytes})",
+            request.after_id.len()
+        ));
+    }
+    let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
+    if limit > max_batch_tasks {
+        return Err(format!(
+            "limit {limit} is over max_batch_tasks {max_batch_tasks}"
+        ));
+    }
+    Ok(if limit == 0 {
+        max_batch_tasks.max(1)
+    } else {
+        limit
+    })
 }
 
 /// Why no task can be taken now, if so: the engine is shutting down, or its journal cannot be

@@ -207,6 +207,15 @@ impl proto::engine_server::Engine for EngineService {
         Ok(Response::new(proto::SubmitOneReply { ack: Some(ack) }))
     }
 
+    async fn list_tasks(
+        &self,
+        request: Request<proto::ListTasksRequest>,
+    ) -> Result<Response<proto::ListTasksReply>, Status> {
+        let viewer = caller(&request).viewer();
+        let reply = self.engine.list_tasks_as(request.get_ref(), &viewer)?;
+        Ok(Response::new(reply))
+    }
+
     async fn status_one(
         &self,
         request: Request<proto::StatusOneRequest>,

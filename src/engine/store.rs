@@ -22,12 +22,13 @@ use prost::Message;
 
 use crate::check::allow::ExecAllowList;
 use crate::check::{Check, CheckResult};
-use crate::config::{EngineConfig, defaults};
+use crate::config::{EngineConfig, MAX_SUPERVISOR_ID_BYTES, defaults};
 use crate::proto::{self, Priority, TaskState};
 
 use super::completions::Subscribers;
 use super::counters::EngineCounters;
-use super::journal::{JournalOp, JournalQueue};
+use super::journal::{JournalOp, JournalQueue, OriginFields};
+use super::supervisors::{Origin, Supervisors};
 use super::viewer::Viewer;
 
 /// Tasks the map is sized for up front, so that it does not rehash while it fills (capped: a huge
@@ -62,6 +63,8 @@ struct HeldTask {
     /// The certificate name of the supervisor that submitted it; only it may read or release
     /// the result. `None` (plaintext, in-process, or restored from the journal): anyone.
     owner: Option<Arc<str>>,
+    /// What it is and which supervisor sent it, when the task named one.
+    origin: Option<Arc<Origin>>,
 }
 
 impl HeldTask {
@@ -81,6 +84,36 @@ impl HeldTask {
             perfdata: self.perfdata.clone(),
         }
     }
+
+    /// How `ListTasks` shows it: the status only once finished.
+    fn listed(&self, task_id: &str) -> proto::ListedTask {
+        let origin = self.origin.as_deref();
+        proto::ListedTask {
+            task_id: task_id.to_string(),
+            state: self.state as i32,
+            attempt: self.attempt,
+            relator: origin.map(|o| o.relator.to_string()).unwrap_or_default(),
+            rule: origin.map(|o| o.rule.to_string()).unwrap_or_default(),
+            node: origin.map(|o| o.node.to_string()).unwrap_or_default(),
+            scheduled_unix_ms: origin.map_or(0, |o| o.scheduled_unix_ms),
+            status: self.is_finished().then(|| self.status(task_id.to_string())),
+        }
+    }
+}
+
+/// A `ListTasks` page scans at most this many times its limit (tasks another certificate owns
+/// are skipped), so that one page never holds the lock for long.
+const LIST_SCAN_FACTOR: usize = 4;
+
+/// One `ListTasks` page to build, already validated.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PageRequest<'a> {
+    pub(crate) supervisor_id: &'a str,
+    pub(crate) after_id: &'a str,
+    /// At least 1.
+    pub(crate) limit: usize,
+    /// The page's encoded tasks stop short of this (one task always goes).
+    pub(crate) byte_budget: usize,
 }
 
 /// A check to run: queued while every slot is busy, then handed to a worker.
@@ -217,6 +250,8 @@ pub(crate) struct Store {
     journal: Option<Arc<JournalQueue>>,
     subscribers: Subscribers,
     exec_allow: ExecAllowList,
+    /// Whose tasks are whose, and each supervisor's marks.
+    supervisors: Supervisors,
 }
 
 impl Store {
@@ -242,15 +277,28 @@ impl Store {
             journal,
             subscribers: Subscribers::default(),
             exec_allow,
+            supervisors: Supervisors::default(),
         }
     }
 
-    /// Takes back what a journal held at start: final results are held again (those older than
-    /// the retention are dropped), and tasks that never finished become final
-    /// `LOST_IN_RESTART` results, counted. Returns how many were lost.
-    pub(crate) fn restore(&mut self, statuses: Vec<proto::TaskStatus>, now: Now) -> u64 {
+    /// Takes back what a journal held at start: the supervisors' marks; final results are held
+    /// again (those older than the retention are dropped), and tasks that never finished become
+    /// final `LOST_IN_RESTART` results, counted. Returns how many were lost.
+    pub(crate) fn restore(
+        &mut self,
+        statuses: Vec<(proto::TaskStatus, Option<OriginFields>)>,
+        marks: Vec<(String, String, i64)>,
+        now: Now,
+    ) -> u64 {
+        for (supervisor, relator, scheduled_unix_ms) in marks {
+            self.supervisors
+                .restore_mark(&supervisor, &relator, scheduled_unix_ms);
+        }
+        // Nothing to write back: these marks are the journal's own.
+        self.supervisors.take_dirty();
         let mut lost = 0;
-        for status in statuses {
+        for (status, origin) in statuses {
+            let origin = origin.and_then(|fields| self.restored_origin(fields));
             let state = TaskState::try_from(status.state).unwrap_or(TaskState::Unspecified);
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -266,6 +314,7 @@ impl Store {
                 seq,
                 // The journal keeps no owner: a restored result is anyone's.
                 owner: None,
+                origin,
             };
             if TaskState::is_final(state) {
                 let age_ms = now.unix_ms.saturating_sub(status.finished_unix_ms).max(0);
@@ -277,6 +326,9 @@ impl Store {
                 }
                 held.finished_at = Some(now.instant.checked_sub(age).unwrap_or(now.instant));
                 self.counters.results_restored += 1;
+                if let Some(origin) = &held.origin {
+                    self.supervisors.insert(&status.task_id, origin);
+                }
                 self.tasks.insert(status.task_id, held);
             } else {
                 lost += 1;
@@ -287,13 +339,35 @@ impl Store {
                 );
                 held.finished_unix_ms = now.unix_ms;
                 if self.journal.is_some() {
-                    self.journal_op(JournalOp::Put(held.status(status.task_id.clone())));
+                    self.journal_op(JournalOp::Put(
+                        held.status(status.task_id.clone()),
+                        held.origin.clone(),
+                    ));
+                }
+                if let Some(origin) = &held.origin {
+                    self.supervisors.insert(&status.task_id, origin);
                 }
                 self.tasks.insert(status.task_id, held);
             }
         }
         self.counters.lost_in_restart += lost;
         lost
+    }
+
+    /// The origin of a restored record, its supervisor id shared (`None` if the id is no longer
+    /// acceptable).
+    fn restored_origin(&mut self, fields: OriginFields) -> Option<Arc<Origin>> {
+        if fields.supervisor_id.len() > MAX_SUPERVISOR_ID_BYTES {
+            return None;
+        }
+        let supervisor = self.supervisors.intern(&fields.supervisor_id).ok()?;
+        Some(Arc::new(Origin {
+            supervisor,
+            relator: fields.relator.into(),
+            rule: fields.rule.into(),
+            node: fields.node.into(),
+            scheduled_unix_ms: fields.scheduled_unix_ms,
+        }))
     }
 
     /// Counts a whole batch of `tasks` refused before any of it was looked at.
@@ -312,6 +386,11 @@ impl Store {
     /// Counts a refused status query.
     pub(crate) fn count_refused_query(&mut self) {
         self.counters.queries_refused += 1;
+    }
+
+    /// Counts a refused `ListTasks` request.
+    pub(crate) fn count_refused_list(&mut self) {
+        self.counters.lists_refused += 1;
     }
 
     /// Why new tasks cannot be journaled now, if they cannot.
@@ -352,6 +431,14 @@ impl Store {
             );
             return (clip_id(task.id), Admission::Invalid(reason));
         }
+        if task.supervisor_id.len() > MAX_SUPERVISOR_ID_BYTES {
+            self.counters.tasks_rejected += 1;
+            let reason = format!(
+                "supervisor_id is {} bytes, over {MAX_SUPERVISOR_ID_BYTES}",
+                task.supervisor_id.len()
+            );
+            return (clip_id(task.id), Admission::Invalid(reason));
+        }
         let attempt = task.attempt.max(1);
         let held_count = self.tasks.len();
         let entry = self.tasks.entry(task.id);
@@ -361,6 +448,19 @@ impl Store {
                 if !viewer.may_see(held.owner.as_ref()) {
                     self.counters.tasks_rejected += 1;
                     let reason = "task id is held for another supervisor's certificate".to_string();
+                    return (occupied.key().clone(), Admission::Invalid(reason));
+                }
+                if let Some(origin) = &held.origin
+                    && !task.supervisor_id.is_empty()
+                    && *origin.supervisor != *task.supervisor_id
+                {
+                    // Two supervisors sharing an engine never take over each other's results.
+                    self.counters.tasks_rejected += 1;
+                    let reason = format!(
+                        "task id is held for supervisor `{}`: give each supervisor its own \
+                         relator names",
+                        clip_id(origin.supervisor.to_string())
+                    );
                     return (occupied.key().clone(), Admission::Invalid(reason));
                 }
                 if attempt <= held.attempt {
@@ -408,6 +508,27 @@ impl Store {
             );
             return (entry_key(entry), Admission::Exhausted(reason));
         }
+        let origin = if task.supervisor_id.is_empty() {
+            // A retry without a supervisor keeps the origin of the attempt it replaces.
+            match &entry {
+                Entry::Occupied(occupied) => occupied.get().origin.clone(),
+                Entry::Vacant(_) => None,
+            }
+        } else {
+            match self.supervisors.intern(&task.supervisor_id) {
+                Ok(supervisor) => Some(Arc::new(Origin {
+                    supervisor,
+                    relator: task.relator.into(),
+                    rule: task.rule.into(),
+                    node: task.node.into(),
+                    scheduled_unix_ms: task.scheduled_unix_ms,
+                })),
+                Err(reason) => {
+                    self.counters.tasks_rejected += 1;
+                    return (entry_key(entry), Admission::Exhausted(reason));
+                }
+            }
+        };
         self.counters.tasks_accepted += 1;
         if retry {
             self.counters.retries_accepted += 1;
@@ -431,7 +552,17 @@ impl Store {
             finished_at: None,
             seq,
             owner: viewer.owner(),
+            origin,
         };
+        if let Some(origin) = &held.origin {
+            self.supervisors.insert(&id, origin);
+            self.supervisors.mark(
+                &origin.supervisor,
+                &origin.relator,
+                origin.scheduled_unix_ms,
+                held.owner.clone(),
+            );
+        }
         if let Some(result) = check.instant_result() {
             // Completes inline: no queue, no worker.
             self.counters.checks_started += 1;
@@ -466,7 +597,7 @@ impl Store {
             self.queue.push(job);
         }
         if let Some(journal) = &self.journal {
-            journal.push(JournalOp::Put(held.status(id.clone())));
+            journal.push(JournalOp::Put(held.status(id.clone()), held.origin.clone()));
         }
         entry.insert_entry(held);
         (id, admission)
@@ -581,12 +712,13 @@ impl Store {
             return;
         };
         let status = held.status(task_id.to_string());
+        let origin = held.origin.clone();
         if !self.subscribers.is_empty() {
             let delivery = self.subscribers.deliver(&status, held.owner.as_ref());
             self.counters.completion_notices_queued += delivery.queued;
             self.counters.completion_notices_dropped += delivery.dropped;
         }
-        self.journal_op(JournalOp::Put(status));
+        self.journal_op(JournalOp::Put(status, origin));
     }
 
     fn journal_op(&self, op: JournalOp) {
@@ -618,6 +750,9 @@ impl Store {
     pub(crate) fn release(&mut self, task_id: &str, viewer: &Viewer) -> bool {
         match self.tasks.get(task_id) {
             Some(held) if held.is_finished() && viewer.may_see(held.owner.as_ref()) => {
+                if let Some(origin) = &held.origin {
+                    self.supervisors.remove(task_id, origin);
+                }
                 self.tasks.remove(task_id);
                 self.counters.results_released += 1;
                 if self.journal.is_some() {
@@ -627,6 +762,66 @@ impl Store {
             }
             _ => false,
         }
+    }
+
+    /// Queues the marks raised since the last call for the journal (call before reading
+    /// [`Store::journal_seq`] for an acknowledgement).
+    pub(crate) fn journal_marks(&mut self) {
+        let dirty = self.supervisors.take_dirty();
+        if let Some(journal) = &self.journal {
+            for (supervisor, relator, scheduled_unix_ms) in dirty {
+                journal.push(JournalOp::Mark {
+                    supervisor,
+                    relator,
+                    scheduled_unix_ms,
+                });
+            }
+        }
+    }
+
+    /// One `ListTasks` page: the tasks held for `page.supervisor_id` that `viewer` may see,
+    /// ordered by id after `page.after_id`, the marks on the first page, and the token of the
+    /// next page (empty after the last).
+    pub(crate) fn list(&mut self, page: PageRequest<'_>, viewer: &Viewer) -> proto::ListTasksReply {
+        self.counters.list_pages += 1;
+        let mut reply = proto::ListTasksReply::default();
+        let scan_limit = page.limit.saturating_mul(LIST_SCAN_FACTOR);
+        let mut bytes = 0usize;
+        let mut last: Option<&str> = None;
+        let mut more = false;
+        let ids = self
+            .supervisors
+            .ids_after(page.supervisor_id, page.after_id);
+        for (scanned, task_id) in ids.enumerate() {
+            if reply.tasks.len() >= page.limit || scanned >= scan_limit {
+                more = true;
+                break;
+            }
+            let Some(held) = self.tasks.get(task_id) else {
+                last = Some(task_id);
+                continue;
+            };
+            if !viewer.may_see(held.owner.as_ref()) {
+                last = Some(task_id);
+                continue;
+            }
+            let listed = held.listed(task_id);
+            let size = prost::encoding::message::encoded_len(1, &listed);
+            if !reply.tasks.is_empty() && bytes + size > page.byte_budget {
+                more = true;
+                break;
+            }
+            bytes += size;
+            reply.tasks.push(listed);
+            last = Some(task_id);
+        }
+        if more && let Some(last) = last {
+            reply.next_after_id = last.to_string();
+        }
+        if page.after_id.is_empty() {
+            reply.marks = self.supervisors.marks(page.supervisor_id, viewer);
+        }
+        reply
     }
 
     /// Sweeps if a sweep is due; returns how many results expired.
@@ -644,16 +839,25 @@ impl Store {
         let before = self.tasks.len();
         let journaled = self.journal.is_some();
         let mut expired_ids = Vec::new();
+        let mut unindex = Vec::new();
         self.tasks.retain(|task_id, held| {
             let keep = match held.finished_at {
                 Some(finished_at) => now.saturating_duration_since(finished_at) < retention,
                 None => true,
             };
-            if !keep && journaled {
-                expired_ids.push(task_id.clone());
+            if !keep {
+                if journaled {
+                    expired_ids.push(task_id.clone());
+                }
+                if let Some(origin) = held.origin.take() {
+                    unindex.push((task_id.clone(), origin));
+                }
             }
             keep
         });
+        for (task_id, origin) in unindex {
+            self.supervisors.remove(&task_id, &origin);
+        }
         for task_id in expired_ids {
             self.journal_op(JournalOp::Delete(task_id));
         }

@@ -110,6 +110,13 @@ counters! {
     skipped_firings,
     /// Missed firings run when the engine came back (`latest`, `replay`).
     caught_up_firings,
+    /// Reconciliations completed: at start and after every reconnect, the tasks the engine
+    /// holds for this supervisor listed and taken in.
+    reconciles,
+    /// Tasks found on the engine at a reconciliation that the supervisor was not waiting for
+    /// (sent before a restart, or acknowledged on a connection that broke): adopted, their
+    /// results collected.
+    adopted,
 }
 
 /// Adding to a counter, without spelling the memory ordering at every call.

@@ -176,6 +176,7 @@ impl Supervisor {
                     perfdata: handles.perfdata,
                     config: config.clone(),
                     stop: stop_rx.clone(),
+                    supervisor_id: initial.supervisor_id.clone(),
                 },
                 &mut tasks,
             );
@@ -224,6 +225,7 @@ impl Supervisor {
                 batch_window: initial.batch_window,
                 events: events_rx,
                 stop: stop_rx,
+                start_wall: std::time::SystemTime::now(),
             }
             .run(),
         );

@@ -11,11 +11,13 @@
 //! - [`status`]: one monitor loop (turbo or off) and the statuses it brought back.
 //! - [`refusal`]: the refusal codes the engine answers with and the supervisor reads.
 //! - [`completions`]: push mode, final statuses streamed by the engine as they happen.
+//! - [`list`]: the tasks an engine holds for one supervisor, page by page (reconciliation).
 //! - [`unary`]: a single call on its own new connection (turbo off).
 
 pub mod batch;
 pub mod completions;
 pub(crate) mod encode;
+pub mod list;
 pub(crate) mod refusal;
 pub mod status;
 pub mod stream;

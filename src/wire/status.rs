@@ -290,9 +290,12 @@ pub async fn monitor_unary(
                 break;
             };
             // Turbo off converts to the generated types per call: its cost is the connection.
+            // A call that only releases asks for the first id it releases (the engine refuses an
+            // empty id; the answer is for a task no longer waited for, and ignored).
             let request = StatusOneRequest {
                 task_id: task_ids
                     .first()
+                    .or(release_ids.first())
                     .map(|id| id.to_string())
                     .unwrap_or_default(),
                 release_ids: release_ids.iter().map(|id| id.to_string()).collect(),

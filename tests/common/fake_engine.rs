@@ -170,6 +170,13 @@ impl Engine for MockEngine {
         Err(Status::unimplemented("the mock engine does not push"))
     }
 
+    async fn list_tasks(
+        &self,
+        _request: Request<turbomon::proto::ListTasksRequest>,
+    ) -> Result<Response<turbomon::proto::ListTasksReply>, Status> {
+        Err(Status::unimplemented("the mock engine does not list tasks"))
+    }
+
     async fn submit(
         &self,
         request: Request<Streaming<SubmitBatch>>,

@@ -32,6 +32,9 @@ pub(crate) struct Contact {
     dialer: Dialer,
     connection: tokio::sync::Mutex<Option<Connection>>,
     reachable: watch::Sender<bool>,
+    /// Counts (re)connections: a fresh connection dialled, or the engine answering again after
+    /// it did not. Each change calls for a reconciliation.
+    generation: watch::Sender<u64>,
     events: mpsc::UnboundedSender<ScheduleEvent>,
     config: watch::Receiver<Arc<SupervisorConfig>>,
     stop: watch::Receiver<bool>,
@@ -53,6 +56,7 @@ impl Contact {
             dialer,
             connection: tokio::sync::Mutex::new(None),
             reachable: watch::channel(true).0,
+            generation: watch::channel(0).0,
             events,
             config,
             stop,
@@ -77,7 +81,13 @@ impl Contact {
         }
         let fresh = self.dialer.connect().await.map_err(|e| e.to_string())?;
         *cached = Some(fresh.clone());
+        self.generation.send_modify(|generation| *generation += 1);
         Ok(fresh)
+    }
+
+    /// Watch the (re)connections: the value changes at each.
+    pub(crate) fn watch_generation(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// Drop the connection: the next use dials a fresh one (the old one may be stalled).
@@ -100,6 +110,7 @@ impl Contact {
         if self.reachable.send_replace(up) != up {
             let event = if up {
                 tracing::info!(target: "turbomon::supervisor", engine = %self.name, "engine answers again");
+                self.generation.send_modify(|generation| *generation += 1);
                 ScheduleEvent::EngineUp(self.index)
             } else {
                 ScheduleEvent::EngineDown(self.index)

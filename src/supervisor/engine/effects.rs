@@ -43,7 +43,7 @@ pub(crate) fn apply(engine: &EngineHandle, settled: Settled) {
     for (task, delay) in retries {
         let _ = outlets.events.send(ScheduleEvent::Retry {
             engine: engine.index,
-            task,
+            task: Box::new(task),
             due: now + delay,
         });
     }

@@ -29,6 +29,11 @@ pub(crate) struct EngineHandle {
     pub(crate) batch_ids: BatchIds,
     /// The relators' plans (retry policy, alerts, chains).
     pub(crate) plans: Arc<Vec<RelatorPlan>>,
+    /// The supervisor's id, as it started (what the engine lists its tasks under).
+    pub(crate) supervisor_id: String,
+    /// Held for reading by each loop while it works, for writing by a reconciliation: the
+    /// loops wait while the engine's tasks are reconciled.
+    pub(crate) gate: Arc<tokio::sync::RwLock<()>>,
     pub(super) stats: Mutex<EngineStats>,
     pub(super) ledger: Mutex<Ledger>,
     pub(super) outlets: Outlets,

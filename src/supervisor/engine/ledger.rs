@@ -6,12 +6,18 @@
 //! [`StateBook`], shared by every engine's ledger (a failover moves a relator's tasks, not its
 //! states). The loops apply what was decided; nothing here touches the network, a clock or a
 //! channel, so every decision is a unit test.
+//!
+//! A reconciliation ([`Ledger::reconciled`]) hands it the tasks the engine holds for this
+//! supervisor: finished ones it was waiting for go the way of any status; ones it was not
+//! waiting for (sent before a restart) are adopted, then monitored or absorbed like its own. An
+//! adopted id is remembered for a while, so that a copy of the task still queued to be sent is
+//! not sent, and an acknowledgement of such a copy does not make the task count twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::proto::{PerfData, Task, TaskState, TaskStatus};
+use crate::proto::{ListedTask, PerfData, Task, TaskState, TaskStatus};
 use crate::stats::Stage;
 use crate::supervisor::completion::Completion;
 use crate::supervisor::counters::{Bump, DeliveryCounters};
@@ -25,14 +31,28 @@ use crate::wire::submit::Delivery;
 /// oldest half is dropped (the monitor loop still collects those tasks).
 const MAX_EARLY_COMPLETIONS: usize = 100_000;
 
+/// An adopted id is remembered at least this long after its adoption (and until its start
+/// window is over), so that no queued copy of it is sent.
+const ADOPTED_MIN_KEEP: Duration = Duration::from_secs(300);
+
+/// Start window assumed for an adopted task whose relator is no longer planned.
+const UNPLANNED_WINDOW: Duration = Duration::from_secs(3600);
+
 /// A submitted task the supervisor waits to hear the end of.
 #[derive(Debug)]
 struct Unfinished {
     task: Task,
     /// Index of its relator's plan (none for tasks of relators no longer planned).
     relator: Option<usize>,
-    /// When its batch left the supervisor.
-    sent_at: SystemTime,
+    /// When its batch left the supervisor (unknown for a task adopted at a reconciliation).
+    sent_at: Option<SystemTime>,
+}
+
+/// An adopted task id: its attempt then, and until when it is remembered.
+#[derive(Debug, Clone, Copy)]
+struct Adopted {
+    attempt: u32,
+    until: SystemTime,
 }
 
 /// Something worth a log line, decided here and written by the loop.
@@ -121,6 +141,7 @@ pub(crate) struct Ledger {
     unfinished: HashMap<TaskId, Unfinished>,
     early: HashMap<String, TaskStatus>,
     release: Vec<TaskId>,
+    adopted: HashMap<TaskId, Adopted>,
 }
 
 impl Ledger {
@@ -143,6 +164,7 @@ impl Ledger {
             unfinished: HashMap::new(),
             early: HashMap::new(),
             release: Vec::new(),
+            adopted: HashMap::new(),
         }
     }
 
@@ -156,6 +178,11 @@ impl Ledger {
     pub(crate) fn next_query(&mut self) -> (Vec<TaskId>, Vec<TaskId>) {
         let ids = self.unfinished.keys().cloned().collect();
         (ids, std::mem::take(&mut self.release))
+    }
+
+    /// The results recorded and not yet released, to release now.
+    pub(crate) fn take_release(&mut self) -> Vec<TaskId> {
+        std::mem::take(&mut self.release)
     }
 
     /// Release ids whose query went unanswered: sent again next loop.
@@ -180,6 +207,11 @@ impl Ledger {
                     self.counters.accepted.bump(1);
                     if duplicate {
                         self.counters.duplicates.bump(1);
+                        if self.already_adopted(&task) {
+                            // A copy of a task adopted at a reconciliation: the adopted one is
+                            // waited for (or was collected) already.
+                            continue;
+                        }
                     }
                     settled.lateness.push((
                         Stage::ScheduledToSent,
@@ -195,7 +227,7 @@ impl Ledger {
                         Unfinished {
                             task,
                             relator,
-                            sent_at,
+                            sent_at: Some(sent_at),
                         },
                     );
                 }
@@ -291,6 +323,114 @@ impl Ledger {
         settled
     }
 
+    /// Absorb the tasks the engine holds for this supervisor (one page of a reconciliation).
+    /// A finished task the ledger waits for is absorbed as if polled; one it does not wait for
+    /// (sent before a restart, or acknowledged on a connection that broke) is adopted: waited
+    /// for from now on, and absorbed at once when finished (alerts, chains, retries, release).
+    /// Results already recorded and waiting to be released are left alone.
+    pub(crate) fn reconciled(&mut self, listed: Vec<ListedTask>, now: SystemTime) -> Settled {
+        let mut settled = Settled::default();
+        self.forget_old_adoptions(now);
+        let releasing: HashSet<TaskId> = self.release.iter().cloned().collect();
+        let mut finished = Vec::new();
+        let mut adopted = Vec::new();
+        for entry in listed {
+            if releasing.contains(entry.task_id.as_str()) {
+                continue;
+            }
+            match self.unfinished.get_mut(entry.task_id.as_str()) {
+                Some(held) => {
+                    // A later attempt than the one sent (a retry the previous run made).
+                    held.task.attempt = held.task.attempt.max(entry.attempt);
+                }
+                None => adopted.push(self.adopt(&entry, now)),
+            }
+            finished.extend(entry.status);
+        }
+        for (id, unfinished) in adopted {
+            self.unfinished.insert(id, unfinished);
+        }
+        if !finished.is_empty() {
+            settled.absorb(self.statuses(finished, false, now));
+        }
+        settled
+    }
+
+    /// A listed task the ledger was not waiting for, as a waited-for task; remembered as
+    /// adopted.
+    fn adopt(&mut self, entry: &ListedTask, now: SystemTime) -> (TaskId, Unfinished) {
+        self.counters.adopted.bump(1);
+        let relator = self.plan_index.get(&entry.relator).copied();
+        let plan = relator.and_then(|r| self.plans.get(r));
+        let mut task = plan
+            .and_then(|plan| {
+                plan.rebuilt_task(
+                    &entry.rule,
+                    &entry.node,
+                    entry.scheduled_unix_ms,
+                    entry.attempt,
+                )
+            })
+            .unwrap_or_else(|| Task {
+                relator: entry.relator.clone(),
+                rule: entry.rule.clone(),
+                node: entry.node.clone(),
+                scheduled_unix_ms: entry.scheduled_unix_ms,
+                attempt: entry.attempt.max(1),
+                ..Task::default()
+            });
+        // The engine's id is the one to ask and release by.
+        task.id.clone_from(&entry.task_id);
+        let window = plan.map_or(UNPLANNED_WINDOW, |plan| plan.start_window);
+        let until = (unix_ms_time(entry.scheduled_unix_ms) + window).max(now + ADOPTED_MIN_KEEP);
+        let id: TaskId = Arc::from(entry.task_id.as_str());
+        self.adopted.insert(
+            Arc::clone(&id),
+            Adopted {
+                attempt: task.attempt,
+                until,
+            },
+        );
+        let unfinished = Unfinished {
+            task,
+            relator,
+            sent_at: None,
+        };
+        (id, unfinished)
+    }
+
+    /// Whether `task` (this attempt or an earlier one) was adopted at a reconciliation.
+    fn already_adopted(&self, task: &Task) -> bool {
+        self.adopted
+            .get(task.id.as_str())
+            .is_some_and(|adopted| task.attempt <= adopted.attempt)
+    }
+
+    /// Takes out of `tasks` (about to be sent) those the ledger already has: adopted at a
+    /// reconciliation, or waited for with this attempt or a later one. Sending them again could
+    /// only make them count twice, or run twice once their result is released.
+    pub(crate) fn drop_known(&mut self, tasks: &mut Vec<Task>, now: SystemTime) -> usize {
+        self.forget_old_adoptions(now);
+        if self.adopted.is_empty() && self.unfinished.is_empty() {
+            return 0;
+        }
+        let before = tasks.len();
+        tasks.retain(|task| {
+            let waited = self
+                .unfinished
+                .get(task.id.as_str())
+                .is_some_and(|held| task.attempt <= held.task.attempt);
+            !waited && !self.already_adopted(task)
+        });
+        before - tasks.len()
+    }
+
+    fn forget_old_adoptions(&mut self, now: SystemTime) {
+        if !self.adopted.is_empty() {
+            self.adopted.retain(|_, adopted| adopted.until > now);
+        }
+    }
+
     /// Tasks that got no acknowledgement even when sent alone: final failures.
     pub(crate) fn unanswered(
         &mut self,
@@ -360,8 +500,12 @@ impl Ledger {
     ) {
         let started = unix_ms_time(status.started_unix_ms);
         let done = unix_ms_time(status.finished_unix_ms);
+        if let Some(sent_at) = entry.sent_at {
+            settled
+                .lateness
+                .push((Stage::SentToStarted, elapsed(sent_at, started)));
+        }
         settled.lateness.extend([
-            (Stage::SentToStarted, elapsed(entry.sent_at, started)),
             (Stage::StartedToFinished, elapsed(started, done)),
             (Stage::FinishedToKnown, elapsed(done, now)),
         ]);
@@ -607,6 +751,7 @@ mod tests {
                     timeout: Duration::from_secs(1),
                 })
                 .to_vec(),
+            supervisor_id: "sup".into(),
         }
     }
 
@@ -1025,5 +1170,106 @@ mod tests {
         assert_eq!(settled.alerts[0].1.output, "program not allowed");
         assert_eq!(settled.alerts[0].1.finished_unix_ms, 0);
         assert_eq!(counters.snapshot().alerts, 1);
+    }
+
+    fn listed(task: &Task, state: TaskState) -> ListedTask {
+        let finished = !matches!(state, TaskState::Pending | TaskState::Running);
+        ListedTask {
+            task_id: task.id.clone(),
+            state: state as i32,
+            attempt: task.attempt,
+            relator: task.relator.clone(),
+            rule: task.rule.clone(),
+            node: task.node.clone(),
+            scheduled_unix_ms: task.scheduled_unix_ms,
+            status: finished.then(|| status(task, state)),
+        }
+    }
+
+    #[test]
+    fn a_result_found_at_a_reconcile_counts_alerts_and_is_released_once() {
+        let (mut ledger, counters) = ledger(vec![plan(0, &["page"], vec![])]);
+        let a = task("a");
+        // A restarted supervisor: the ledger knows nothing of `a`, the engine holds its result.
+        let settled = ledger.reconciled(vec![listed(&a, TaskState::Broken)], at(5000));
+        assert_eq!(settled.alerts.len(), 1);
+        assert_eq!(settled.completions.len(), 1);
+        assert_eq!(settled.completions[0].state, TaskState::Broken);
+        let snapshot = counters.snapshot();
+        assert_eq!(
+            (snapshot.adopted, snapshot.completed, snapshot.alerts),
+            (1, 1, 1)
+        );
+        // Listed again before the release went out: left alone.
+        let again = ledger.reconciled(vec![listed(&a, TaskState::Broken)], at(5100));
+        assert!(again.alerts.is_empty() && again.completions.is_empty());
+        assert_eq!(counters.snapshot().completed, 1);
+        let (ids, release) = ledger.next_query();
+        assert!(ids.is_empty());
+        assert_eq!(release, vec![Arc::<str>::from(a.id.as_str())]);
+    }
+
+    #[test]
+    fn an_unfinished_task_found_at_a_reconcile_is_adopted_rebuilt_and_monitored() {
+        let mut web = plan(0, &[], vec![]);
+        web.rules = vec![crate::supervisor::schedule::plan::PlannedRule {
+            config: toml::from_str("name = \"http\"\nkind = \"sim\"").expect("rule parses"),
+            ca_pem: String::new(),
+        }];
+        let (mut ledger, counters) = ledger(vec![web]);
+        let a = task("a");
+        let settled = ledger.reconciled(vec![listed(&a, TaskState::Running)], at(5000));
+        assert!(settled.completions.is_empty());
+        assert_eq!(ledger.unfinished_count(), 1);
+        assert_eq!(counters.snapshot().adopted, 1);
+        let (ids, _) = ledger.next_query();
+        assert_eq!(ids, vec![Arc::<str>::from(a.id.as_str())]);
+        // Rebuilt from the plan: the check and the supervisor id are back.
+        let adopted = &ledger.unfinished[a.id.as_str()].task;
+        assert!(adopted.check.is_some());
+        assert_eq!(adopted.supervisor_id, "sup");
+        let settled = ledger.statuses(vec![status(&a, TaskState::Ok)], false, at(6000));
+        assert_eq!(settled.completions.len(), 1);
+        assert_eq!(counters.snapshot().completed, 1);
+    }
+
+    #[test]
+    fn a_task_already_waited_for_is_absorbed_as_if_polled_and_not_adopted() {
+        let (mut ledger, counters) = ledger(vec![plan(0, &[], vec![])]);
+        let a = task("a");
+        accept(&mut ledger, std::slice::from_ref(&a));
+        let settled = ledger.reconciled(vec![listed(&a, TaskState::Ok)], at(1000));
+        assert_eq!(settled.completions.len(), 1);
+        let snapshot = counters.snapshot();
+        assert_eq!((snapshot.adopted, snapshot.completed), (0, 1));
+        assert_eq!(ledger.unfinished_count(), 0);
+    }
+
+    #[test]
+    fn an_adopted_task_is_not_sent_again_nor_counted_twice_by_a_late_duplicate_ack() {
+        let (mut ledger, counters) = ledger(vec![plan(0, &[], vec![])]);
+        let (a, b) = (task("a"), task("b"));
+        ledger.reconciled(vec![listed(&a, TaskState::Ok)], at(1000));
+        assert_eq!(counters.snapshot().completed, 1);
+        // A copy of `a` still queued to be sent, beside a task the engine never had.
+        let mut outbox = vec![a.clone(), b.clone()];
+        assert_eq!(ledger.drop_known(&mut outbox, at(1100)), 1);
+        assert_eq!(outbox, vec![b]);
+        // A copy sent before the reconcile and acknowledged after it, as a duplicate.
+        let settled = ledger.submitted(
+            vec![(a.clone(), Delivery::Accepted { duplicate: true })],
+            at(1200),
+            at(1200),
+        );
+        assert!(settled.completions.is_empty());
+        assert_eq!(ledger.unfinished_count(), 0, "not waited for a second time");
+        // A later attempt is a new run, and goes.
+        let mut retry = a.clone();
+        retry.attempt = 2;
+        let mut outbox = vec![retry];
+        assert_eq!(ledger.drop_known(&mut outbox, at(1300)), 0);
+        // Forgotten once its start window is over and five minutes have passed.
+        let mut outbox = vec![a];
+        assert_eq!(ledger.drop_known(&mut outbox, at(400_000)), 0);
     }
 }

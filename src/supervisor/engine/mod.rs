@@ -5,7 +5,9 @@
 //! - [`monitor_loop`]: every status-check interval, the unfinished tasks are asked for;
 //! - [`push_loop`]: in push mode, completion notices as they happen;
 //! - [`report`]: the statistics window, printed and reset every stats interval;
-//! - the prober in [`connection`], which watches an engine that stopped answering.
+//! - the prober in [`connection`], which watches an engine that stopped answering;
+//! - [`reconcile`]: at start and after every reconnect, before the loops go on, what the engine
+//!   holds for this supervisor is collected or adopted.
 //!
 //! Each loop calls [`crate::wire`] to talk to the engine, hands what came back to the
 //! [`ledger`], and applies what the ledger decided through [`effects`].
@@ -16,6 +18,7 @@ mod handle;
 mod ledger;
 mod monitor_loop;
 mod push_loop;
+mod reconcile;
 mod report;
 mod submit_loop;
 mod tunables;
@@ -76,6 +79,8 @@ pub(crate) struct Setup {
     pub(crate) config: watch::Receiver<Arc<SupervisorConfig>>,
     /// Turns true when the supervisor stops.
     pub(crate) stop: watch::Receiver<bool>,
+    /// The supervisor's id, as it started.
+    pub(crate) supervisor_id: String,
 }
 
 /// Start one engine's loops on `tasks`. Tasks due for the engine go into the returned sender.
@@ -92,8 +97,15 @@ pub(crate) fn start(
         setup.config.clone(),
         setup.stop.clone(),
     ));
+    let gate = Arc::new(tokio::sync::RwLock::new(()));
+    // Held from the start: no loop works before the first reconciliation.
+    let first_reconcile = Arc::clone(&gate)
+        .try_write_owned()
+        .expect("a new lock is free");
     let engine = Arc::new(EngineHandle {
         index: setup.index,
+        supervisor_id: setup.supervisor_id,
+        gate,
         contact: Arc::clone(&contact),
         counters: Arc::clone(&setup.counters),
         batch_ids: BatchIds::default(),
@@ -126,7 +138,8 @@ pub(crate) fn start(
     tasks.spawn(async move {
         let engine = &*handle;
         let stop = setup.stop;
-        let loops = futures::future::join3(
+        let loops = futures::future::join4(
+            reconcile::run(engine, first_reconcile, source.quiet(), stop.clone()),
             submit_loop::run(engine, due_rx, source.quiet(), stop.clone()),
             monitor_loop::run(engine, source.quiet(), stop.clone()),
             push_loop::run(engine, source.quiet(), stop.clone()),

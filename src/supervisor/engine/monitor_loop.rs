@@ -3,7 +3,10 @@
 //! what failures mean: a stalled query shrinks the next loop's batches; a reply over the message
 //! size cap shrinks them at once and asks again, down to single ids; a status too large even
 //! alone is a failure of that task, said once. A loop that keeps failing says so once, then
-//! again only at every tenfold count, and says when it recovers.
+//! again only at every tenfold count, and says when it recovers. Results a loop recorded are
+//! released at the end of the same loop (one more query, its packet counted, not a loop of its
+//! own), so that a supervisor killed just after recording them does not find them held again at
+//! its next start.
 
 use std::time::SystemTime;
 
@@ -58,13 +61,44 @@ pub(crate) async fn run(
     monitor_once(engine, &mut source, &mut monitor).await;
     let left = engine.unfinished_count();
     if left > 0 {
-        tracing::warn!(target: "turbomon::supervisor", engine = %engine.name(), tasks = left, "stopping with submitted tasks whose outcome is not known yet; the engine keeps their results until a supervisor collects them");
+        tracing::warn!(target: "turbomon::supervisor", engine = %engine.name(), tasks = left, supervisor_id = %engine.supervisor_id, "stopping with submitted tasks whose outcome is not known yet; the engine keeps their results, and the next start with this supervisor_id collects them");
     }
 }
 
 /// One monitor loop over every unfinished task (nothing when there is nothing to ask or
-/// release).
+/// release), not while the engine's tasks are being reconciled.
 async fn monitor_once(engine: &EngineHandle, source: &mut TunablesSource, monitor: &mut Monitor) {
+    let _gate = engine.gate.read().await;
+    ask(engine, source, monitor).await;
+    if monitor.failing.in_a_row == 0 {
+        release_now(engine, source, monitor).await;
+    }
+}
+
+/// Releases at once the results recorded since the last query.
+async fn release_now(engine: &EngineHandle, source: &mut TunablesSource, monitor: &mut Monitor) {
+    let release = engine.ledger().take_release();
+    if release.is_empty() {
+        return;
+    }
+    let Some(outcome) = query(engine, source, monitor, Vec::new(), release).await else {
+        return;
+    };
+    {
+        let mut stats = engine.stats();
+        for &bytes in &outcome.packets_bytes {
+            stats.monitor.record_packet(bytes);
+        }
+    }
+    if outcome.failure.is_some() {
+        monitor.stream = None;
+    }
+    // Unanswered: they go with the next loop.
+    engine.ledger().unreleased(outcome.unreleased);
+}
+
+/// The rounds of one monitor loop: every unfinished id asked, the pending releases sent.
+async fn ask(engine: &EngineHandle, source: &mut TunablesSource, monitor: &mut Monitor) {
     let (mut ids, mut release) = engine.ledger().next_query();
     for _ in 0..MAX_ROUNDS {
         if ids.is_empty() && release.is_empty() {

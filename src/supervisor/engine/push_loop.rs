@@ -72,6 +72,8 @@ async fn drain(
                         tracing::debug!(target: "turbomon::supervisor", engine = %engine.name(), "completion batch out of order");
                     }
                     engine.counters.pushed.bump(pushed.statuses.len() as u64);
+                    // Not while the engine's tasks are being reconciled.
+                    let _gate = engine.gate.read().await;
                     let settled = engine.ledger().statuses(pushed.statuses, true, SystemTime::now());
                     apply(engine, settled);
                 }

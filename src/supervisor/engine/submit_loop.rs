@@ -52,6 +52,18 @@ pub(crate) async fn run(
         if sender.outbox.is_empty() {
             continue;
         }
+        // Not while the engine's tasks are being reconciled; and nothing the reconciliation
+        // found on the engine goes out again.
+        let _gate = engine.gate.read().await;
+        let known = engine
+            .ledger()
+            .drop_known(&mut sender.outbox, SystemTime::now());
+        if known > 0 {
+            tracing::debug!(target: "turbomon::supervisor", engine = %engine.name(), tasks = known, "not sent: the engine already holds them (found at a reconciliation)");
+        }
+        if sender.outbox.is_empty() {
+            continue;
+        }
         let tunables = source.current();
         send_outbox(engine, &mut sender, &tunables, &source).await;
     }

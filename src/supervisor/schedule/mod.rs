@@ -1,7 +1,10 @@
 //! When tasks are due: relators expanded into tasks ([`plan`]), where in its start window each
-//! task starts ([`splay`]), and the scheduler task that fires relators, holds tasks until due,
-//! takes retries and chains, and routes around engines that are down ([`scheduler`]).
+//! task starts ([`splay`]), firing instants anchored to the wall clock and what a start does
+//! with the tasks due before it ([`anchor`]), and the scheduler task that fires relators, holds
+//! tasks until due, takes retries and chains, and routes around engines that are down
+//! ([`scheduler`]).
 
+pub(crate) mod anchor;
 pub mod plan;
 pub(crate) mod scheduler;
 pub(crate) mod splay;

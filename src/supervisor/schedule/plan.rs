@@ -98,6 +98,8 @@ pub struct RelatorPlan {
     pub rules: Vec<PlannedRule>,
     /// One template per (rule, node) of its group.
     pub templates: Vec<TaskTemplate>,
+    /// The supervisor's `supervisor_id`, stamped on every task.
+    pub supervisor_id: String,
 }
 
 /// A task with the instant it is due to start.
@@ -144,6 +146,33 @@ impl RelatorPlan {
             .collect()
     }
 
+    /// A task an engine holds for this supervisor (listed at a reconcile), rebuilt from its
+    /// parts: the check comes from the relator's rule of that name on `node`. `None` when the
+    /// relator no longer has that rule (or its check cannot be built for the node).
+    pub fn rebuilt_task(
+        &self,
+        rule: &str,
+        node: &str,
+        scheduled_unix_ms: i64,
+        attempt: u32,
+    ) -> Option<Task> {
+        let planned = self.rules.iter().find(|r| r.config.name == rule)?;
+        let check = check_for(planned, node).ok()?;
+        let rule = &planned.config;
+        Some(Task {
+            id: task_id(&self.name, &rule.name, node, scheduled_unix_ms),
+            relator: self.name.clone(),
+            rule: rule.name.clone(),
+            node: node.to_string(),
+            scheduled_unix_ms,
+            attempt: attempt.max(1),
+            timeout_ms: rule.timeout.as_millis().try_into().unwrap_or(u64::MAX),
+            check: Some(check),
+            priority: wire_priority(self.priority) as i32,
+            supervisor_id: self.supervisor_id.clone(),
+        })
+    }
+
     fn task(&self, t: &TaskTemplate, scheduled: SystemTime) -> Task {
         let scheduled_unix_ms = unix_ms(scheduled);
         Task {
@@ -156,6 +185,7 @@ impl RelatorPlan {
             timeout_ms: t.timeout.as_millis().try_into().unwrap_or(u64::MAX),
             check: Some(t.check.clone()),
             priority: wire_priority(self.priority) as i32,
+            supervisor_id: self.supervisor_id.clone(),
         }
     }
 }
@@ -283,6 +313,7 @@ pub fn plan_relators(config: &SupervisorConfig) -> Result<Vec<RelatorPlan>, Plan
                 export_perfdata: relator.export_perfdata,
                 rules: relator_rules,
                 templates,
+                supervisor_id: config.supervisor_id.clone(),
             })
         })
         .collect()

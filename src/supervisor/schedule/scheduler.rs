@@ -1,8 +1,10 @@
-//! The scheduler task: fires relators on their intervals, holds every task until its splayed
-//! start instant and hands each engine what is due within one batch window together (high
-//! priority first). It also takes retries (due after the retry period), chained runs (sent at
-//! once) and, when an engine comes back after missed firings, applies the relators' catch-up
-//! policy.
+//! The scheduler task: fires relators on their intervals, at instants anchored to the wall clock
+//! (see [`super::anchor`]), holds every task until its splayed start instant and hands each
+//! engine what is due within one batch window together (high priority first). It also takes
+//! retries (due after the retry period), chained runs (sent at once) and, when an engine comes
+//! back after missed firings, applies the relators' catch-up policy. At start, the tasks of the
+//! current firing that were already due wait for the first reconcile with their engine, whose
+//! marks say what the previous run of this supervisor had sent ([`super::anchor::decide_start`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +13,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::plan::{RelatorPlan, priority_rank};
+use super::anchor::{Firing, decide_start, firing_index, firing_instant};
+use super::plan::{RelatorPlan, priority_rank, unix_ms};
 use super::splay::Timeline;
 use crate::config::CatchUp;
 use crate::proto::Task;
@@ -27,7 +30,7 @@ pub(crate) enum ScheduleEvent {
     /// `due`.
     Retry {
         engine: usize,
-        task: Task,
+        task: Box<Task>,
         due: Instant,
     },
     /// Run relator number `relator` on `node` now (a chain after a task on engine `engine`
@@ -41,6 +44,12 @@ pub(crate) enum ScheduleEvent {
     EngineUp(usize),
     /// The engine stopped answering.
     EngineDown(usize),
+    /// The supervisor reconciled with the engine: `marks` holds, per relator, the latest
+    /// scheduled instant the engine was sent by this supervisor (ms since the Unix epoch).
+    Reconciled {
+        engine: usize,
+        marks: HashMap<String, i64>,
+    },
 }
 
 /// One engine as the scheduler sees it.
@@ -112,12 +121,15 @@ impl Routes {
 
 /// What the scheduler keeps between two wake-ups.
 struct State {
-    /// The process's start, on both clocks: firings are planned on the monotonic clock and
-    /// stamped on tasks in wall-clock time.
+    /// The process's start, on both clocks: firings are anchored to the wall clock read at
+    /// start and waited for on the monotonic clock from there.
     start: Instant,
     start_wall: SystemTime,
-    /// Next firing of each relator (none: only chained).
-    next_firing: Vec<Option<Instant>>,
+    /// Number of the next firing of each relator (none: only chained).
+    next_firing: Vec<Option<i64>>,
+    /// Per relator, the number of the firing in progress at start, until the first reconcile
+    /// with the relator's engine decides what becomes of it.
+    pending_start: Vec<Option<i64>>,
     routes: Routes,
     /// Firings missed per relator while its engine was down, for the catch-up policy.
     missed: Vec<Vec<SystemTime>>,
@@ -128,26 +140,47 @@ struct State {
 }
 
 impl State {
+    /// The schedule at start: each relator's firing in progress waits for the first reconcile
+    /// with its engine; the next one is anchored.
     fn new(scheduler: &Scheduler) -> Self {
         let start = Instant::now();
-        Self {
+        let start_wall = scheduler.start_wall;
+        let count = scheduler.plans.len();
+        let mut state = Self {
             start,
-            start_wall: SystemTime::now(),
-            next_firing: scheduler
-                .plans
-                .iter()
-                .map(|p| p.interval.map(|_| start))
-                .collect(),
+            start_wall,
+            next_firing: vec![None; count],
+            pending_start: vec![None; count],
             routes: Routes::new(scheduler.engines.len()),
-            missed: vec![Vec::new(); scheduler.plans.len()],
+            missed: vec![Vec::new(); count],
             timeline: Timeline::default(),
             replay_spacing: (scheduler.batch_window * 10).max(Duration::from_millis(100)),
+        };
+        for (r, plan) in scheduler.plans.iter().enumerate() {
+            let Some(interval) = plan.interval else {
+                continue;
+            };
+            let index = firing_index(unix_ms(start_wall), interval);
+            state.next_firing[r] = Some(index + 1);
+            state.pending_start[r] = Some(index);
         }
+        state
     }
 
     /// The wall-clock instant of monotonic instant `at`.
     fn wall(&self, at: Instant) -> SystemTime {
-        self.start_wall + (at - self.start)
+        self.start_wall + at.saturating_duration_since(self.start)
+    }
+
+    /// The monotonic instant of wall-clock instant `wall` (the start, for anything before it).
+    fn instant(&self, wall: SystemTime) -> Instant {
+        self.start + wall.duration_since(self.start_wall).unwrap_or_default()
+    }
+
+    /// When relator `r` fires next, on both clocks.
+    fn next_firing_at(&self, r: usize, plan: &RelatorPlan) -> Option<(Instant, SystemTime)> {
+        let wall = firing_instant(self.next_firing[r]?, plan.interval?);
+        Some((self.instant(wall), wall))
     }
 }
 
@@ -160,6 +193,8 @@ pub(crate) struct Scheduler {
     pub(crate) batch_window: Duration,
     pub(crate) events: mpsc::UnboundedReceiver<ScheduleEvent>,
     pub(crate) stop: watch::Receiver<bool>,
+    /// The wall-clock reading the schedule is anchored to (now, except in tests).
+    pub(crate) start_wall: SystemTime,
 }
 
 impl Scheduler {
@@ -167,11 +202,8 @@ impl Scheduler {
     pub(crate) async fn run(mut self) {
         let mut state = State::new(&self);
         loop {
-            let wake = state
-                .next_firing
-                .iter()
-                .flatten()
-                .copied()
+            let wake = (0..self.plans.len())
+                .filter_map(|r| state.next_firing_at(r, &self.plans[r]).map(|(at, _)| at))
                 .chain(state.timeline.next_due())
                 .chain(state.routes.next_failover(&self.engines))
                 .min();
@@ -190,7 +222,7 @@ impl Scheduler {
             }
             if *self.stop.borrow() {
                 if !state.timeline.is_empty() {
-                    tracing::info!(target: "turbomon::supervisor", tasks = state.timeline.len(), "stopping: tasks not yet due are not sent");
+                    tracing::info!(target: "turbomon::supervisor", tasks = state.timeline.len(), "stopping: tasks not yet due are not sent (the next start schedules those still ahead, on the same timeline)");
                 }
                 return;
             }
@@ -204,7 +236,7 @@ impl Scheduler {
     fn on_event(&self, event: ScheduleEvent, state: &mut State) {
         match event {
             ScheduleEvent::Retry { engine, task, due } => {
-                state.timeline.insert(due, (engine, task))
+                state.timeline.insert(due, (engine, *task))
             }
             // A chain runs at once: it was caused by an outcome, not by the clock.
             ScheduleEvent::Chain {
@@ -212,7 +244,7 @@ impl Scheduler {
                 relator,
                 node,
             } => {
-                let tasks = self.plans[relator].chained_tasks(&node, SystemTime::now());
+                let tasks = self.plans[relator].chained_tasks(&node, state.wall(Instant::now()));
                 self.send(engine, tasks);
             }
             ScheduleEvent::EngineDown(engine) => {
@@ -233,6 +265,70 @@ impl Scheduler {
                     state.replay_spacing,
                 );
             }
+            ScheduleEvent::Reconciled { engine, marks } => {
+                self.decide_start(engine, &marks, state);
+            }
+        }
+    }
+
+    /// The first reconcile with `engine`: decide what becomes of its relators' firings in
+    /// progress at start, now that its marks say how far the previous run had got.
+    fn decide_start(&self, engine: usize, marks: &HashMap<String, i64>, state: &mut State) {
+        let now = Instant::now();
+        let now_wall = state.wall(now);
+        let counters = &self.engines[engine].counters;
+        for (r, plan) in self.plans.iter().enumerate() {
+            if self.plan_engine[r] != engine {
+                continue;
+            }
+            let (Some(index), Some(interval)) = (state.pending_start[r].take(), plan.interval)
+            else {
+                continue;
+            };
+            let mark = marks.get(&plan.name).copied();
+            let fired_since = state.next_firing[r] != Some(index + 1);
+            let decision = decide_start(
+                plan,
+                interval,
+                index,
+                mark,
+                now_wall,
+                fired_since,
+                MAX_MISSED_FIRINGS,
+            );
+            if let Some(next) = decision.next_index {
+                state.next_firing[r] = Some(next);
+            }
+            for (due, task) in decision.ahead {
+                state.timeline.insert(state.instant(due), (engine, task));
+            }
+            counters.missed_firings.bump(decision.missed);
+            counters.skipped_firings.bump(decision.skipped);
+            counters.caught_up_firings.bump(decision.caught_up);
+            if decision.missed > 0 {
+                tracing::info!(target: "turbomon::supervisor", relator = %plan.name, policy = ?plan.catch_up, missed = decision.missed, running = decision.caught_up, "start: firings missed while the supervisor was down");
+            } else {
+                tracing::debug!(target: "turbomon::supervisor", relator = %plan.name, first = mark.is_none(), "start: nothing missed");
+            }
+            let target = state.routes.target(engine, &self.engines).unwrap_or(engine);
+            for (k, firing) in decision.run.into_iter().enumerate() {
+                let tasks = match firing {
+                    Firing::Tasks(tasks) => tasks,
+                    Firing::Whole(fired) => plan
+                        .tasks_at(fired)
+                        .into_iter()
+                        .map(|due| due.task)
+                        .collect(),
+                };
+                if k == 0 {
+                    self.send(target, tasks);
+                } else {
+                    let due = now + state.replay_spacing * u32::try_from(k).unwrap_or(u32::MAX);
+                    for task in tasks {
+                        state.timeline.insert(due, (engine, task));
+                    }
+                }
+            }
         }
     }
 
@@ -240,14 +336,13 @@ impl Scheduler {
     /// missed when neither its engine nor a backup can take it.
     fn fire_relators(&self, state: &mut State, now: Instant) {
         for (r, plan) in self.plans.iter().enumerate() {
-            let (Some(at), Some(interval)) = (state.next_firing[r], plan.interval) else {
+            let Some((at, fired)) = state.next_firing_at(r, plan) else {
                 continue;
             };
             if at > now {
                 continue;
             }
             let engine = self.plan_engine[r];
-            let fired = state.wall(at);
             if let Some(target) = state.routes.target(engine, &self.engines) {
                 for due in plan.tasks_at(fired) {
                     state
@@ -258,11 +353,15 @@ impl Scheduler {
                 remember_missed(&mut state.missed[r], fired, &self.engines[engine].counters);
             }
             // Firings this process slept through (a stall) are skipped and counted.
-            let mut next = at + interval;
-            while next <= now {
-                self.engines[engine].counters.skipped_firings.bump(1);
-                next += interval;
-            }
+            let Some((fired_index, interval)) = state.next_firing[r].zip(plan.interval) else {
+                continue;
+            };
+            let now_index = firing_index(unix_ms(state.wall(now)), interval);
+            let next = (fired_index + 1).max(now_index + 1);
+            self.engines[engine]
+                .counters
+                .skipped_firings
+                .bump(u64::try_from(next - fired_index - 1).unwrap_or(0));
             state.next_firing[r] = Some(next);
         }
     }
@@ -330,4 +429,183 @@ fn remember_missed(missed: &mut Vec<SystemTime>, fired: SystemTime, counters: &D
         counters.skipped_firings.bump(1);
     }
     missed.push(fired);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::config::SupervisorConfig;
+    use crate::supervisor::schedule::plan::plan_relators;
+
+    /// A whole ten seconds: firings of a 10 s relator fall on it.
+    const T0_MS: u64 = 1_700_000_000_000;
+
+    fn plans() -> Arc<Vec<RelatorPlan>> {
+        let nodes: Vec<String> = (0..40).map(|i| format!("\"n{i}\"")).collect();
+        let config: SupervisorConfig = toml::from_str(&format!(
+            r#"
+            supervisor_id = "s"
+            [[engines]]
+            name = "e"
+            address = "127.0.0.1:1"
+            [[groups]]
+            name = "g"
+            engine = "e"
+            nodes = [{}]
+            [[rules]]
+            name = "u"
+            kind = "sim"
+            [[relators]]
+            name = "r"
+            group = "g"
+            rules = ["u"]
+            interval = "10s"
+            randomize = 50
+            "#,
+            nodes.join(", ")
+        ))
+        .expect("test config parses");
+        Arc::new(plan_relators(&config).expect("plans"))
+    }
+
+    /// Runs a scheduler anchored at `start_wall` for `limit` of (paused) time, its first
+    /// reconcile reporting `marks`; returns every task it sent, with when (since its start).
+    async fn run(
+        start_wall: SystemTime,
+        marks: HashMap<String, i64>,
+        limit: Duration,
+    ) -> (Vec<(Duration, Task)>, crate::supervisor::CountersSnapshot) {
+        let (due_tx, mut due_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let counters = Arc::new(DeliveryCounters::default());
+        let scheduler = Scheduler {
+            plans: plans(),
+            plan_engine: vec![0],
+            engines: vec![EngineOutlet {
+                name: "e".into(),
+                due: due_tx,
+                counters: Arc::clone(&counters),
+                backup: None,
+                failover_after: Duration::from_secs(30),
+            }],
+            batch_window: Duration::from_millis(100),
+            events: events_rx,
+            stop: stop_rx,
+            start_wall,
+        };
+        let started = Instant::now();
+        let running = tokio::spawn(scheduler.run());
+        events_tx
+            .send(ScheduleEvent::Reconciled { engine: 0, marks })
+            .expect("scheduler listens");
+        let mut sent = Vec::new();
+        while let Ok(Some(tasks)) = tokio::time::timeout_at(started + limit, due_rx.recv()).await {
+            let at = started.elapsed();
+            sent.extend(tasks.into_iter().map(|task| (at, task)));
+        }
+        stop_tx.send_replace(true);
+        running.await.expect("scheduler ends");
+        (sent, counters.snapshot())
+    }
+
+    fn ids<'a>(tasks: impl IntoIterator<Item = &'a Task>) -> HashSet<String> {
+        tasks.into_iter().map(|t| t.id.clone()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_mid_firing_continues_the_same_timeline_with_the_same_ids() {
+        // The first run starts 1 s into a firing, its engine marked up to the firing before.
+        let first_start = UNIX_EPOCH + Duration::from_millis(T0_MS + 1_000);
+        let marks = HashMap::from([("r".to_string(), T0_MS as i64 - 1)]);
+        let (first, _) = run(first_start, marks, Duration::from_secs(25)).await;
+        let firing = |sent: &[(Duration, Task)], at_ms: u64| -> Vec<Task> {
+            sent.iter()
+                .map(|(_, t)| t.clone())
+                .filter(|t| (t.scheduled_unix_ms as u64 / 10_000) * 10_000 == at_ms)
+                .collect()
+        };
+        let current = firing(&first, T0_MS);
+        let next = firing(&first, T0_MS + 10_000);
+        assert_eq!(next.len(), 40, "the next firing is whole, on the boundary");
+        assert!(
+            !current.is_empty() && current.len() < 40,
+            "started mid-firing"
+        );
+        for (at, task) in &first {
+            // Sent on time (within the batch window; ids carry whole milliseconds).
+            let due = Duration::from_millis(task.scheduled_unix_ms as u64 - (T0_MS + 1_000));
+            let early = *at + Duration::from_millis(100) >= due;
+            assert!(
+                early && *at <= due + Duration::from_millis(1),
+                "{}",
+                task.id
+            );
+        }
+
+        // Killed 3 s in: what it had sent by then is its mark on the engine.
+        let cut = Duration::from_secs(3);
+        let before: Vec<&Task> = first
+            .iter()
+            .filter(|(at, _)| *at < cut)
+            .map(|(_, t)| t)
+            .collect();
+        let mark = before
+            .iter()
+            .map(|t| t.scheduled_unix_ms)
+            .max()
+            .expect("some sent");
+        let marks = HashMap::from([("r".to_string(), mark)]);
+        let (second, counters) = run(first_start + cut, marks, Duration::from_secs(22)).await;
+        let after: HashSet<String> = first
+            .iter()
+            .filter(|(at, _)| *at >= cut)
+            .map(|(_, t)| t.id.clone())
+            .collect();
+        assert_eq!(
+            ids(second.iter().map(|(_, t)| t)),
+            after,
+            "the restarted run sends exactly what the first would have sent after the kill"
+        );
+        assert!(ids(before).is_disjoint(&after), "nothing is sent twice");
+        assert_eq!(counters.missed_firings, 0, "nothing was missed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_supervisor_fires_at_once_then_on_the_boundaries() {
+        // 2 s into a firing: the first firing is now, the next boundary 8 s away (over half
+        // an interval), then every 10 s.
+        let start = UNIX_EPOCH + Duration::from_millis(T0_MS + 2_000);
+        let (sent, _) = run(start, HashMap::new(), Duration::from_secs(30)).await;
+        let mut instants: Vec<u64> = sent
+            .iter()
+            .map(|(_, t)| t.scheduled_unix_ms as u64)
+            .collect();
+        instants.sort_unstable();
+        let first: Vec<u64> = instants
+            .iter()
+            .copied()
+            .filter(|&ms| ms < T0_MS + 10_000)
+            .collect();
+        assert_eq!(first.len(), 40, "the first firing: one task per node");
+        assert!(
+            first.iter().all(|&ms| ms >= T0_MS + 2_000),
+            "from the start instant"
+        );
+        for boundary in [T0_MS + 10_000, T0_MS + 20_000] {
+            let of_it = instants
+                .iter()
+                .filter(|&&ms| (boundary..boundary + 10_000).contains(&ms))
+                .count();
+            assert_eq!(of_it, 40, "the firing at {boundary}");
+        }
+
+        // 7 s into a firing: the boundary 3 s away is too close; the next is 13 s away.
+        let start = UNIX_EPOCH + Duration::from_millis(T0_MS + 7_000);
+        let (sent, _) = run(start, HashMap::new(), Duration::from_secs(12)).await;
+        assert_eq!(sent.len(), 40, "no firing half an interval after the first");
+    }
 }
