@@ -37,47 +37,13 @@ pub fn load_engine(path: &Path) -> Result<EngineConfig, ConfigError> {
     parse_engine(&read(path)?, path)
 }
 
-/// Keys only a supervisor file has.
-const SUPERVISOR_ONLY_KEYS: [&str; 20] = [
-    "turbo_monitoring",
-    "task_submit_batch_size",
-    "task_info_batch_size",
-    "status_check_interval",
-    "stats_interval",
-    "max_inflight_batches",
-    "max_connections",
-    "batch_timeout",
-    "max_sessions",
-    "reserved_percent",
-    "batch_window",
-    "max_retries",
-    "retry_period",
-    "status_mode",
-    "push_flush_window",
-    "engines",
-    "groups",
-    "rules",
-    "relators",
-    "alerts",
-];
-
-/// Keys only an engine file has.
-const ENGINE_ONLY_KEYS: [&str; 14] = [
-    "listen",
-    "allow_plaintext",
-    "max_open_connections",
-    "max_check_timeout",
-    "max_task_bytes",
-    "max_concurrent_checks",
-    "max_batch_tasks",
-    "max_held_tasks",
-    "result_retention",
-    "output_limit_bytes",
-    "state_dir",
-    "shutdown_grace",
-    "completion_buffer_notices",
-    "exec",
-];
+/// The top-level keys of a file shape, as its defaults serialise (every field, `None` ones too).
+fn top_level_keys<T: serde::Serialize + Default>() -> Vec<String> {
+    match serde_json::to_value(T::default()) {
+        Ok(serde_json::Value::Object(map)) => map.into_iter().map(|(key, _)| key).collect(),
+        _ => Vec::new(),
+    }
+}
 
 /// The key only a links file has.
 const LINKS_KEY: &str = "profiles";
@@ -123,8 +89,15 @@ fn guess_kind(text: &str) -> FileKind {
     if keys.iter().any(|k| k == LINKS_KEY) {
         return FileKind::Links;
     }
-    let votes = |own: &[&str]| keys.iter().filter(|k| own.contains(&k.as_str())).count();
-    if votes(&ENGINE_ONLY_KEYS) > votes(&SUPERVISOR_ONLY_KEYS) {
+    // A key counts for a kind when only that kind has it (both have `tls`, `metrics_listen`...).
+    let supervisor = top_level_keys::<SupervisorConfig>();
+    let engine = top_level_keys::<EngineConfig>();
+    let votes = |own: &[String], other: &[String]| {
+        keys.iter()
+            .filter(|k| own.contains(k) && !other.contains(k))
+            .count()
+    };
+    if votes(&engine, &supervisor) > votes(&supervisor, &engine) {
         FileKind::Engine
     } else {
         FileKind::Supervisor
