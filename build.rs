@@ -1,5 +1,6 @@
 //! Compiles `proto/turbomon/v1/*.proto` with protox, so no system `protoc` is needed, keeps the
-//! encoded descriptor set for the engine's gRPC server reflection, and records the git revision
+//! encoded descriptor set for the engine's gRPC server reflection, compiles the client of the
+//! etcd v3 subset in `proto/etcd` (the supervisor cluster's store), and records the git revision
 //! for `--version` (`unknown` outside a git checkout).
 
 use std::process::Command;
@@ -37,5 +38,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .compile_fds(descriptors)?;
+    let etcd = protox::compile(["proto/etcd/etcd.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_server(false)
+        .build_client(true)
+        .compile_fds(etcd)?;
     Ok(())
 }

@@ -15,6 +15,7 @@
 //! - [`link`]: the simulated link (latency, bandwidth, loss, faults).
 //! - [`tls`]: mutual TLS between supervisor and engines; [`pki`]: certificates for it.
 //! - [`supervisor`]: scheduling, submission and monitor loops, alerts.
+//! - [`cluster`]: supervisors standing in for each other through etcd (`[cluster]`).
 //! - [`metrics`]: Prometheus metrics of both sides, served at `/metrics` (`metrics_listen`).
 //! - [`chaos`]: link cuts and engine restarts, counting lost and duplicated tasks.
 //! - [`demo`]: supervisor and engines on loopback for a first look.
@@ -60,6 +61,7 @@ pub const VERSION: &str = concat!(
 pub mod bench;
 pub mod chaos;
 pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod engine;

@@ -197,6 +197,7 @@ pub fn bench_tasks(loop_index: usize, count: usize) -> Vec<Task> {
                 priority: Priority::Normal as i32,
                 // As a supervisor stamps its own: the engine indexes them the same way.
                 supervisor_id: "bench".to_string(),
+                assignment_epoch: 0,
             }
         })
         .collect()

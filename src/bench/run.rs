@@ -314,7 +314,9 @@ fn check_submission(loop_index: usize, outcome: &SubmissionOutcome) -> Result<()
             Delivery::Accepted { duplicate: true } => {
                 Some(format!("task {} was already held by the engine", task.id))
             }
-            Delivery::Rejected { reason } | Delivery::Retry { reason, .. } => Some(reason.clone()),
+            Delivery::Rejected { reason }
+            | Delivery::Stale { reason }
+            | Delivery::Retry { reason, .. } => Some(reason.clone()),
         });
     match refused.next() {
         None => Ok(()),

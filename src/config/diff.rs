@@ -123,6 +123,7 @@ const SUPERVISOR_RESTART_ONLY: &[&str] = &[
     "tls",
     "keepalive_interval",
     "metrics_listen",
+    "cluster",
 ];
 
 /// Per-engine supervisor keys a running supervisor cannot apply.

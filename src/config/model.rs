@@ -97,6 +97,29 @@ pub struct SupervisorConfig {
     /// start only.
     #[serde(default = "defaults::supervisor_id")]
     pub supervisor_id: String,
+    /// Supervisors standing in for each other through etcd. Unset: this supervisor runs every
+    /// engine alone. Read at start only.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// The supervisor's `[cluster]`: the etcd v3 servers its members register with, and this
+/// member's name. Every member has the same engines, relators and `supervisor_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// etcd client URLs, `host:port` or `http://host:port`.
+    pub endpoints: Vec<String>,
+    /// This member's name, unique in the cluster. Default: the host name.
+    #[serde(default = "defaults::supervisor_id")]
+    pub name: String,
+    /// The member's etcd lease: a member gone is taken over about this long after its last
+    /// renewal; a member that cannot renew stops its engines after two thirds of it.
+    #[serde(default = "defaults::lease_ttl", with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Key prefix in etcd; members register under `PREFIX SUPERVISOR_ID/members/NAME`.
+    #[serde(default = "defaults::cluster_prefix")]
+    pub prefix: String,
 }
 
 /// The supervisor's `[tls]`: PEM files, re-read when they change.
@@ -645,6 +668,7 @@ impl Default for SupervisorConfig {
     fn default() -> Self {
         Self {
             supervisor_id: defaults::supervisor_id(),
+            cluster: None,
             turbo_monitoring: defaults::turbo_monitoring(),
             task_submit_batch_size: defaults::batch_size(),
             task_info_batch_size: defaults::batch_size(),
@@ -823,6 +847,14 @@ pub mod defaults {
         super::host_name()
             .filter(|name| !name.is_empty() && name.len() <= super::MAX_SUPERVISOR_ID_BYTES)
             .unwrap_or_else(|| "supervisor".to_string())
+    }
+    /// `[cluster] lease_ttl`.
+    pub fn lease_ttl() -> Duration {
+        Duration::from_secs(10)
+    }
+    /// `[cluster] prefix`.
+    pub fn cluster_prefix() -> String {
+        "/turbomon/".to_string()
     }
 }
 

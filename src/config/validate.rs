@@ -174,6 +174,9 @@ pub(crate) fn check_supervisor(config: &SupervisorConfig) -> Findings {
         root.key("supervisor_id"),
         &config.supervisor_id,
     );
+    if let Some(cluster) = &config.cluster {
+        check_cluster(&mut findings, root.key("cluster"), cluster);
+    }
     findings.batch_size(
         root.key("task_submit_batch_size"),
         config.task_submit_batch_size,
@@ -316,6 +319,58 @@ fn check_supervisor_id(findings: &mut Findings, path: KeyPath, id: &str) {
         findings.error(
             path,
             "must not start or end with blanks or hold control characters",
+        );
+    }
+}
+
+/// `[cluster]`: at least one etcd endpoint, each `host:port` or `http://host:port`; a member
+/// name usable in an etcd key; a lease of whole seconds from 2 s (etcd's shortest) to an hour;
+/// a prefix starting and ending with `/`.
+fn check_cluster(findings: &mut Findings, path: KeyPath, cluster: &super::ClusterConfig) {
+    if cluster.endpoints.is_empty() {
+        findings.error(
+            path.key("endpoints"),
+            "needs at least one etcd client URL (host:port or http://host:port)",
+        );
+    }
+    for (i, endpoint) in cluster.endpoints.iter().enumerate() {
+        if let Err(reason) = crate::cluster::etcd::endpoint_url(endpoint) {
+            findings.error(
+                path.key("endpoints").index(i),
+                format!("`{endpoint}`: {reason}"),
+            );
+        }
+    }
+    let name = &cluster.name;
+    if name.is_empty()
+        || name.len() > MAX_SUPERVISOR_ID_BYTES
+        || name.contains('/')
+        || name.trim() != name
+        || name.chars().any(char::is_control)
+    {
+        findings.error(
+            path.key("name"),
+            format!(
+                "`{name}`: 1 to {MAX_SUPERVISOR_ID_BYTES} bytes, no `/`, no surrounding blanks \
+                 or control characters"
+            ),
+        );
+    }
+    let ttl = cluster.lease_ttl;
+    if ttl.subsec_nanos() != 0 || ttl < Duration::from_secs(2) || ttl > Duration::from_secs(3600) {
+        findings.error(
+            path.key("lease_ttl"),
+            format!(
+                "{}: whole seconds from 2s (etcd's shortest lease) to 1h",
+                humantime::format_duration(ttl)
+            ),
+        );
+    }
+    let prefix = &cluster.prefix;
+    if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.chars().any(char::is_control) {
+        findings.error(
+            path.key("prefix"),
+            format!("`{prefix}`: must start and end with `/`"),
         );
     }
 }

@@ -24,6 +24,9 @@ pub struct EngineCounters {
     /// Of the rejected tasks, those that were a new attempt while the earlier one was still
     /// pending or running ("attempt N still running").
     pub retries_busy: u64,
+    /// Of the rejected tasks, those whose `assignment_epoch` was older than the newest seen for
+    /// their supervisor (a cluster member that no longer runs this engine).
+    pub stale_epochs: u64,
     /// Checks started (including instant ones completed inline).
     pub checks_started: u64,
     /// Checks finished, whatever their outcome.

@@ -8,7 +8,9 @@
 //!   Otherwise every task gets a [`proto::TaskAck`], in order: accepted, accepted as a duplicate
 //!   (the id is already held: not run again), or refused with a [`proto::Refusal`] code and a
 //!   reason (`INVALID` for an invalid check, `ENGINE_FULL` when `max_held_tasks` is reached,
-//!   `ATTEMPT_RUNNING` for a retry whose earlier attempt still runs; when nothing of the batch
+//!   `ATTEMPT_RUNNING` for a retry whose earlier attempt still runs, `STALE_EPOCH` for a task
+//!   whose `assignment_epoch` is older than the newest seen for its `supervisor_id`: a
+//!   supervisor cluster member that lost the engine to another; when nothing of the batch
 //!   fits, the whole batch is refused with RESOURCE_EXHAUSTED).
 //! - Status: each [`proto::StatusQuery`] is answered by one [`proto::StatusBatch`] with one
 //!   status per id in the query's order (UNKNOWN for ids not held); then its `release_ids` are
@@ -651,6 +653,9 @@ impl Engine {
                         not_allowed.push(reason.clone());
                         refused_task(task_id, Refusal::Invalid, reason)
                     }
+                    (task_id, Admission::StaleEpoch(reason)) => {
+                        refused_task(task_id, Refusal::StaleEpoch, reason)
+                    }
                     (task_id, Admission::Exhausted(reason)) => {
                         exhausted += 1;
                         refused_task(task_id, Refusal::EngineFull, reason)
@@ -737,6 +742,7 @@ impl Engine {
                 Err(tonic::Status::invalid_argument(reason))
             }
             (_, Admission::Exhausted(reason)) => Err(tonic::Status::resource_exhausted(reason)),
+            (_, Admission::StaleEpoch(reason)) => Err(tonic::Status::failed_precondition(reason)),
         };
         (answer, journal_seq)
     }
@@ -1113,6 +1119,7 @@ fn count_admission(metrics: &EngineMetrics, admission: &Admission) {
             metrics.refused(RefusalReason::Invalid, 1)
         }
         Admission::Exhausted(_) => metrics.refused(RefusalReason::EngineFull, 1),
+        Admission::StaleEpoch(_) => metrics.refused(RefusalReason::StaleEpoch, 1),
     }
 }
 

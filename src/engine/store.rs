@@ -28,7 +28,7 @@ use crate::proto::{self, Priority, TaskState};
 use super::completions::Subscribers;
 use super::counters::EngineCounters;
 use super::journal::{JournalOp, JournalQueue, OriginFields};
-use super::supervisors::{Origin, Supervisors};
+use super::supervisors::{MAX_SUPERVISORS, Origin, Supervisors};
 use super::viewer::Viewer;
 
 /// Tasks the map is sized for up front, so that it does not rehash while it fills (capped: a huge
@@ -180,6 +180,9 @@ pub(crate) enum Admission {
     Exhausted(String),
     /// An exec check whose program is not in `[exec] allow`; the reason names the program.
     NotAllowed(String),
+    /// Its `assignment_epoch` is older than the newest seen for its supervisor: another member
+    /// of that supervisor's cluster runs this engine now.
+    StaleEpoch(String),
 }
 
 /// The limits of EngineConfig the store enforces.
@@ -252,6 +255,9 @@ pub(crate) struct Store {
     exec_allow: ExecAllowList,
     /// Whose tasks are whose, and each supervisor's marks.
     supervisors: Supervisors,
+    /// The newest `assignment_epoch` seen per supervisor id (clustered supervisors only; at
+    /// most [`MAX_SUPERVISORS`] ids).
+    epochs: HashMap<String, u64>,
 }
 
 impl Store {
@@ -278,6 +284,7 @@ impl Store {
             subscribers: Subscribers::default(),
             exec_allow,
             supervisors: Supervisors::default(),
+            epochs: HashMap::new(),
         }
     }
 
@@ -412,6 +419,32 @@ impl Store {
     /// Takes in one task. A check that can start now is pushed onto `start_now` (already marked
     /// running); one that cannot waits in the queue as pending. Returns the task id (moved out of
     /// the task, for the acknowledgement) and what became of the task.
+    /// Why `task` comes from a member that no longer runs this engine, if it does: its epoch
+    /// is older than the newest seen for its supervisor. A newer epoch becomes the newest.
+    fn stale_epoch(&mut self, task: &proto::Task) -> Option<String> {
+        let epoch = task.assignment_epoch;
+        if epoch == 0 || task.supervisor_id.is_empty() {
+            return None;
+        }
+        match self.epochs.get_mut(task.supervisor_id.as_str()) {
+            Some(newest) if epoch < *newest => Some(format!(
+                "assignment epoch {epoch} is older than {newest}: another member of cluster `{}` \
+                 runs this engine now",
+                clip_id(task.supervisor_id.clone())
+            )),
+            Some(newest) => {
+                *newest = epoch;
+                None
+            }
+            None => {
+                if self.epochs.len() < MAX_SUPERVISORS {
+                    self.epochs.insert(task.supervisor_id.clone(), epoch);
+                }
+                None
+            }
+        }
+    }
+
     pub(crate) fn admit(
         &mut self,
         task: proto::Task,
@@ -438,6 +471,11 @@ impl Store {
                 task.supervisor_id.len()
             );
             return (clip_id(task.id), Admission::Invalid(reason));
+        }
+        if let Some(reason) = self.stale_epoch(&task) {
+            self.counters.tasks_rejected += 1;
+            self.counters.stale_epochs += 1;
+            return (clip_id(task.id), Admission::StaleEpoch(reason));
         }
         let attempt = task.attempt.max(1);
         let held_count = self.tasks.len();

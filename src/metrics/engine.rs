@@ -2,7 +2,7 @@
 //!
 //! - `turbomon_engine_tasks_accepted_total`, `turbomon_engine_tasks_duplicate_total` and
 //!   `turbomon_engine_tasks_refused_total{reason}` (`invalid` | `engine_full` |
-//!   `attempt_running` | `unavailable`), counted where the engine answers each task;
+//!   `attempt_running` | `stale_epoch` | `unavailable`), counted where the engine answers each task;
 //! - `turbomon_engine_check_duration_seconds{kind}` (`tcp` | `http` | `exec` | `sim`), each check
 //!   a worker ran (instant `sim` checks, completed at admission, are not timed);
 //! - `turbomon_engine_journal_commit_duration_seconds`, each journal write transaction, only
@@ -34,14 +34,17 @@ pub enum RefusalReason {
     AttemptRunning,
     /// The engine is shutting down or cannot write its journal (`UNAVAILABLE`).
     Unavailable,
+    /// An older assignment epoch than the newest seen (`REFUSAL_STALE_EPOCH`).
+    StaleEpoch,
 }
 
 impl RefusalReason {
     /// Every reason, in label order.
-    pub const ALL: [RefusalReason; 4] = [
+    pub const ALL: [RefusalReason; 5] = [
         RefusalReason::Invalid,
         RefusalReason::EngineFull,
         RefusalReason::AttemptRunning,
+        RefusalReason::StaleEpoch,
         RefusalReason::Unavailable,
     ];
 
@@ -52,6 +55,7 @@ impl RefusalReason {
             RefusalReason::EngineFull => "engine_full",
             RefusalReason::AttemptRunning => "attempt_running",
             RefusalReason::Unavailable => "unavailable",
+            RefusalReason::StaleEpoch => "stale_epoch",
         }
     }
 }
@@ -86,7 +90,7 @@ pub struct EngineMetrics {
     registry: Arc<Registry>,
     accepted: Counter,
     duplicates: Counter,
-    refused: [Counter; 4],
+    refused: [Counter; 5],
     check_duration: [AtomicHistogram; 4],
 }
 

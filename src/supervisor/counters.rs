@@ -117,6 +117,14 @@ counters! {
     /// (sent before a restart, or acknowledged on a connection that broke): adopted, their
     /// results collected.
     adopted,
+    /// Cluster: tasks the engine refused for an older assignment epoch (another member runs the
+    /// engine now).
+    stale_epoch,
+    /// Cluster: tasks this member stopped waiting for or sending when the engine went to another
+    /// member (that member collects or sends them).
+    handed_over,
+    /// Cluster: times this member started running the engine.
+    takeovers,
 }
 
 /// Adding to a counter, without spelling the memory ordering at every call.

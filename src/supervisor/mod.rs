@@ -59,6 +59,9 @@ pub enum SupervisorError {
     /// The metrics endpoint (`metrics_listen`) cannot be served.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// `[cluster]` cannot be used.
+    #[error("[cluster]: {0}")]
+    Cluster(#[from] crate::cluster::EtcdError),
 }
 
 /// Options that are not part of the configuration file.
@@ -80,6 +83,8 @@ pub struct Supervisor {
     tasks: JoinSet<()>,
     /// The `/metrics` endpoint, while `metrics_listen` is set; stops when dropped.
     metrics_server: Option<MetricsServer>,
+    /// This supervisor's membership of its cluster (`[cluster]`).
+    member: Option<crate::cluster::Member>,
 }
 
 impl Supervisor {
@@ -129,6 +134,16 @@ impl Supervisor {
             }
             None => None,
         };
+        // A cluster member runs only the engines assigned to it, each under its epoch.
+        let (member, mut ownership) = match &initial.cluster {
+            Some(cluster) => {
+                let names = initial.engines.iter().map(|e| e.name.clone()).collect();
+                let (member, receivers) =
+                    crate::cluster::Member::start(cluster, &initial.supervisor_id, names)?;
+                (Some(member), receivers.into_iter().map(Some).collect())
+            }
+            None => (None, vec![None; initial.engines.len()]),
+        };
         let mut engines = HashMap::new();
         let mut outlets = Vec::new();
         let mut engine_index = HashMap::new();
@@ -177,6 +192,7 @@ impl Supervisor {
                     config: config.clone(),
                     stop: stop_rx.clone(),
                     supervisor_id: initial.supervisor_id.clone(),
+                    ownership: ownership[index].take(),
                 },
                 &mut tasks,
             );
@@ -226,6 +242,7 @@ impl Supervisor {
                 events: events_rx,
                 stop: stop_rx,
                 start_wall: std::time::SystemTime::now(),
+                clustered: member.is_some(),
             }
             .run(),
         );
@@ -235,6 +252,7 @@ impl Supervisor {
             stop,
             tasks,
             metrics_server,
+            member,
         })
     }
 
@@ -297,6 +315,10 @@ impl Supervisor {
             {
                 tracing::error!(target: "turbomon::supervisor", error = %e, "a supervisor loop panicked");
             }
+        }
+        // Only now that no loop works any more: the others take the engines over at once.
+        if let Some(member) = self.member.take() {
+            member.leave().await;
         }
         let mut counters: Vec<_> = self
             .engines

@@ -58,6 +58,8 @@ pub(crate) enum AckMeaning {
     Later,
     /// Never taken as sent.
     Never,
+    /// Refused for an older assignment epoch: another cluster member runs the engine now.
+    Stale,
 }
 
 /// Read a task acknowledgement by its code.
@@ -69,6 +71,7 @@ pub(crate) fn delivery_of(ack: &TaskAck) -> AckMeaning {
     }
     match Refusal::try_from(ack.refusal) {
         Ok(Refusal::EngineFull | Refusal::AttemptRunning) => AckMeaning::Later,
+        Ok(Refusal::StaleEpoch) => AckMeaning::Stale,
         // An unknown code from a newer engine, or none from an older one: final, so a task is
         // never resent in a loop the engine will keep refusing.
         Ok(Refusal::Invalid | Refusal::None) | Err(_) => AckMeaning::Never,

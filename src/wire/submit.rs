@@ -33,6 +33,12 @@ pub enum Delivery {
         /// The engine's reason.
         reason: String,
     },
+    /// Refused for an older assignment epoch: another member of this supervisor's cluster runs
+    /// the engine now, and this one does not send the task anywhere.
+    Stale {
+        /// The engine's reason.
+        reason: String,
+    },
     /// No acknowledgement (stream broken, timeout, engine full or busy): send it again later.
     Retry {
         /// Why it must be sent again.
@@ -303,6 +309,7 @@ fn delivery_from_task_ack(ack: TaskAck) -> Delivery {
         AckMeaning::Held { duplicate } => Delivery::Accepted { duplicate },
         AckMeaning::Later => Delivery::retry(ack.reason),
         AckMeaning::Never => Delivery::Rejected { reason: ack.reason },
+        AckMeaning::Stale => Delivery::Stale { reason: ack.reason },
     }
 }
 
@@ -355,6 +362,13 @@ async fn submit_one(
             };
             (task, Some(packet), delivery)
         }
+        Err(UnaryError::Refused(status)) if status.code() == tonic::Code::FailedPrecondition => (
+            task,
+            None,
+            Delivery::Stale {
+                reason: status.message().to_string(),
+            },
+        ),
         Err(UnaryError::Refused(status)) if status.code() == tonic::Code::InvalidArgument => (
             task,
             None,

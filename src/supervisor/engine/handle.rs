@@ -1,9 +1,10 @@
 //! Everything the loops of one engine share: its name, connection, counters, statistics window,
 //! ledger, and where the effects of its outcomes go (scheduler, alert actions, observer).
 
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::connection::Contact;
 use super::ledger::Ledger;
@@ -34,6 +35,15 @@ pub(crate) struct EngineHandle {
     /// Held for reading by each loop while it works, for writing by a reconciliation: the
     /// loops wait while the engine's tasks are reconciled.
     pub(crate) gate: Arc<tokio::sync::RwLock<()>>,
+    /// Whether this supervisor runs the engine now: always without a cluster; a cluster member
+    /// only while the engine is assigned to it. Read by each loop under the gate: while false,
+    /// nothing is sent, asked or recorded (recorded results are still released).
+    pub(crate) running: AtomicBool,
+    /// The assignment epoch stamped on every task sent (0 without a cluster).
+    pub(crate) epoch: AtomicU64,
+    /// Wakes the monitor loop at once: when the engine goes to another member, the results
+    /// recorded here are released before that member can take them in again.
+    pub(crate) wake_monitor: Notify,
     pub(super) stats: Mutex<EngineStats>,
     pub(super) ledger: Mutex<Ledger>,
     pub(super) outlets: Outlets,

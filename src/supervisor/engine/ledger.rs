@@ -142,6 +142,10 @@ pub(crate) struct Ledger {
     early: HashMap<String, TaskStatus>,
     release: Vec<TaskId>,
     adopted: HashMap<TaskId, Adopted>,
+    /// Cluster: per relator, the engine's mark when this member last took the engine over. A
+    /// first attempt scheduled at or before it was sent by a member that ran the engine before
+    /// (or by this one before it lost the engine) and is never sent from here.
+    taken_marks: HashMap<String, i64>,
 }
 
 impl Ledger {
@@ -165,7 +169,26 @@ impl Ledger {
             early: HashMap::new(),
             release: Vec::new(),
             adopted: HashMap::new(),
+            taken_marks: HashMap::new(),
         }
+    }
+
+    /// Cluster: another member runs the engine now. Every task waited for is forgotten (that
+    /// member adopts it from the engine's listing); results recorded here and not released yet
+    /// are kept, for the monitor loop to release at once. Returns how many tasks were
+    /// forgotten.
+    pub(crate) fn hand_over(&mut self) -> usize {
+        let forgotten = self.unfinished.len();
+        self.unfinished.clear();
+        self.early.clear();
+        self.adopted.clear();
+        forgotten
+    }
+
+    /// Cluster: this member took the engine over; `marks` are the engine's (the latest
+    /// scheduled instant sent per relator, by whichever member).
+    pub(crate) fn taken_over(&mut self, marks: &HashMap<String, i64>) {
+        self.taken_marks.clone_from(marks);
     }
 
     /// Tasks submitted whose outcome is not known yet.
@@ -240,6 +263,8 @@ impl Ledger {
                     let relator = self.plan_index.get(&task.relator).copied();
                     self.ended(&mut settled, relator, &task, Final::failed(&reason), now);
                 }
+                // Another member runs the engine now: it sends or has sent the task.
+                Delivery::Stale { .. } => self.counters.stale_epoch.bump(1),
                 Delivery::Retry { .. } => settled.resend.push(task),
             }
         }
@@ -411,7 +436,7 @@ impl Ledger {
     /// only make them count twice, or run twice once their result is released.
     pub(crate) fn drop_known(&mut self, tasks: &mut Vec<Task>, now: SystemTime) -> usize {
         self.forget_old_adoptions(now);
-        if self.adopted.is_empty() && self.unfinished.is_empty() {
+        if self.adopted.is_empty() && self.unfinished.is_empty() && self.taken_marks.is_empty() {
             return 0;
         }
         let before = tasks.len();
@@ -420,7 +445,12 @@ impl Ledger {
                 .unfinished
                 .get(task.id.as_str())
                 .is_some_and(|held| task.attempt <= held.task.attempt);
-            !waited && !self.already_adopted(task)
+            let sent_before_takeover = task.attempt <= 1
+                && self
+                    .taken_marks
+                    .get(&task.relator)
+                    .is_some_and(|&mark| task.scheduled_unix_ms <= mark);
+            !waited && !sent_before_takeover && !self.already_adopted(task)
         });
         before - tasks.len()
     }

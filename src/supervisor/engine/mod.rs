@@ -81,6 +81,9 @@ pub(crate) struct Setup {
     pub(crate) stop: watch::Receiver<bool>,
     /// The supervisor's id, as it started.
     pub(crate) supervisor_id: String,
+    /// Cluster: the engine's epoch while this member runs it (none: another member's). Unset
+    /// without a cluster: the engine is always run here.
+    pub(crate) ownership: Option<watch::Receiver<Option<u64>>>,
 }
 
 /// Start one engine's loops on `tasks`. Tasks due for the engine go into the returned sender.
@@ -106,6 +109,9 @@ pub(crate) fn start(
         index: setup.index,
         supervisor_id: setup.supervisor_id,
         gate,
+        running: std::sync::atomic::AtomicBool::new(setup.ownership.is_none()),
+        epoch: std::sync::atomic::AtomicU64::new(0),
+        wake_monitor: tokio::sync::Notify::new(),
         contact: Arc::clone(&contact),
         counters: Arc::clone(&setup.counters),
         batch_ids: BatchIds::default(),
@@ -139,7 +145,13 @@ pub(crate) fn start(
         let engine = &*handle;
         let stop = setup.stop;
         let loops = futures::future::join4(
-            reconcile::run(engine, first_reconcile, source.quiet(), stop.clone()),
+            reconcile::run(
+                engine,
+                first_reconcile,
+                setup.ownership,
+                source.quiet(),
+                stop.clone(),
+            ),
             submit_loop::run(engine, due_rx, source.quiet(), stop.clone()),
             monitor_loop::run(engine, source.quiet(), stop.clone()),
             push_loop::run(engine, source.quiet(), stop.clone()),

@@ -52,6 +52,7 @@ pub(crate) async fn run(
         tokio::select! {
             _ = stop.changed() => break,
             () = tokio::time::sleep(interval) => {}
+            () = engine.wake_monitor.notified() => {}
         }
         if *stop.borrow() {
             break;
@@ -69,6 +70,11 @@ pub(crate) async fn run(
 /// release), not while the engine's tasks are being reconciled.
 async fn monitor_once(engine: &EngineHandle, source: &mut TunablesSource, monitor: &mut Monitor) {
     let _gate = engine.gate.read().await;
+    if !engine.running.load(std::sync::atomic::Ordering::Relaxed) {
+        // Cluster: another member's engine now; only what was recorded here is released.
+        release_now(engine, source, monitor).await;
+        return;
+    }
     ask(engine, source, monitor).await;
     if monitor.failing.in_a_row == 0 {
         release_now(engine, source, monitor).await;

@@ -74,6 +74,10 @@ async fn drain(
                     engine.counters.pushed.bump(pushed.statuses.len() as u64);
                     // Not while the engine's tasks are being reconciled.
                     let _gate = engine.gate.read().await;
+                    if !engine.running.load(std::sync::atomic::Ordering::Relaxed) {
+                        // Cluster: another member's engine now; that member records these.
+                        continue;
+                    }
                     let settled = engine.ledger().statuses(pushed.statuses, true, SystemTime::now());
                     apply(engine, settled);
                 }

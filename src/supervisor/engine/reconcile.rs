@@ -12,6 +12,13 @@
 //! after a backoff, or as soon as the engine answers again; if the engine cannot be reached
 //! within [`START_GRACE`] of the start, the scheduler is told that nothing is known, and the
 //! relators start as new (their tasks then wait for the engine like any others).
+//!
+//! A cluster member ([`run_clustered`]) runs the engine only while it is assigned to it: each
+//! time it gets the engine it tells the scheduler (whose relators resume as at a start) and
+//! reconciles, under the cluster-wide `supervisor_id`, adopting what the member before it left
+//! (their marks also keep anything at or before them from being sent again from here); when it
+//! loses the engine it stops sending, asking and recording at once, forgets what it waited for
+//! (the next member adopts it), drops what was queued, and releases the results it recorded.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,9 +55,16 @@ struct Found {
 pub(crate) async fn run(
     engine: &EngineHandle,
     first: OwnedRwLockWriteGuard<()>,
+    ownership: Option<watch::Receiver<Option<u64>>>,
     mut source: TunablesSource,
     mut stop: watch::Receiver<bool>,
 ) {
+    if let Some(ownership) = ownership {
+        // Nothing runs before the engine is this member's (`running` is false): the loops may go.
+        drop(first);
+        run_clustered(engine, ownership, source, stop).await;
+        return;
+    }
     let mut reconnects = engine.contact.watch_generation();
     let mut backoff = Backoff::default();
     let mut first = Some(first);
@@ -126,6 +140,140 @@ pub(crate) async fn run(
             () = retry => {}
         }
     }
+}
+
+/// A cluster member's side of the engine: wait until it is this member's, take it (the scheduler
+/// first, then a reconciliation, tried again after a backoff and after every reconnect), follow
+/// its epoch, and hand it over when it goes to another member.
+async fn run_clustered(
+    engine: &EngineHandle,
+    mut ownership: watch::Receiver<Option<u64>>,
+    mut source: TunablesSource,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let epoch = loop {
+            if let Some(epoch) = *ownership.borrow_and_update() {
+                break epoch;
+            }
+            tokio::select! {
+                changed = ownership.changed() => if changed.is_err() { return },
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+        };
+        // Taken: under the gate, so no loop works before the reconciliation below.
+        let gate = tokio::select! {
+            gate = Arc::clone(&engine.gate).write_owned() => gate,
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        engine.epoch.store(epoch, Ordering::Relaxed);
+        engine.running.store(true, Ordering::Relaxed);
+        engine.counters.takeovers.bump(1);
+        let _ = engine
+            .outlets
+            .events
+            .send(ScheduleEvent::Taken(engine.index));
+        let mut gate = Some(gate);
+        let mut reconnects = engine.contact.watch_generation();
+        let mut backoff = Backoff::default();
+        let mut reconciled = false;
+        let mut said_failure = false;
+        let mut due = true;
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            if due {
+                due = false;
+                let held = match gate.take() {
+                    Some(held) => held,
+                    None => tokio::select! {
+                        gate = Arc::clone(&engine.gate).write_owned() => gate,
+                        _ = stop.wait_for(|stop| *stop) => return,
+                    },
+                };
+                let turbo = source.current().turbo_monitoring;
+                let outcome = tokio::select! {
+                    outcome = reconcile(engine, &source, turbo) => outcome,
+                    _ = stop.wait_for(|stop| *stop) => return,
+                };
+                if matches!(outcome, Err(ListError::Timeout(_))) {
+                    engine.contact.forget_connection().await;
+                }
+                reconnects.mark_unchanged();
+                match outcome {
+                    Ok(found) => {
+                        backoff.succeeded();
+                        engine.ledger().taken_over(&found.marks);
+                        tracing::info!(target: T, engine = %engine.name(), supervisor_id = %engine.supervisor_id, epoch, held = found.listed, adopted = found.adopted, took = %humantime::format_duration(round_ms(found.elapsed)), "cluster: running the engine, reconciled with it");
+                        if !reconciled {
+                            tell_scheduler(engine, found.marks);
+                            reconciled = true;
+                        }
+                    }
+                    Err(error) if !error.is_retryable() => {
+                        if !reconciled {
+                            tracing::warn!(target: T, engine = %engine.name(), %error, "cannot reconcile with the engine: what the member before left on it is not collected, and its relators start as new");
+                            tell_scheduler(engine, HashMap::new());
+                            reconciled = true;
+                        }
+                    }
+                    Err(error) => {
+                        let delay = backoff.failed();
+                        if !said_failure {
+                            tracing::warn!(target: T, engine = %engine.name(), %error, "cluster: the engine is this member's but cannot be reconciled yet; its firing in progress waits, trying again");
+                            said_failure = true;
+                        }
+                        retry_at = Some(Instant::now() + delay);
+                    }
+                }
+                drop(held);
+            }
+            let retry = async {
+                match retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => return,
+                changed = reconnects.changed() => {
+                    if changed.is_err() { return }
+                    due = true;
+                }
+                () = retry => {
+                    retry_at = None;
+                    due = true;
+                }
+                changed = ownership.changed() => {
+                    if changed.is_err() { return }
+                    match *ownership.borrow_and_update() {
+                        Some(epoch) => engine.epoch.store(epoch, Ordering::Relaxed),
+                        None => break,
+                    }
+                }
+            }
+        }
+        hand_over(engine, &mut stop).await;
+    }
+}
+
+/// The engine went to another member: stop at once, forget what was waited for, drop what was
+/// queued (the scheduler), and have the recorded results released now.
+async fn hand_over(engine: &EngineHandle, stop: &mut watch::Receiver<bool>) {
+    engine.running.store(false, Ordering::Relaxed);
+    let _ = engine
+        .outlets
+        .events
+        .send(ScheduleEvent::Released(engine.index));
+    // The loops' work in flight ends first.
+    let gate = tokio::select! {
+        gate = engine.gate.write() => gate,
+        _ = stop.wait_for(|stop| *stop) => return,
+    };
+    let forgotten = engine.ledger().hand_over();
+    drop(gate);
+    engine.counters.handed_over.bump(forgotten as u64);
+    engine.wake_monitor.notify_one();
+    tracing::info!(target: T, engine = %engine.name(), unfinished = forgotten, "cluster: the engine is another member's now; stopped sending to it and asking it");
 }
 
 /// One reconciliation: every page of the listing absorbed by the ledger as it comes; on the

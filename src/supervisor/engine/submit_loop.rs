@@ -3,6 +3,7 @@
 //! acknowledgements, and decide what the failures mean for the connection: reconnect, shrink
 //! the batches, back off, or call the engine unreachable.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
@@ -55,6 +56,16 @@ pub(crate) async fn run(
         // Not while the engine's tasks are being reconciled; and nothing the reconciliation
         // found on the engine goes out again.
         let _gate = engine.gate.read().await;
+        if !engine.running.load(Ordering::Relaxed) {
+            // Cluster: another member runs the engine now and sends its tasks.
+            while let Ok(more) = due.try_recv() {
+                sender.outbox.extend(more);
+            }
+            let dropped = std::mem::take(&mut sender.outbox).len();
+            engine.counters.handed_over.bump(dropped as u64);
+            sender.backoff.succeeded();
+            continue;
+        }
         let known = engine
             .ledger()
             .drop_known(&mut sender.outbox, SystemTime::now());
@@ -139,6 +150,11 @@ async fn send_outbox(
     ));
     let mut tasks = std::mem::take(&mut sender.outbox);
     tasks.sort_by_key(|t| priority_rank(t.priority));
+    // Cluster: the epoch this member runs the engine under (0 without a cluster).
+    let epoch = engine.epoch.load(Ordering::Relaxed);
+    for task in &mut tasks {
+        task.assignment_epoch = epoch;
+    }
     let count = tasks.len();
     let outcome = if tunables.turbo_monitoring {
         match engine.contact.open_stream(&mut sender.stream).await {

@@ -170,6 +170,8 @@ impl RelatorPlan {
             check: Some(check),
             priority: wire_priority(self.priority) as i32,
             supervisor_id: self.supervisor_id.clone(),
+            // Stamped when sent, by a cluster member.
+            assignment_epoch: 0,
         })
     }
 
@@ -186,6 +188,7 @@ impl RelatorPlan {
             check: Some(t.check.clone()),
             priority: wire_priority(self.priority) as i32,
             supervisor_id: self.supervisor_id.clone(),
+            assignment_epoch: 0,
         }
     }
 }

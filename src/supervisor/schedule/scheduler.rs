@@ -50,6 +50,12 @@ pub(crate) enum ScheduleEvent {
         engine: usize,
         marks: HashMap<String, i64>,
     },
+    /// Cluster: this member runs the engine from now on (a takeover). Its relators resume like
+    /// at a start: the firing in progress waits for the reconciliation that follows.
+    Taken(usize),
+    /// Cluster: another member runs the engine now: its relators stop firing here and what was
+    /// queued for it is dropped.
+    Released(usize),
 }
 
 /// One engine as the scheduler sees it.
@@ -137,6 +143,8 @@ struct State {
     timeline: Timeline<(usize, Task)>,
     /// Replayed firings are spaced out: never a burst of every missed run at once.
     replay_spacing: Duration,
+    /// Per engine: whether this supervisor runs it (always without a cluster).
+    running: Vec<bool>,
 }
 
 impl State {
@@ -155,16 +163,25 @@ impl State {
             missed: vec![Vec::new(); count],
             timeline: Timeline::default(),
             replay_spacing: (scheduler.batch_window * 10).max(Duration::from_millis(100)),
+            running: vec![!scheduler.clustered; scheduler.engines.len()],
         };
         for (r, plan) in scheduler.plans.iter().enumerate() {
-            let Some(interval) = plan.interval else {
-                continue;
-            };
-            let index = firing_index(unix_ms(start_wall), interval);
-            state.next_firing[r] = Some(index + 1);
-            state.pending_start[r] = Some(index);
+            if state.running[scheduler.plan_engine[r]] {
+                state.resume(r, plan, start_wall);
+            }
         }
         state
+    }
+
+    /// Relator `r` resumes at `now_wall`: its firing in progress waits for the next
+    /// reconciliation with its engine; the next one is anchored.
+    fn resume(&mut self, r: usize, plan: &RelatorPlan, now_wall: SystemTime) {
+        let Some(interval) = plan.interval else {
+            return;
+        };
+        let index = firing_index(unix_ms(now_wall), interval);
+        self.next_firing[r] = Some(index + 1);
+        self.pending_start[r] = Some(index);
     }
 
     /// The wall-clock instant of monotonic instant `at`.
@@ -195,6 +212,8 @@ pub(crate) struct Scheduler {
     pub(crate) stop: watch::Receiver<bool>,
     /// The wall-clock reading the schedule is anchored to (now, except in tests).
     pub(crate) start_wall: SystemTime,
+    /// A cluster member: no engine runs here until [`ScheduleEvent::Taken`].
+    pub(crate) clustered: bool,
 }
 
 impl Scheduler {
@@ -245,7 +264,7 @@ impl Scheduler {
                 node,
             } => {
                 let tasks = self.plans[relator].chained_tasks(&node, state.wall(Instant::now()));
-                self.send(engine, tasks);
+                self.send(&state.running, engine, tasks);
             }
             ScheduleEvent::EngineDown(engine) => {
                 state.routes.reachable[engine] = false;
@@ -267,6 +286,32 @@ impl Scheduler {
             }
             ScheduleEvent::Reconciled { engine, marks } => {
                 self.decide_start(engine, &marks, state);
+            }
+            ScheduleEvent::Taken(engine) => {
+                state.running[engine] = true;
+                let now_wall = state.wall(Instant::now());
+                for (r, plan) in self.plans.iter().enumerate() {
+                    if self.plan_engine[r] == engine {
+                        state.resume(r, plan, now_wall);
+                    }
+                }
+            }
+            ScheduleEvent::Released(engine) => {
+                state.running[engine] = false;
+                for r in 0..self.plans.len() {
+                    if self.plan_engine[r] == engine {
+                        state.next_firing[r] = None;
+                        state.pending_start[r] = None;
+                        state.missed[r].clear();
+                    }
+                }
+                let dropped = state.timeline.remove_where(|(target, _)| *target == engine);
+                if dropped > 0 {
+                    self.engines[engine]
+                        .counters
+                        .handed_over
+                        .bump(dropped as u64);
+                }
             }
         }
     }
@@ -321,7 +366,7 @@ impl Scheduler {
                         .collect(),
                 };
                 if k == 0 {
-                    self.send(target, tasks);
+                    self.send(&state.running, target, tasks);
                 } else {
                     let due = now + state.replay_spacing * u32::try_from(k).unwrap_or(u32::MAX);
                     for task in tasks {
@@ -375,12 +420,20 @@ impl Scheduler {
             due.entry(target).or_default().push(task);
         }
         for (engine, tasks) in due {
-            self.send(engine, tasks);
+            self.send(&state.running, engine, tasks);
         }
     }
 
-    fn send(&self, engine: usize, mut tasks: Vec<Task>) {
+    /// Hand `tasks` to `engine`'s submission loop, unless another cluster member runs it.
+    fn send(&self, running: &[bool], engine: usize, mut tasks: Vec<Task>) {
         if tasks.is_empty() {
+            return;
+        }
+        if !running[engine] {
+            self.engines[engine]
+                .counters
+                .handed_over
+                .bump(tasks.len() as u64);
             return;
         }
         tasks.sort_by_key(|t| priority_rank(t.priority));
@@ -496,6 +549,7 @@ mod tests {
             events: events_rx,
             stop: stop_rx,
             start_wall,
+            clustered: false,
         };
         let started = Instant::now();
         let running = tokio::spawn(scheduler.run());

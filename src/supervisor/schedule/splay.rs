@@ -104,6 +104,13 @@ impl<T> Timeline<T> {
         self.entries.len()
     }
 
+    /// Remove every item `matches` says, returning how many.
+    pub(crate) fn remove_where(&mut self, mut matches: impl FnMut(&T) -> bool) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|_, item| !matches(item));
+        before - self.entries.len()
+    }
+
     /// Whether nothing waits.
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
