@@ -1560,6 +1560,7 @@ fn arb_supervisor_config() -> impl Strategy<Value = SupervisorConfig> {
         }
         SupervisorConfig {
             supervisor_id: "props-supervisor".to_string(),
+            cluster: None,
             turbo_monitoring: turbo,
             task_submit_batch_size: submit,
             task_info_batch_size: info,

@@ -154,6 +154,7 @@ fn task() -> impl Strategy<Value = proto::Task> {
                     check,
                     priority,
                     supervisor_id,
+                    assignment_epoch: 0,
                 }
             },
         )

@@ -336,6 +336,7 @@ async fn refusals_are_counted_by_reason_like_the_engine_counters() {
     assert_eq!(refused("engine_full"), 1.0);
     assert_eq!(refused("attempt_running"), 1.0);
     assert_eq!(refused("unavailable"), 0.0);
+    assert_eq!(refused("stale_epoch"), 0.0);
     let counters = engine.engine.counters();
     assert_eq!(
         ["invalid", "engine_full", "attempt_running", "unavailable"]

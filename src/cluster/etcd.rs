@@ -307,33 +307,36 @@ impl EtcdClient {
     pub async fn keep_alive(&self, lease: i64) -> Result<Duration, EtcdError> {
         let mut stream = self.keepalive.lock().await;
         let attempt = async {
-            if stream.is_none() {
-                let channel = self.channel().await?;
-                let (requests, inbox) = mpsc::channel(4);
-                let responses = LeaseClient::new(channel)
-                    .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(inbox))
-                    .await
-                    .map_err(|status| EtcdError::Call {
-                        call: "LeaseKeepAlive",
-                        status: Box::new(status),
-                    })?
-                    .into_inner();
-                *stream = Some(KeepAliveStream {
-                    requests,
-                    responses,
-                });
-            }
-            let Some(open) = stream.as_mut() else {
-                unreachable!("opened above");
-            };
             let closed = || EtcdError::Call {
                 call: "LeaseKeepAlive",
                 status: Box::new(tonic::Status::unavailable("keep-alive stream closed")),
             };
-            open.requests
-                .send(pb::LeaseKeepAliveRequest { id: lease })
-                .await
-                .map_err(|_| closed())?;
+            let request = pb::LeaseKeepAliveRequest { id: lease };
+            let open = match stream.as_mut() {
+                Some(open) => {
+                    open.requests.send(request).await.map_err(|_| closed())?;
+                    open
+                }
+                None => {
+                    // The server answers the stream's headers with its first renewal: the first
+                    // request must be in the stream before the call is awaited.
+                    let channel = self.channel().await?;
+                    let (requests, inbox) = mpsc::channel(4);
+                    requests.send(request).await.map_err(|_| closed())?;
+                    let responses = LeaseClient::new(channel)
+                        .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(inbox))
+                        .await
+                        .map_err(|status| EtcdError::Call {
+                            call: "LeaseKeepAlive",
+                            status: Box::new(status),
+                        })?
+                        .into_inner();
+                    stream.insert(KeepAliveStream {
+                        requests,
+                        responses,
+                    })
+                }
+            };
             let response = open
                 .responses
                 .message()

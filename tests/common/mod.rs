@@ -6,6 +6,7 @@
 
 mod certs;
 mod engine;
+mod etcd;
 mod fake_engine;
 mod logs;
 mod net;
@@ -19,8 +20,8 @@ use std::time::Duration;
 // Each test binary uses only some of these.
 #[allow(unused_imports)]
 pub use {
-    certs::*, engine::*, fake_engine::*, logs::*, net::*, process::*, supervisor::*, tasks::*,
-    temp_dir::*,
+    certs::*, engine::*, etcd::*, fake_engine::*, logs::*, net::*, process::*, supervisor::*,
+    tasks::*, temp_dir::*,
 };
 
 /// Wait (bounded) until `check` holds, polling every 10 ms.
