@@ -882,3 +882,45 @@ fn default_retry_period_fits_short_intervals() {
     let text = relator("").replace("interval = \"1m\"", "interval = \"2s\"");
     parse_supervisor(&text, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
 }
+
+// === [cluster] ===
+
+#[test]
+fn a_cluster_section_is_read_with_its_defaults() {
+    let text = with("\n[cluster]\nendpoints = [\"127.0.0.1:2379\", \"http://etcd-2:2379\"]\nname = \"sup-a\"\n");
+    let config = parse_supervisor(&text, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
+    let cluster = config.cluster.expect("[cluster]");
+    assert_eq!(cluster.endpoints.len(), 2);
+    assert_eq!(cluster.name, "sup-a");
+    assert_eq!(cluster.lease_ttl, std::time::Duration::from_secs(10));
+    assert_eq!(cluster.prefix, "/turbomon/");
+    let without = parse_supervisor(&with(""), Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(without.cluster.is_none(), "no [cluster]: one supervisor alone");
+}
+
+#[test]
+fn bad_cluster_values_are_refused_naming_line_and_key() {
+    let cluster = |body: &str| with(&format!("\n[cluster]\nname = \"sup-a\"\n{body}\n"));
+    assert_refused_at(
+        &cluster("endpoints = []"),
+        "cluster.endpoints",
+        "endpoints",
+    );
+    assert_refused_at(
+        &cluster("endpoints = [\"https://etcd:2379\"]"),
+        "cluster.endpoints[0]",
+        "endpoints",
+    );
+    assert_refused_at(
+        &cluster("endpoints = [\"etcd:2379\"]\nlease_ttl = \"1500ms\""),
+        "cluster.lease_ttl",
+        "lease_ttl",
+    );
+    assert_refused_at(
+        &cluster("endpoints = [\"etcd:2379\"]\nprefix = \"turbomon\""),
+        "cluster.prefix",
+        "prefix",
+    );
+    let text = with("\n[cluster]\nendpoints = [\"etcd:2379\"]\nname = \"a/b\"\n");
+    assert_refused_at(&text, "cluster.name", "name = \"a/b\"");
+}
