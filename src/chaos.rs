@@ -2,6 +2,11 @@
 //! simulated link, with the link cut at random moments and the engine stopped and restarted on
 //! its state directory, then a count of what became of every task. The run must end with nothing
 //! lost and nothing run twice.
+//!
+//! [`kills`]: real supervisor processes killed with SIGKILL and started again, alone or as the
+//! members of an etcd cluster (`--supervisor-kills`).
+
+pub mod kills;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

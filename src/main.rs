@@ -152,6 +152,24 @@ enum Command {
         /// Plaintext instead of mutual TLS (a throw-away CA made at start).
         #[arg(long)]
         plaintext: bool,
+        /// Instead: run real supervisor processes in front of in-process engines and kill one
+        /// with SIGKILL (then start it again) this many times; report lost, duplicated, alerts
+        /// and takeover times.
+        #[arg(long, default_value_t = 0)]
+        supervisor_kills: usize,
+        /// With --supervisor-kills: etcd endpoints (comma-separated): run --supervisors members
+        /// of a cluster and kill members.
+        #[arg(long, value_delimiter = ',')]
+        etcd: Option<Vec<String>>,
+        /// With --etcd: members of the cluster.
+        #[arg(long, default_value_t = 3)]
+        supervisors: usize,
+        /// With --supervisor-kills: in-process engines (200 nodes each).
+        #[arg(long, default_value_t = 3)]
+        engines: usize,
+        /// With --etcd: the members' lease_ttl (whole seconds, at least 2s).
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        lease_ttl: Duration,
     },
     /// Validate a supervisor, engine or links file; exit non-zero naming the file, line and
     /// key of the first error.
@@ -464,7 +482,49 @@ async fn run(command: Command) -> anyhow::Result<()> {
             max_time,
             json,
             plaintext,
+            supervisor_kills,
+            etcd,
+            supervisors,
+            engines,
+            lease_ttl,
         } => {
+            if supervisor_kills > 0 {
+                let report = turbomon::chaos::kills::run(turbomon::chaos::kills::KillOptions {
+                    tasks,
+                    supervisor_kills,
+                    etcd,
+                    supervisors,
+                    engines,
+                    lease_ttl,
+                    seed,
+                    max_time,
+                })
+                .await?;
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    println!(
+                        "supervisors: {}, engines: {}, kills: {}, accepted: {}, finished: {}, lost: {}, duplicated: {}, alerts: {}, alerts_repeated: {}, problems_renotified: {}, takeover_ms: {:?}, restart_reconciled_ms: {:?}, elapsed: {:.1}s",
+                        report.supervisors,
+                        report.engines,
+                        report.supervisor_kills,
+                        report.accepted,
+                        report.finished,
+                        report.lost,
+                        report.duplicated,
+                        report.alerts,
+                        report.alerts_repeated,
+                        report.problems_renotified,
+                        report.takeover_ms,
+                        report.restart_reconciled_ms,
+                        report.elapsed_s
+                    );
+                }
+                if report.lost > 0 || report.duplicated > 0 {
+                    std::process::exit(1);
+                }
+                return Ok(());
+            }
             let report = turbomon::chaos::run(turbomon::chaos::ChaosOptions {
                 tasks,
                 link,

@@ -887,7 +887,9 @@ fn default_retry_period_fits_short_intervals() {
 
 #[test]
 fn a_cluster_section_is_read_with_its_defaults() {
-    let text = with("\n[cluster]\nendpoints = [\"127.0.0.1:2379\", \"http://etcd-2:2379\"]\nname = \"sup-a\"\n");
+    let text = with(
+        "\n[cluster]\nendpoints = [\"127.0.0.1:2379\", \"http://etcd-2:2379\"]\nname = \"sup-a\"\n",
+    );
     let config = parse_supervisor(&text, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
     let cluster = config.cluster.expect("[cluster]");
     assert_eq!(cluster.endpoints.len(), 2);
@@ -895,17 +897,16 @@ fn a_cluster_section_is_read_with_its_defaults() {
     assert_eq!(cluster.lease_ttl, std::time::Duration::from_secs(10));
     assert_eq!(cluster.prefix, "/turbomon/");
     let without = parse_supervisor(&with(""), Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
-    assert!(without.cluster.is_none(), "no [cluster]: one supervisor alone");
+    assert!(
+        without.cluster.is_none(),
+        "no [cluster]: one supervisor alone"
+    );
 }
 
 #[test]
 fn bad_cluster_values_are_refused_naming_line_and_key() {
     let cluster = |body: &str| with(&format!("\n[cluster]\nname = \"sup-a\"\n{body}\n"));
-    assert_refused_at(
-        &cluster("endpoints = []"),
-        "cluster.endpoints",
-        "endpoints",
-    );
+    assert_refused_at(&cluster("endpoints = []"), "cluster.endpoints", "endpoints");
     assert_refused_at(
         &cluster("endpoints = [\"https://etcd:2379\"]"),
         "cluster.endpoints[0]",

@@ -28,6 +28,9 @@ use crate::config::ClusterConfig;
 
 pub use etcd::{EtcdClient, EtcdError};
 
+/// Per engine, its epoch while this member runs it (none: another member's).
+pub type Ownership = watch::Receiver<Option<u64>>;
+
 /// The key prefix under which the members of the cluster of `supervisor_id` register.
 pub fn members_prefix(config: &ClusterConfig, supervisor_id: &str) -> String {
     format!("{}{supervisor_id}/members/", config.prefix)
@@ -49,7 +52,7 @@ impl Member {
         config: &ClusterConfig,
         supervisor_id: &str,
         engines: Vec<String>,
-    ) -> Result<(Self, Vec<watch::Receiver<Option<u64>>>), EtcdError> {
+    ) -> Result<(Self, Vec<Ownership>), EtcdError> {
         let timing = member::Timing::of(config.lease_ttl);
         let client = Arc::new(EtcdClient::new(&config.endpoints, timing.tick)?);
         let (owners, receivers): (Vec<_>, Vec<_>) =
