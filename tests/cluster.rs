@@ -3,7 +3,8 @@
 //! `etcd-server`; these tests are `#[ignore = "needs etcd"]` and run by `.ci/run`). A member
 //! killed with SIGKILL is taken over within the lease and one loop, with no task lost and none
 //! run twice; a member cut off from etcd stops before its lease expires. Engines refuse tasks of
-//! an older assignment epoch (no etcd needed).
+//! an older assignment epoch (no etcd needed). `turbomon chaos --supervisor-kills` kills real
+//! supervisor processes, alone and in a cluster, and counts nothing lost or run twice.
 
 mod common;
 
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use common::{
     Etcd, RunningEngine, TcpCut, TempDir, TurbomonProcess, batch, engine_config, eventually, parse,
-    sim_task,
+    run_turbomon, sim_task,
 };
 use turbomon::cluster::rendezvous::owner;
 use turbomon::proto::{self, CompletionsRequest, ListTasksRequest, Refusal, TaskState};
@@ -546,4 +547,67 @@ async fn an_engine_refuses_tasks_of_an_older_assignment_epoch_from_the_same_clus
     let counters = engine.engine.counters();
     assert_eq!(counters.stale_epochs, 1);
     assert_eq!(counters.checks_started, 5);
+}
+
+/// `turbomon chaos ARGS --json`: the report, after checking the exit status.
+fn chaos_report(args: &[&str]) -> serde_json::Value {
+    let dir = TempDir::new("chaos-kills");
+    let mut all = vec!["chaos", "--json"];
+    all.extend_from_slice(args);
+    let (status, stdout, stderr) = run_turbomon(&all, dir.path());
+    let report: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("a JSON report ({e}):\n{stdout}\n{stderr}"));
+    assert!(status.success(), "{report}\n{stderr}");
+    report
+}
+
+#[test]
+fn chaos_kills_a_real_supervisor_process_and_nothing_is_lost_or_run_twice() {
+    let report = chaos_report(&[
+        "--supervisor-kills",
+        "1",
+        "--tasks",
+        "1500",
+        "--engines",
+        "1",
+        "--max-time",
+        "90s",
+    ]);
+    assert_eq!(report["supervisor_kills"], 1, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["duplicated"], 0, "{report}");
+    assert_eq!(report["alerts_repeated"], 0, "{report}");
+    assert!(report["finished"].as_u64() >= Some(1500), "{report}");
+}
+
+#[tokio::test]
+#[ignore = "needs etcd"]
+async fn chaos_kills_cluster_members_and_reports_each_takeover() {
+    let etcd = Etcd::start().await;
+    let endpoint = etcd.endpoint.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        chaos_report(&[
+            "--supervisor-kills",
+            "2",
+            "--tasks",
+            "4000",
+            "--engines",
+            "3",
+            "--etcd",
+            &endpoint,
+            "--supervisors",
+            "3",
+            "--lease-ttl",
+            "2s",
+            "--max-time",
+            "120s",
+        ])
+    })
+    .await
+    .expect("chaos run");
+    assert_eq!(report["supervisor_kills"], 2, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["duplicated"], 0, "{report}");
+    let takeovers = report["takeover_ms"].as_array().expect("takeover_ms");
+    assert_eq!(takeovers.len(), 2, "{report}");
 }
