@@ -1302,4 +1302,55 @@ mod tests {
         let mut outbox = vec![a];
         assert_eq!(ledger.drop_known(&mut outbox, at(400_000)), 0);
     }
+
+    #[test]
+    fn a_handover_forgets_what_was_waited_for_but_keeps_the_results_to_release() {
+        let (mut ledger, counters) = ledger(vec![plan(0, &[], vec![])]);
+        let (a, b) = (task("a"), task("b"));
+        accept(&mut ledger, &[a.clone(), b.clone()]);
+        ledger.statuses(vec![status(&a, TaskState::Ok)], false, at(100));
+        assert_eq!(ledger.hand_over(), 1, "b was still waited for");
+        assert_eq!(ledger.unfinished_count(), 0);
+        let (ids, release) = ledger.next_query();
+        assert!(ids.is_empty(), "nothing asked for any more");
+        assert_eq!(
+            release,
+            vec![Arc::<str>::from(a.id.as_str())],
+            "a is released"
+        );
+        // A task refused for an older epoch is the other member's: no result, counted.
+        let settled = ledger.submitted(
+            vec![(
+                b.clone(),
+                Delivery::Stale {
+                    reason: "epoch".into(),
+                },
+            )],
+            at(200),
+            at(200),
+        );
+        assert!(settled.completions.is_empty() && settled.resend.is_empty());
+        assert_eq!(counters.snapshot().stale_epoch, 1);
+    }
+
+    #[test]
+    fn after_a_takeover_first_attempts_at_or_before_the_marks_are_not_sent() {
+        let (mut ledger, _) = ledger(vec![plan(0, &[], vec![])]);
+        let marks = HashMap::from([("web".to_string(), T0_MS + 60_000)]);
+        ledger.taken_over(&marks);
+        let mut retry = firing("a", 0);
+        retry.attempt = 2;
+        let mut outbox = vec![
+            firing("a", 0),
+            firing("b", 1),
+            firing("c", 2),
+            retry.clone(),
+        ];
+        assert_eq!(ledger.drop_known(&mut outbox, at(0)), 2);
+        assert_eq!(
+            outbox,
+            vec![firing("c", 2), retry],
+            "later firings and retries go"
+        );
+    }
 }

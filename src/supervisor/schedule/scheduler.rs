@@ -662,4 +662,89 @@ mod tests {
         let (sent, _) = run(start, HashMap::new(), Duration::from_secs(12)).await;
         assert_eq!(sent.len(), 40, "no firing half an interval after the first");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cluster_member_fires_only_while_it_runs_the_engine_and_continues_from_the_marks() {
+        let (due_tx, mut due_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let counters = Arc::new(DeliveryCounters::default());
+        let start_wall = UNIX_EPOCH + Duration::from_millis(T0_MS + 1_000);
+        let scheduler = Scheduler {
+            plans: plans(),
+            plan_engine: vec![0],
+            engines: vec![EngineOutlet {
+                name: "e".into(),
+                due: due_tx,
+                counters: Arc::clone(&counters),
+                backup: None,
+                failover_after: Duration::from_secs(30),
+            }],
+            batch_window: Duration::from_millis(100),
+            events: events_rx,
+            stop: stop_rx,
+            start_wall,
+            clustered: true,
+        };
+        let running = tokio::spawn(scheduler.run());
+        // Not this member's engine: nothing fires for 20 s.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(
+            due_rx.try_recv().is_err(),
+            "nothing sent before the engine is taken"
+        );
+        // Taken 20 s in (T0 + 21 s, while the firing of T0 + 20 s spreads its starts over 5 s),
+        // the member before having sent that firing up to T0 + 20.3 s.
+        let mark = T0_MS as i64 + 20_300;
+        events_tx
+            .send(ScheduleEvent::Taken(0))
+            .expect("scheduler listens");
+        events_tx
+            .send(ScheduleEvent::Reconciled {
+                engine: 0,
+                marks: HashMap::from([("r".to_string(), mark)]),
+            })
+            .expect("scheduler listens");
+        let taken_at = Instant::now();
+        let mut sent = Vec::new();
+        while let Ok(Some(tasks)) =
+            tokio::time::timeout_at(taken_at + Duration::from_secs(15), due_rx.recv()).await
+        {
+            sent.extend(tasks);
+        }
+        let firing_20: Vec<&Task> = sent
+            .iter()
+            .filter(|t| (t.scheduled_unix_ms as u64 / 10_000) * 10_000 == T0_MS + 20_000)
+            .collect();
+        assert!(
+            !firing_20.is_empty(),
+            "the rest of the firing in progress goes"
+        );
+        assert!(
+            firing_20.iter().all(|t| t.scheduled_unix_ms > mark),
+            "nothing at or before the mark is sent again"
+        );
+        let next: Vec<&Task> = sent
+            .iter()
+            .filter(|t| (t.scheduled_unix_ms as u64 / 10_000) * 10_000 == T0_MS + 30_000)
+            .collect();
+        assert_eq!(
+            next.len(),
+            40,
+            "the next firing is whole, on the anchored timeline"
+        );
+        // Another member's now: the relator stops firing here.
+        events_tx
+            .send(ScheduleEvent::Released(0))
+            .expect("scheduler listens");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        while due_rx.try_recv().is_ok() {}
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(
+            due_rx.try_recv().is_err(),
+            "nothing sent after the handover"
+        );
+        stop_tx.send_replace(true);
+        running.await.expect("scheduler ends");
+    }
 }
