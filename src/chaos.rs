@@ -1,7 +1,7 @@
-//! `turbomon chaos`: a supervisor and an engine (with a journal) in one process behind a
-//! simulated link, with the link cut at random moments and the engine stopped and restarted on
-//! its state directory, then a count of what became of every task. The run must end with nothing
-//! lost and nothing run twice.
+//! `turbomon chaos`: a supervisor in this process and an engine process (`turbomon engine`, with
+//! a journal in its `state_dir`) behind a simulated link, with the link cut at random moments and
+//! the engine killed with SIGKILL and started again on its state directory, then a count of what
+//! became of every task. The run must end with nothing lost and nothing run twice.
 //!
 //! [`kills`]: real supervisor processes killed with SIGKILL and started again, alone or as the
 //! members of an etcd cluster (`--supervisor-kills`).
@@ -17,14 +17,12 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::StreamExt;
 
 use crate::config::{
     CheckKind, EngineConfig, EngineEntry, GroupConfig, RelatorConfig, RuleConfig, SimOutcome,
     StatusMode, SupervisorConfig,
 };
-use crate::engine::Engine;
-use crate::proto::{CompletionsRequest, TaskState};
+use crate::proto::TaskState;
 use crate::supervisor::{Supervisor, SupervisorOptions};
 
 /// What a chaos run does.
@@ -44,6 +42,9 @@ pub struct ChaosOptions {
     pub max_time: Duration,
     /// Plaintext instead of mutual TLS with a throw-away CA.
     pub plaintext: bool,
+    /// The `turbomon` program the engine runs as (`engine --config FILE`); default: this
+    /// program.
+    pub engine_program: Option<std::path::PathBuf>,
 }
 
 impl Default for ChaosOptions {
@@ -56,6 +57,7 @@ impl Default for ChaosOptions {
             seed: 1,
             max_time: Duration::from_secs(240),
             plaintext: false,
+            engine_program: None,
         }
     }
 }
@@ -79,9 +81,10 @@ pub struct ChaosReport {
     pub splits: u64,
     /// Link cuts made.
     pub cuts: u64,
-    /// Engine restarts made.
+    /// Engine restarts made (SIGKILL, then a new process on the same state directory).
     pub engine_restarts: u64,
-    /// Completion notices the observer missed (a full buffer); duplicates among them go unseen.
+    /// Tasks the supervisor completed that no completion notice reported (a notice in flight
+    /// when the engine was killed); a duplicate among them would go unseen.
     pub notices_missed: u64,
     /// Wall time of the run in seconds.
     pub elapsed_s: f64,
@@ -112,18 +115,33 @@ pub enum ChaosError {
 /// Finished (task, attempt) pairs seen on the engine, with how often.
 type Finished = Arc<Mutex<HashMap<(String, u32), u32>>>;
 
+/// The engine process; killed on drop.
 struct RunningEngine {
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<()>,
+    child: std::process::Child,
 }
 
-/// Start an engine on `address` with the journal in `state_dir`, and count its completions.
-async fn start_engine(
+impl RunningEngine {
+    /// SIGKILL: no shutdown grace, no last journal write.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RunningEngine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `program engine --config FILE` listening on `address` with its journal in
+/// `state_dir` (its file next to the directory, its log lines in `state_dir.log`).
+fn start_engine(
+    program: &std::path::Path,
     address: SocketAddr,
     tls: Option<&crate::config::EngineTls>,
     state_dir: &std::path::Path,
-    finished: &Finished,
-    missed: &Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<RunningEngine, ChaosError> {
     let config = EngineConfig {
         listen: address.to_string(),
@@ -132,65 +150,80 @@ async fn start_engine(
         max_held_tasks: 1_000_000,
         completion_buffer_notices: 1_000_000,
         tls: tls.cloned(),
-        // In-process: no fixed metrics port.
         metrics_listen: String::new(),
         ..EngineConfig::default()
     };
-    let engine = Engine::open(config).map_err(|e| ChaosError::Engine(e.to_string()))?;
-    let mut listener = None;
-    for _ in 0..50 {
-        match TcpListener::bind(address).await {
-            Ok(l) => {
-                listener = Some(l);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    let listener =
-        listener.ok_or_else(|| ChaosError::Engine(format!("cannot listen on {address} again")))?;
-    let mut notices = engine
-        .subscribe_completions(&CompletionsRequest {
-            flush_window_ms: 5,
-            max_batch: 0,
-        })
+    let text = toml::to_string(&config).map_err(|e| ChaosError::Engine(e.to_string()))?;
+    let file = state_dir.with_extension("toml");
+    std::fs::write(&file, text).map_err(|e| ChaosError::Engine(format!("{}: {e}", file.display())))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state_dir.with_extension("log"))
         .map_err(|e| ChaosError::Engine(e.to_string()))?;
-    let seen = Arc::clone(finished);
-    let before = engine.counters().completion_notices_dropped;
-    let counter = Arc::clone(missed);
-    let observed = engine.clone();
-    tokio::spawn(async move {
-        while let Some(Ok(batch)) = notices.next().await {
-            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-            for status in batch.statuses {
-                let state = TaskState::try_from(status.state).unwrap_or(TaskState::Unspecified);
-                if state.is_final() && state != TaskState::LostInRestart {
-                    *seen.entry((status.task_id, status.attempt)).or_default() += 1;
-                }
-            }
-        }
-        let dropped = observed.counters().completion_notices_dropped - before;
-        counter.fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
-    });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        if let Err(e) = engine
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-        {
-            tracing::error!(target: "turbomon::chaos", error = %e, "engine stopped with an error");
-        }
-    });
-    Ok(RunningEngine { stop, server })
+    let child = std::process::Command::new(program)
+        .arg("engine")
+        .arg("--config")
+        .arg(&file)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| ChaosError::Engine(format!("start {}: {e}", program.display())))?;
+    Ok(RunningEngine { child })
 }
 
-impl RunningEngine {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.server.await;
-    }
+/// Count every completion the engine at `address` pushes, subscribing again whenever it goes
+/// away (killed), until `stop`.
+fn count_completions(
+    address: SocketAddr,
+    tls: Option<crate::tls::ClientTls>,
+    finished: &Finished,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let seen = Arc::clone(finished);
+    tokio::spawn(async move {
+        let Ok(mut dialer) =
+            crate::transport::Dialer::new(&address.to_string(), None, 64 * 1024 * 1024)
+        else {
+            return;
+        };
+        if let Some(tls) = tls {
+            dialer = dialer.with_tls(tls, None);
+        }
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if let Ok(connection) = dialer.connect().await
+                && let Ok(mut feed) =
+                    crate::wire::completions::subscribe(&connection, Duration::from_millis(5)).await
+            {
+                loop {
+                    tokio::select! {
+                        _ = stop.wait_for(|stop| *stop) => return,
+                        next = feed.next() => match next {
+                            Some(pushed) => {
+                                let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                                for status in pushed.statuses {
+                                    let state = TaskState::try_from(status.state)
+                                        .unwrap_or(TaskState::Unspecified);
+                                    if state.is_final() && state != TaskState::LostInRestart {
+                                        *seen.entry((status.task_id, status.attempt)).or_default() += 1;
+                                    }
+                                }
+                            }
+                            None => break,
+                        },
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => return,
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    })
 }
 
 fn supervisor_config(address: SocketAddr, options: &ChaosOptions) -> SupervisorConfig {
@@ -224,7 +257,7 @@ fn supervisor_config(address: SocketAddr, options: &ChaosOptions) -> SupervisorC
             args: Vec::new(),
             url: None,
             expect_status: None,
-            duration: Some(Duration::from_millis(20)),
+            duration: Some(Duration::from_millis(200)),
             outcome: Some(SimOutcome::Ok),
             value: Some(1.0),
             warning: None,
@@ -296,13 +329,26 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         .and_then(|l| l.local_addr())
         .map_err(|e| ChaosError::Engine(e.to_string()))?;
     let finished: Finished = Arc::default();
-    let missed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let pki = match options.plaintext {
         true => None,
         false => Some(crate::pki::ThrowawayPki::create()?),
     };
+    let program = match &options.engine_program {
+        Some(program) => program.clone(),
+        None => std::env::current_exe().map_err(|e| ChaosError::Engine(e.to_string()))?,
+    };
+    std::fs::create_dir_all(&state_dir).map_err(|e| ChaosError::Engine(e.to_string()))?;
     let engine_tls = pki.as_ref().map(|pki| &pki.engine);
-    let mut engine = Some(start_engine(address, engine_tls, &state_dir, &finished, &missed).await?);
+    let mut engine = Some(start_engine(&program, address, engine_tls, &state_dir)?);
+    let counter_tls = match &pki {
+        Some(pki) => Some(
+            crate::tls::ClientTls::load(&pki.supervisor.client_files())
+                .map_err(|e| ChaosError::Engine(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let (stop_counting, counting_stop) = watch::channel(false);
+    let counting = count_completions(address, counter_tls, &finished, counting_stop);
 
     let (_config_tx, config_rx) = watch::channel(Arc::new(SupervisorConfig {
         tls: pki.as_ref().map(|pki| pki.supervisor.clone()),
@@ -358,9 +404,9 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport, ChaosError> {
                             });
                         }
                     } else if let Some(running) = engine.take() {
-                        running.stop().await;
+                        running.kill();
                         tokio::time::sleep(Duration::from_millis(300)).await;
-                        engine = Some(start_engine(address, engine_tls, &state_dir, &finished, &missed).await?);
+                        engine = Some(start_engine(&program, address, engine_tls, &state_dir)?);
                         restarts += 1;
                     }
                 }
@@ -371,17 +417,25 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         link.heal();
     }
     let counters = supervisor.shutdown().await;
+    // The last notices arrive within the engine's flush window.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop_counting.send_replace(true);
+    let _ = counting.await;
     if let Some(running) = engine.take() {
-        running.stop().await;
+        running.kill();
     }
     let _ = std::fs::remove_dir_all(&state_dir);
+    let _ = std::fs::remove_file(state_dir.with_extension("toml"));
+    let _ = std::fs::remove_file(state_dir.with_extension("log"));
     let far = counters.first().map(|(_, c)| *c).unwrap_or_default();
-    let duplicated = finished
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .filter(|&&n| n > 1)
-        .count() as u64;
+    let (duplicated, notices_missed) = {
+        let finished = finished.lock().unwrap_or_else(|p| p.into_inner());
+        let noticed: HashSet<&str> = finished.keys().map(|(id, _)| id.as_str()).collect();
+        (
+            finished.values().filter(|&&n| n > 1).count() as u64,
+            done.iter().filter(|id| !noticed.contains(id.as_str())).count() as u64,
+        )
+    };
     let completed = done.len() as u64;
     Ok(ChaosReport {
         submitted: options.tasks as u64,
@@ -393,7 +447,7 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         splits: far.splits,
         cuts,
         engine_restarts: restarts,
-        notices_missed: missed.load(std::sync::atomic::Ordering::Relaxed),
+        notices_missed,
         elapsed_s: started.elapsed().as_secs_f64(),
     })
 }

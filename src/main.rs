@@ -124,9 +124,9 @@ enum Command {
         #[arg(long)]
         plaintext: bool,
     },
-    /// Run a supervisor and a journaling engine in one process behind a simulated link, cut the
-    /// link and restart the engine at random moments, then report what became of every task
-    /// (lost and duplicated must be 0).
+    /// Run a supervisor and a journaling engine process behind a simulated link, cut the link
+    /// and kill the engine (SIGKILL, then start it again) at random moments, then report what
+    /// became of every task (lost and duplicated must be 0).
     Chaos {
         /// Tasks in the run.
         #[arg(long, default_value_t = 10_000)]
@@ -137,7 +137,8 @@ enum Command {
         /// Times the link is cut (healed 0.2-0.8 s later).
         #[arg(long, default_value_t = 20)]
         cuts: usize,
-        /// Times the engine is stopped and started again on its state directory.
+        /// Times the engine process is killed with SIGKILL and started again on its state
+        /// directory.
         #[arg(long, default_value_t = 2)]
         engine_restarts: usize,
         /// Seed for the moments of the faults.
@@ -533,6 +534,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 seed,
                 max_time,
                 plaintext,
+                engine_program: None,
             })
             .await?;
             if json {

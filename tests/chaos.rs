@@ -15,6 +15,7 @@ async fn a_thousand_tasks_survive_cuts_and_an_engine_restart_with_nothing_lost_o
         seed: 7,
         max_time: Duration::from_secs(120),
         plaintext: false,
+        engine_program: Some(env!("CARGO_BIN_EXE_turbomon").into()),
     })
     .await
     .expect("chaos run");
