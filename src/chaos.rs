@@ -155,7 +155,8 @@ fn start_engine(
     };
     let text = toml::to_string(&config).map_err(|e| ChaosError::Engine(e.to_string()))?;
     let file = state_dir.with_extension("toml");
-    std::fs::write(&file, text).map_err(|e| ChaosError::Engine(format!("{}: {e}", file.display())))?;
+    std::fs::write(&file, text)
+        .map_err(|e| ChaosError::Engine(format!("{}: {e}", file.display())))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -433,7 +434,9 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         let noticed: HashSet<&str> = finished.keys().map(|(id, _)| id.as_str()).collect();
         (
             finished.values().filter(|&&n| n > 1).count() as u64,
-            done.iter().filter(|id| !noticed.contains(id.as_str())).count() as u64,
+            done.iter()
+                .filter(|id| !noticed.contains(id.as_str()))
+                .count() as u64,
         )
     };
     let completed = done.len() as u64;
