@@ -71,7 +71,8 @@ pub struct ChaosReport {
     pub completed: u64,
     /// Tasks that never reached a final outcome.
     pub lost: u64,
-    /// (task, attempt) pairs that finished more than once on the engine.
+    /// (task, attempt) pairs that ran more than once on the engine (finished from two different
+    /// starts; the same result notified twice is not a second run).
     pub duplicated: u64,
     /// Tasks the engine reported lost in a restart (then retried).
     pub lost_in_restart: u64,
@@ -112,8 +113,9 @@ pub enum ChaosError {
     Pki(#[from] crate::pki::PkiError),
 }
 
-/// Finished (task, attempt) pairs seen on the engine, with how often.
-type Finished = Arc<Mutex<HashMap<(String, u32), u32>>>;
+/// Finished (task, attempt) pairs seen on the engine, with the start instants (unix ms) of the
+/// runs that finished them.
+type Finished = Arc<Mutex<HashMap<(String, u32), Vec<i64>>>>;
 
 /// The engine process; killed on drop.
 struct RunningEngine {
@@ -174,12 +176,30 @@ fn start_engine(
     Ok(RunningEngine { child })
 }
 
+/// Waits until the completion counter has made `count` subscriptions (the engine is up and
+/// pushes to it), at most [`COUNTER_WAIT`].
+async fn counter_listens(
+    subscribed: &mut watch::Receiver<u64>,
+    count: u64,
+) -> Result<(), ChaosError> {
+    match tokio::time::timeout(COUNTER_WAIT, subscribed.wait_for(|made| *made >= count)).await {
+        Ok(Ok(_)) => Ok(()),
+        _ => Err(ChaosError::Engine(format!(
+            "the engine took no completion subscription within {COUNTER_WAIT:?}"
+        ))),
+    }
+}
+
+/// How long the engine process gets to start and take the completion counter's subscription.
+const COUNTER_WAIT: Duration = Duration::from_secs(30);
+
 /// Count every completion the engine at `address` pushes, subscribing again whenever it goes
-/// away (killed), until `stop`.
+/// away (killed), until `stop`; `subscribed` counts the subscriptions made.
 fn count_completions(
     address: SocketAddr,
     tls: Option<crate::tls::ClientTls>,
     finished: &Finished,
+    subscribed: watch::Sender<u64>,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let seen = Arc::clone(finished);
@@ -200,6 +220,7 @@ fn count_completions(
                 && let Ok(mut feed) =
                     crate::wire::completions::subscribe(&connection, Duration::from_millis(5)).await
             {
+                subscribed.send_modify(|count| *count += 1);
                 loop {
                     tokio::select! {
                         _ = stop.wait_for(|stop| *stop) => return,
@@ -210,7 +231,7 @@ fn count_completions(
                                     let state = TaskState::try_from(status.state)
                                         .unwrap_or(TaskState::Unspecified);
                                     if state.is_final() && state != TaskState::LostInRestart {
-                                        *seen.entry((status.task_id, status.attempt)).or_default() += 1;
+                                        seen.entry((status.task_id, status.attempt)).or_default().push(status.started_unix_ms);
                                     }
                                 }
                             }
@@ -349,7 +370,16 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         None => None,
     };
     let (stop_counting, counting_stop) = watch::channel(false);
-    let counting = count_completions(address, counter_tls, &finished, counting_stop);
+    let (subscribed_tx, mut subscribed) = watch::channel(0u64);
+    let counting = count_completions(
+        address,
+        counter_tls,
+        &finished,
+        subscribed_tx,
+        counting_stop,
+    );
+    // Nothing reaches the engine before the counter listens (see `counter_listens`).
+    counter_listens(&mut subscribed, 1).await?;
 
     let (_config_tx, config_rx) = watch::channel(Arc::new(SupervisorConfig {
         tls: pki.as_ref().map(|pki| pki.supervisor.clone()),
@@ -405,10 +435,20 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport, ChaosError> {
                             });
                         }
                     } else if let Some(running) = engine.take() {
+                        // The link stays cut from the kill until the counter has subscribed to
+                        // the new process, so it misses no completion of a task sent after.
+                        if let Some(link) = &link {
+                            link.cut();
+                        }
+                        let before = *subscribed.borrow_and_update();
                         running.kill();
                         tokio::time::sleep(Duration::from_millis(300)).await;
                         engine = Some(start_engine(&program, address, engine_tls, &state_dir)?);
                         restarts += 1;
+                        counter_listens(&mut subscribed, before + 1).await?;
+                        if let Some(link) = &link {
+                            link.heal();
+                        }
                     }
                 }
             },
@@ -433,7 +473,15 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         let finished = finished.lock().unwrap_or_else(|p| p.into_inner());
         let noticed: HashSet<&str> = finished.keys().map(|(id, _)| id.as_str()).collect();
         (
-            finished.values().filter(|&&n| n > 1).count() as u64,
+            finished
+                .values()
+                .filter(|starts| {
+                    let mut starts = (*starts).clone();
+                    starts.sort_unstable();
+                    starts.dedup();
+                    starts.len() > 1
+                })
+                .count() as u64,
             done.iter()
                 .filter(|id| !noticed.contains(id.as_str()))
                 .count() as u64,

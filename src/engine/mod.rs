@@ -1058,10 +1058,13 @@ async fn reload_on_hangup(engine: &Engine, tls: Option<&ServerTls>) {
     }
 }
 
-/// A worker: runs `job`, records its result, and goes on with the next waiting check until
+/// A worker: runs `job` once its admission is journaled, records its result, and goes on with the next waiting check until
 /// none is left.
 async fn work(engine: Engine, mut job: Job) {
     loop {
+        // Not before the task is journaled: a kill in between must not leave a check that ran
+        // but that the next start knows nothing of (the supervisor would send it again).
+        engine.journal_committed(job.journaled).await;
         let output_limit_bytes = engine.shared.output_limit_bytes.load(Ordering::Relaxed);
         let started = std::time::Instant::now();
         let run = check::run(&job.check, job.timeout, output_limit_bytes);

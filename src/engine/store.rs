@@ -124,6 +124,10 @@ pub(crate) struct Job {
     priority: Priority,
     pub(crate) check: Check,
     pub(crate) timeout: Duration,
+    /// The journal sequence number of the change that admitted the task (0 without a journal):
+    /// the check starts only once it is committed, so an engine killed before that has run
+    /// nothing it will not know about at its next start.
+    pub(crate) journaled: u64,
 }
 
 /// The checks waiting for a free slot: high before normal before low, first come first served
@@ -616,26 +620,34 @@ impl Store {
             ms => Duration::from_millis(ms),
         }
         .min(self.limits.max_check_timeout);
-        let job = Job {
-            id: id.clone(),
-            seq,
-            priority: Priority::try_from(task.priority).unwrap_or(Priority::Normal),
-            check,
-            timeout,
-        };
-        if self.running < self.limits.max_concurrent_checks {
+        let runs_now = self.running < self.limits.max_concurrent_checks;
+        if runs_now {
             held.state = TaskState::Running;
             held.started_unix_ms = now.unix_ms;
             self.running += 1;
             self.counters.checks_started += 1;
             self.counters.checks_running_peak =
                 self.counters.checks_running_peak.max(self.running as u64);
+        }
+        let journaled = match &self.journal {
+            Some(journal) => {
+                journal.push(JournalOp::Put(held.status(id.clone()), held.origin.clone()));
+                journal.pushed()
+            }
+            None => 0,
+        };
+        let job = Job {
+            id: id.clone(),
+            seq,
+            priority: Priority::try_from(task.priority).unwrap_or(Priority::Normal),
+            check,
+            timeout,
+            journaled,
+        };
+        if runs_now {
             start_now.push(job);
         } else {
             self.queue.push(job);
-        }
-        if let Some(journal) = &self.journal {
-            journal.push(JournalOp::Put(held.status(id.clone()), held.origin.clone()));
         }
         entry.insert_entry(held);
         (id, admission)
