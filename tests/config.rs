@@ -882,3 +882,29 @@ fn default_retry_period_fits_short_intervals() {
     let text = relator("").replace("interval = \"1m\"", "interval = \"2s\"");
     parse_supervisor(&text, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn stats_report_takes_engines_summary_or_both_and_refuses_the_rest_naming_the_key() {
+    for (value, expected) in [
+        ("engines", turbomon::config::StatsReport::Engines),
+        ("summary", turbomon::config::StatsReport::Summary),
+        ("both", turbomon::config::StatsReport::Both),
+    ] {
+        let text = format!("stats_report = \"{value}\"\n{}", with(""));
+        let config = parse_supervisor(&text, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.stats_report, expected);
+    }
+    assert_eq!(
+        parse_supervisor(&with(""), Path::new(FILE))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .stats_report,
+        turbomon::config::StatsReport::Both
+    );
+    let text = format!("stats_report = \"all\"\n{}", with(""));
+    assert_refused_at(&text, "stats_report", "stats_report");
+    assert!(
+        refused_supervisor(&text)
+            .to_string()
+            .contains("`engines`, `summary`, `both`")
+    );
+}

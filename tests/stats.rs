@@ -333,10 +333,10 @@ fn percentiles_come_from_the_distribution() {
         .submission
         .loop_time
         .unwrap_or_else(|| panic!("no loops"));
-    // Within the histogram's 0.1 % resolution.
+    // Within the histogram's 1 % resolution (two significant digits).
     let near = |actual: Duration, expected: Duration| {
         let diff = actual.abs_diff(expected);
-        assert!(diff <= expected / 1000, "{actual:?} vs {expected:?}");
+        assert!(diff <= expected / 100, "{actual:?} vs {expected:?}");
     };
     near(figures.p50, ms(50));
     near(figures.p90, ms(90));

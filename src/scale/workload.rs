@@ -1,0 +1,124 @@
+//! The supervisor configuration `turbomon scale` runs: T sim tasks a minute spread evenly over
+//! N engines, one relator per engine firing every minute over its own group of nodes,
+//! randomized over half the minute (as a real fleet's splay would).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::config::{
+    CheckKind, EngineEntry, GroupConfig, RelatorConfig, RuleConfig, SimOutcome, StatsReport,
+    SupervisorConfig,
+};
+
+/// Every relator's interval: the rate is per minute.
+pub const INTERVAL: Duration = Duration::from_secs(60);
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// Tasks a minute over all engines.
+    pub tasks_per_min: u64,
+    /// How long each sim check runs.
+    pub check_duration: Duration,
+    /// The statistics window.
+    pub stats_interval: Duration,
+}
+
+/// Nodes of engine `index` of `engines`: the rate divided evenly, the remainder going one each
+/// to the first engines.
+pub fn nodes_of(tasks_per_min: u64, engines: usize, index: usize) -> u64 {
+    let engines = engines.max(1) as u64;
+    tasks_per_min / engines + u64::from((index as u64) < tasks_per_min % engines)
+}
+
+/// The supervisor configuration for `workload` over the engines at `addresses`.
+pub fn supervisor_config(workload: &Workload, addresses: &[SocketAddr]) -> SupervisorConfig {
+    let engines = addresses.len();
+    let mut config = SupervisorConfig {
+        supervisor_id: "turbomon-scale".to_string(),
+        stats_interval: workload.stats_interval,
+        stats_report: StatsReport::Summary,
+        metrics_listen: "127.0.0.1:0".to_string(),
+        // Every engine may have a loop in flight at once.
+        max_sessions: engines.max(1) * 4,
+        rules: vec![RuleConfig {
+            name: "sim".to_string(),
+            kind: CheckKind::Sim,
+            timeout: Duration::from_secs(10),
+            host: None,
+            port: None,
+            program: None,
+            args: Vec::new(),
+            url: None,
+            expect_status: None,
+            duration: Some(workload.check_duration),
+            outcome: Some(SimOutcome::Ok),
+            value: Some(1.0),
+            warning: None,
+            critical: None,
+            ca: None,
+            insecure_skip_verify: None,
+            expect_body: None,
+            follow_redirects: None,
+        }],
+        ..SupervisorConfig::default()
+    };
+    for (i, address) in addresses.iter().enumerate() {
+        let nodes = nodes_of(workload.tasks_per_min, engines, i);
+        if nodes == 0 {
+            // Fewer tasks than engines: the rest carry none (and are still connected).
+            config.engines.push(engine_entry(i, address));
+            continue;
+        }
+        config.engines.push(engine_entry(i, address));
+        config.groups.push(GroupConfig {
+            name: format!("g{i}"),
+            engine: format!("e{i}"),
+            nodes: (0..nodes).map(|n| format!("n{n}")).collect(),
+        });
+        config.relators.push(RelatorConfig {
+            name: format!("r{i}"),
+            group: format!("g{i}"),
+            rules: vec!["sim".to_string()],
+            interval: Some(INTERVAL),
+            randomize: 50,
+            ..RelatorConfig::default()
+        });
+    }
+    config
+}
+
+fn engine_entry(i: usize, address: &SocketAddr) -> EngineEntry {
+    EngineEntry {
+        name: format!("e{i}"),
+        address: address.to_string(),
+        ..EngineEntry::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_is_spread_over_the_engines_to_the_task() {
+        let total: u64 = (0..7).map(|i| nodes_of(1_000, 7, i)).sum();
+        assert_eq!(total, 1_000);
+        assert_eq!(nodes_of(1_000, 7, 0), 143);
+        assert_eq!(nodes_of(1_000, 7, 6), 142);
+        let addresses: Vec<SocketAddr> = (0..3)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 7000 + i)))
+            .collect();
+        let workload = Workload {
+            tasks_per_min: 10,
+            check_duration: Duration::from_millis(5),
+            stats_interval: Duration::from_secs(60),
+        };
+        let config = supervisor_config(&workload, &addresses);
+        assert_eq!(config.engines.len(), 3);
+        let nodes: usize = config.groups.iter().map(|g| g.nodes.len()).sum();
+        assert_eq!(nodes, 10);
+        let text = toml::to_string(&config).unwrap_or_else(|e| panic!("{e}"));
+        assert!(text.contains("stats_report = \"summary\""), "{text}");
+    }
+}
