@@ -46,6 +46,7 @@ fn a_small_run_reports_the_supervisor_and_loses_nothing() {
     };
     assert_eq!(report["engines"], 50);
     assert_eq!(report["tasks_per_min"], 6000);
+    assert_eq!(report["rules_per_node"], 10);
     assert!(number("duration_s") >= 20.0, "{report}");
     // CPU: some, and no more than the machine has.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -82,6 +83,7 @@ fn a_small_run_reports_the_supervisor_and_loses_nothing() {
     // The configuration the supervisor ran and its summary windows are kept.
     let config = std::fs::read_to_string(keep.join("supervisor.toml")).expect("config kept");
     assert_eq!(config.matches("[[engines]]").count(), 50);
+    assert_eq!(config.matches("[[rules]]").count(), 10);
     assert!(config.contains("stats_report = \"summary\""));
     let stats = std::fs::read_to_string(keep.join("stats.jsonl")).expect("stats kept");
     assert!(

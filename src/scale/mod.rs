@@ -46,6 +46,10 @@ pub struct ScaleArgs {
     /// randomized over half of it).
     #[arg(long, default_value_t = 100_000)]
     pub tasks_per_min: u64,
+    /// Rules checked on each node: an engine's share of the rate is this many rules times
+    /// its nodes (10: a host with ten checks; 1: a node per task, the largest file).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub rules_per_node: u64,
     /// How long the supervisor runs under load once it is up (e.g. 30s, 10m).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
@@ -144,6 +148,7 @@ async fn measure(args: &ScaleArgs, exe: &Path, dir: &Path) -> anyhow::Result<Sca
     let config = workload::supervisor_config(
         &Workload {
             tasks_per_min: args.tasks_per_min,
+            rules_per_node: usize::try_from(args.rules_per_node).unwrap_or(1),
             check_duration: args.check_duration,
             stats_interval: args.stats_interval,
         },
@@ -179,6 +184,7 @@ async fn measure(args: &ScaleArgs, exe: &Path, dir: &Path) -> anyhow::Result<Sca
     Ok(ScaleReport {
         engines: args.engines,
         tasks_per_min: args.tasks_per_min,
+        rules_per_node: args.rules_per_node,
         duration_s: sampled.elapsed.as_secs_f64(),
         cpu_avg_cores: sampled.cpu_avg,
         // A run shorter than one window has the run itself as its only window.

@@ -12,6 +12,8 @@ pub struct ScaleReport {
     pub engines: usize,
     /// Tasks a minute the configuration asks for.
     pub tasks_per_min: u64,
+    /// Rules checked on each node.
+    pub rules_per_node: u64,
     /// How long the supervisor ran under load, seconds.
     pub duration_s: f64,
     /// CPU used over the run, in cores (CPU seconds over wall seconds).
@@ -47,6 +49,7 @@ impl ScaleReport {
         let mut rows: Vec<(&str, String)> = vec![
             ("engines", self.engines.to_string()),
             ("tasks/min", self.tasks_per_min.to_string()),
+            ("rules per node", self.rules_per_node.to_string()),
             ("duration", format!("{:.0} s", self.duration_s)),
             ("cpu average", format!("{:.3} cores", self.cpu_avg_cores)),
             (
@@ -98,6 +101,7 @@ mod tests {
         let report = ScaleReport {
             engines: 10,
             tasks_per_min: 1_000,
+            rules_per_node: 10,
             duration_s: 90.0,
             cpu_avg_cores: 0.0123,
             cpu_peak_cores: 0.05,
