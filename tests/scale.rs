@@ -97,13 +97,32 @@ fn a_small_run_reports_the_supervisor_and_loses_nothing() {
 
 #[test]
 fn an_open_files_limit_too_low_for_the_engines_is_said_before_anything_starts() {
-    let output = Command::new(env!("CARGO_BIN_EXE_turbomon"))
-        .args(["scale", "--engines", "100000000", "--duration", "1s"])
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("turbomon runs");
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_turbomon"));
+    command
+        .args(["scale", "--engines", "200", "--duration", "1s"])
+        .env_remove("RUST_LOG");
+    // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            // A hard limit of 256 open files: 200 engines need about 464.
+            let limit = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let output = command.output().expect("turbomon runs");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("open-files limit"), "{stderr}");
-    assert!(stderr.contains("too low for 100000000 engines"), "{stderr}");
+    assert!(
+        stderr.contains("the open-files limit is 256 (hard limit 256), too low for 200 engines"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "nothing measured");
 }
