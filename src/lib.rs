@@ -20,6 +20,7 @@
 //! - [`chaos`]: link cuts and engine restarts, counting lost and duplicated tasks.
 //! - [`demo`]: supervisor and engines on loopback for a first look.
 //! - [`bench`]: `turbomon bench` and `turbomon tune`: the batch-size trade-off measured.
+//! - [`scale`]: `turbomon scale`: one supervisor measured against many engines.
 
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 
@@ -68,6 +69,7 @@ pub mod engine;
 pub mod link;
 pub mod metrics;
 pub mod pki;
+pub mod scale;
 pub mod stats;
 pub mod supervisor;
 pub mod tls;

@@ -223,6 +223,21 @@ enum Command {
     /// Sweep batch sizes on one link and recommend task_submit_batch_size and
     /// task_info_batch_size.
     Tune(turbomon::bench::TuneArgs),
+    /// Measure the supervisor at scale: N engines in one child process, T sim tasks a minute
+    /// over them, the supervisor in its own process for a duration; report its CPU, memory,
+    /// lateness, tasks completed and lost.
+    Scale(turbomon::scale::ScaleArgs),
+    /// Serve many engines in one process on loopback (for `scale`): prints `engine I ADDRESS`
+    /// per engine, then `ready`.
+    #[command(hide = true)]
+    EngineFarm {
+        /// Engines to serve.
+        #[arg(long)]
+        count: usize,
+        /// First port (the others follow); 0 picks a free port for each.
+        #[arg(long, default_value_t = 0)]
+        first_port: u16,
+    },
     /// Certificates for mutual TLS: a CA, leaves for engines and supervisors, and a look inside.
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -291,7 +306,10 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Logs go to stderr: bench, tune and chaos keep stdout for their table or JSON.
-    let measuring = matches!(cli.command, Command::Bench(_) | Command::Tune(_));
+    let measuring = matches!(
+        cli.command,
+        Command::Bench(_) | Command::Tune(_) | Command::Scale(_)
+    );
     let filter = cli
         .log
         .clone()
@@ -344,6 +362,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             listen,
             metrics_listen,
         } => {
+            raise_open_files("engine", None);
             let file = config_file(config, &ENGINE_CONFIG_CANDIDATES);
             let mut settings = match &file {
                 Some(path) => {
@@ -397,6 +416,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let overrides = config::Overrides { stats_interval };
             let mut initial = config::load_supervisor(&config)?;
             overrides.apply(&mut initial);
+            raise_open_files("supervisor", Some(initial.engines.len()));
             let supervisor_id = initial.supervisor_id.clone();
             let updates = config::watch_supervisor_with(config.clone(), initial, overrides);
             let supervisor = Supervisor::start(
@@ -562,6 +582,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Pki(command) => pki(command)?,
         Command::Bench(args) => turbomon::bench::run_cli(args).await?,
         Command::Tune(args) => turbomon::bench::tune_cli(args).await?,
+        Command::Scale(args) => turbomon::scale::run_cli(args).await?,
+        Command::EngineFarm { count, first_port } => {
+            turbomon::scale::farm::run(count, first_port, stop_signal()).await?
+        }
         Command::CheckConfig { file, kind } => {
             match config::check_file_as(&file, kind.map(Into::into)) {
                 Ok(summary) => println!("{}: ok\n{summary}", file.display()),
@@ -638,6 +662,22 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
         PkiCommand::Show { file } => print!("{}", pki::show(&file)?),
     }
     Ok(())
+}
+
+/// Raises the soft open-files limit to the hard one; with `engines`, logs an error when even
+/// that is too low for them (connections would fail later, one engine at a time).
+fn raise_open_files(who: &str, engines: Option<usize>) {
+    use turbomon::scale::limits;
+    match engines {
+        Some(engines) => {
+            if let Err(too_low) = limits::ensure_for(engines, who) {
+                tracing::error!(target: "turbomon", "{too_low}");
+            }
+        }
+        None => {
+            let _ = limits::raise_open_files();
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -925,3 +925,28 @@ fn bad_cluster_values_are_refused_naming_line_and_key() {
     let text = with("\n[cluster]\nendpoints = [\"etcd:2379\"]\nname = \"a/b\"\n");
     assert_refused_at(&text, "cluster.name", "name = \"a/b\"");
 }
+#[test]
+fn stats_report_takes_engines_summary_or_both_and_refuses_the_rest_naming_the_key() {
+    for (value, expected) in [
+        ("engines", turbomon::config::StatsReport::Engines),
+        ("summary", turbomon::config::StatsReport::Summary),
+        ("both", turbomon::config::StatsReport::Both),
+    ] {
+        let text = format!("stats_report = \"{value}\"\n{}", with(""));
+        let config = parse_supervisor(&text, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.stats_report, expected);
+    }
+    assert_eq!(
+        parse_supervisor(&with(""), Path::new(FILE))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .stats_report,
+        turbomon::config::StatsReport::Both
+    );
+    let text = format!("stats_report = \"all\"\n{}", with(""));
+    assert_refused_at(&text, "stats_report", "stats_report");
+    assert!(
+        refused_supervisor(&text)
+            .to_string()
+            .contains("`engines`, `summary`, `both`")
+    );
+}

@@ -1566,6 +1566,7 @@ fn arb_supervisor_config() -> impl Strategy<Value = SupervisorConfig> {
             task_info_batch_size: info,
             status_check_interval: status,
             stats_interval: stats,
+            stats_report: Default::default(),
             max_inflight_batches: inflight,
             max_connections: connections,
             max_message_bytes: message_bytes,

@@ -333,10 +333,10 @@ fn percentiles_come_from_the_distribution() {
         .submission
         .loop_time
         .unwrap_or_else(|| panic!("no loops"));
-    // Within the histogram's 0.1 % resolution.
+    // Within the histogram's 1 % resolution (two significant digits).
     let near = |actual: Duration, expected: Duration| {
         let diff = actual.abs_diff(expected);
-        assert!(diff <= expected / 1000, "{actual:?} vs {expected:?}");
+        assert!(diff <= expected / 100, "{actual:?} vs {expected:?}");
     };
     near(figures.p50, ms(50));
     near(figures.p90, ms(90));
@@ -486,4 +486,64 @@ fn log_emits_every_line_on_the_stats_target() {
             "{logged} does not end with {line}"
         );
     }
+}
+
+/// The engines named by each line a supervisor of two engines appends to its statistics JSON
+/// from start to shutdown (the final windows), under `stats_report = "<choice>"`.
+async fn json_engines_under(choice: &str) -> Vec<String> {
+    use common::{Extra, RunningEngine, engine_config, node_names, one_engine_config, parse};
+    use turbomon::supervisor::SupervisorOptions;
+    let first = RunningEngine::start(engine_config()).await;
+    let second = RunningEngine::start(engine_config()).await;
+    let dir = TempDir::new("stats-report");
+    let stats_json = dir.path().join("stats.jsonl");
+    let top = format!(
+        "stats_report = \"{choice}\"\nstats_interval = \"1h\"\n\n[[engines]]\nname = \"e2\"\naddress = \"{}\"\n",
+        second.address
+    );
+    let text = one_engine_config(
+        first.address,
+        &node_names(3),
+        Extra {
+            top: &top,
+            ..Extra::default()
+        },
+    );
+    let (supervisor, _reload, _done) = common::start_supervisor_with(
+        parse(&text),
+        SupervisorOptions {
+            stats_json: Some(stats_json.clone()),
+            ..SupervisorOptions::default()
+        },
+    );
+    supervisor.shutdown().await;
+    first.stop().await;
+    second.stop().await;
+    let text = std::fs::read_to_string(&stats_json).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let value: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            match value["engines"].as_u64() {
+                Some(n) => format!("{} ({n})", value["engine"].as_str().unwrap_or_default()),
+                None => value["engine"].as_str().unwrap_or_default().to_string(),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_report_chooses_the_engines_blocks_the_summary_after_them_or_both() {
+    let mut both = json_engines_under("both").await;
+    assert_eq!(
+        both.pop().as_deref(),
+        Some("all engines (2)"),
+        "the summary comes last"
+    );
+    both.sort();
+    assert_eq!(both, ["e1", "e2"]);
+    assert_eq!(json_engines_under("summary").await, ["all engines (2)"]);
+    let mut engines = json_engines_under("engines").await;
+    engines.sort();
+    assert_eq!(engines, ["e1", "e2"]);
 }

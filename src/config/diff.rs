@@ -277,6 +277,16 @@ mod tests {
     }
 
     #[test]
+    fn stats_report_applies_at_the_next_window() {
+        let start = SupervisorConfig::default();
+        let mut new = start.clone();
+        new.stats_report = crate::config::StatsReport::Summary;
+        let diff = supervisor_reload(&start, &start, &new);
+        assert_eq!(diff.applied, ["stats_report"]);
+        assert!(diff.restart_needed.is_empty());
+    }
+
+    #[test]
     fn engine_live_takes_exactly_the_live_keys() {
         let start = EngineConfig::default();
         // Every key changed.

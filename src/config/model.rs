@@ -29,6 +29,10 @@ pub struct SupervisorConfig {
     /// How often statistics are printed and reset.
     #[serde(default = "defaults::stats_interval", with = "humantime_serde")]
     pub stats_interval: Duration,
+    /// Which statistics blocks a window prints: each engine's, one summary across all engines,
+    /// or both (the summary only with two engines or more).
+    #[serde(default)]
+    pub stats_report: StatsReport,
     /// Batches in flight on one engine's stream at once.
     #[serde(default = "defaults::max_inflight_batches")]
     pub max_inflight_batches: usize,
@@ -395,6 +399,31 @@ pub enum StatusMode {
     Push,
 }
 
+/// Which statistics blocks are printed every window (`stats_report`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StatsReport {
+    /// One block per engine.
+    Engines,
+    /// One block across all engines, after the last engine closed its window.
+    Summary,
+    /// Each engine's block, then the summary (with two engines or more).
+    #[default]
+    Both,
+}
+
+impl StatsReport {
+    /// Whether each engine's block is printed.
+    pub fn engines(self) -> bool {
+        matches!(self, StatsReport::Engines | StatsReport::Both)
+    }
+
+    /// Whether the summary block is printed.
+    pub fn summary(self) -> bool {
+        matches!(self, StatsReport::Summary | StatsReport::Both)
+    }
+}
+
 /// Firings missed while an engine was unreachable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -674,6 +703,7 @@ impl Default for SupervisorConfig {
             task_info_batch_size: defaults::batch_size(),
             status_check_interval: defaults::status_check_interval(),
             stats_interval: defaults::stats_interval(),
+            stats_report: StatsReport::default(),
             max_inflight_batches: defaults::max_inflight_batches(),
             max_connections: defaults::max_connections(),
             max_message_bytes: defaults::max_message_bytes(),

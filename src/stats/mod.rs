@@ -9,19 +9,23 @@
 
 mod figure;
 mod report;
+mod summary;
+mod window_histogram;
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use hdrhistogram::Histogram;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::config::Tunables;
 use crate::metrics::AtomicHistogram;
+use window_histogram::WindowHistogram;
 
 pub use report::{
     KindReport, LatenessReport, LoopTimeFigures, PacketFigures, WindowReport, append_json,
+    append_json_line,
 };
+pub use summary::{SUMMARY_NAME, SummaryReport, SummaryStats};
 
 /// Batching mode of one kind of loop, as printed in the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +34,8 @@ pub enum Mode {
     Turbo(usize),
     /// One unary call per task on its own connection.
     Off,
+    /// Summary of several engines whose modes differ.
+    Mixed,
 }
 
 impl Mode {
@@ -55,39 +61,30 @@ impl Mode {
     pub fn batch_size(&self) -> Option<usize> {
         match self {
             Mode::Turbo(size) => Some(*size),
-            Mode::Off => None,
+            Mode::Off | Mode::Mixed => None,
         }
     }
 }
 
 impl fmt::Display for Mode {
-    /// `Turbo (30)` or `Off`.
+    /// `Turbo (30)`, `Off` or `Mixed`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Mode::Turbo(size) => write!(f, "Turbo ({size})"),
             Mode::Off => write!(f, "Off"),
+            Mode::Mixed => write!(f, "Mixed"),
         }
     }
 }
 
-/// Highest loop time the histogram is sized for up front (it grows beyond if needed), in µs.
-const LOOP_TIME_HIGH_US: u64 = 60 * 1_000_000;
-/// Highest packet size the histogram is sized for up front (it grows beyond if needed), in bytes.
-const PACKET_HIGH_BYTES: u64 = 16 * 1024 * 1024;
-/// Significant decimal digits kept by the histograms (0.1 % resolution).
-const SIGNIFICANT_DIGITS: u8 = 3;
+/// Highest loop time a histogram is sized for when first used (it grows beyond), in µs.
+const LOOP_TIME_HIGH_US: u64 = 10 * 1_000_000;
+/// Highest packet size a histogram is sized for when first used (it grows beyond), in bytes.
+const PACKET_HIGH_BYTES: u64 = 64 * 1024;
 
-fn new_histogram(high: u64) -> Histogram<u64> {
-    let mut histogram = Histogram::new_with_bounds(1, high, SIGNIFICANT_DIGITS)
-        .expect("constant histogram bounds are valid");
-    histogram.auto(true);
-    histogram
-}
-
-fn record(histogram: &mut Histogram<u64>, value: u64) {
-    if histogram.record(value).is_err() {
-        histogram.saturating_record(value);
-    }
+/// Whole microseconds of `duration`, as the loop-time histograms hold them.
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Where a [`LoopStats`] also records what it is given, cumulatively (never reset): the
@@ -118,9 +115,9 @@ pub struct StatsMirror {
 #[derive(Debug, Clone)]
 pub struct LoopStats {
     /// Loop times in microseconds (percentiles).
-    loop_time_us: Histogram<u64>,
+    loop_time_us: WindowHistogram,
     /// Packet sizes in bytes (percentiles).
-    packet_bytes: Histogram<u64>,
+    packet_bytes: WindowHistogram,
     loops: u64,
     loop_time_total: Duration,
     loop_time_min: Duration,
@@ -144,8 +141,8 @@ impl LoopStats {
     /// Empty statistics.
     pub fn new() -> Self {
         Self {
-            loop_time_us: new_histogram(LOOP_TIME_HIGH_US),
-            packet_bytes: new_histogram(PACKET_HIGH_BYTES),
+            loop_time_us: WindowHistogram::new(LOOP_TIME_HIGH_US),
+            packet_bytes: WindowHistogram::new(PACKET_HIGH_BYTES),
             loops: 0,
             loop_time_total: Duration::ZERO,
             loop_time_min: Duration::MAX,
@@ -167,8 +164,7 @@ impl LoopStats {
 
     /// One completed loop that took `elapsed` (first batch sent to last reply received).
     pub fn record_loop(&mut self, elapsed: Duration) {
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        record(&mut self.loop_time_us, micros);
+        self.loop_time_us.record(micros(elapsed));
         self.loops += 1;
         self.loop_time_total = self.loop_time_total.saturating_add(elapsed);
         self.loop_time_min = self.loop_time_min.min(elapsed);
@@ -180,7 +176,7 @@ impl LoopStats {
 
     /// One packet (a batch's request plus its reply, framing included) of `bytes` bytes.
     pub fn record_packet(&mut self, bytes: u64) {
-        record(&mut self.packet_bytes, bytes);
+        self.packet_bytes.record(bytes);
         self.packets += 1;
         self.packet_total_bytes = self.packet_total_bytes.saturating_add(bytes);
         self.packet_min_bytes = self.packet_min_bytes.min(bytes);
@@ -229,9 +225,17 @@ impl LoopStats {
             return None;
         }
         let (min, max) = (self.loop_time_min, self.loop_time_max);
+        let (min_us, max_us) = (micros(min), micros(max));
         let percentile = |quantile: f64| {
-            let micros = self.loop_time_us.value_at_quantile(quantile);
-            Duration::from_micros(micros).clamp(min, max)
+            let value = self
+                .loop_time_us
+                .value_at_quantile(quantile, min_us, max_us);
+            // Exact at the extremes (the histogram holds whole µs).
+            match value {
+                v if v == max_us => max,
+                v if v == min_us => min,
+                v => Duration::from_micros(v).clamp(min, max),
+            }
         };
         Some(LoopTimeFigures {
             loops: self.loops,
@@ -250,11 +254,7 @@ impl LoopStats {
             return None;
         }
         let (min, max) = (self.packet_min_bytes, self.packet_max_bytes);
-        let percentile = |quantile: f64| {
-            self.packet_bytes
-                .value_at_quantile(quantile)
-                .clamp(min, max)
-        };
+        let percentile = |quantile: f64| self.packet_bytes.value_at_quantile(quantile, min, max);
         Some(PacketFigures {
             packets: self.packets,
             total_bytes: self.packet_total_bytes,
@@ -276,6 +276,25 @@ impl LoopStats {
             loop_time: self.loop_time(),
             packet_size: self.packet_size(),
         }
+    }
+
+    /// Add everything `other` recorded in its window to this one (not to the mirror): the
+    /// summary across engines.
+    pub fn absorb(&mut self, other: &LoopStats) {
+        self.loop_time_us.add(&other.loop_time_us);
+        self.packet_bytes.add(&other.packet_bytes);
+        self.loops += other.loops;
+        self.loop_time_total = self.loop_time_total.saturating_add(other.loop_time_total);
+        self.loop_time_min = self.loop_time_min.min(other.loop_time_min);
+        self.loop_time_max = self.loop_time_max.max(other.loop_time_max);
+        self.failed_loops += other.failed_loops;
+        self.splits += other.splits;
+        self.packets += other.packets;
+        self.packet_total_bytes = self
+            .packet_total_bytes
+            .saturating_add(other.packet_total_bytes);
+        self.packet_min_bytes = self.packet_min_bytes.min(other.packet_min_bytes);
+        self.packet_max_bytes = self.packet_max_bytes.max(other.packet_max_bytes);
     }
 
     /// Forget everything recorded (keeps the histograms' memory and the mirror, which is
@@ -365,6 +384,13 @@ impl LatenessStats {
     pub fn report(&self) -> LatenessReport {
         LatenessReport {
             stages: Stage::ALL.map(|stage| (stage, self.stages[stage as usize].loop_time())),
+        }
+    }
+
+    /// Add everything `other` recorded in its window to this one.
+    pub fn absorb(&mut self, other: &LatenessStats) {
+        for (ours, theirs) in self.stages.iter_mut().zip(&other.stages) {
+            ours.absorb(theirs);
         }
     }
 

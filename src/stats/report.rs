@@ -18,7 +18,7 @@ const BYTES_PER_KB: u128 = 1024;
 const NANOS_PER_SECOND: u128 = 1_000_000_000;
 
 /// Loop-time figures of one kind of loop over a window. Total, minimum and maximum are exact;
-/// the percentiles come from the HDR histogram (0.1 % resolution, kept within min..=max).
+/// the percentiles come from the HDR histogram (at most 1 % under, kept within min..=max).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoopTimeFigures {
     /// Completed loops.
@@ -46,7 +46,7 @@ impl LoopTimeFigures {
 }
 
 /// Packet-size figures of one kind of loop over a window. Total, minimum and maximum are exact;
-/// the percentiles come from the HDR histogram (0.1 % resolution, kept within min..=max).
+/// the percentiles come from the HDR histogram (at most 1 % under, kept within min..=max).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacketFigures {
     /// Packets.
@@ -197,7 +197,13 @@ impl WindowReport {
 
 /// Appends `report` as one JSON object and a newline to the file at `path` (created if absent).
 pub fn append_json(path: &Path, report: &WindowReport) -> std::io::Result<()> {
-    let mut line = report.to_json();
+    append_json_line(path, &report.to_json())
+}
+
+/// Appends `json` and a newline to the file at `path` (created if absent).
+pub fn append_json_line(path: &Path, json: &str) -> std::io::Result<()> {
+    let mut line = String::with_capacity(json.len() + 1);
+    line.push_str(json);
     line.push('\n');
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -330,6 +336,7 @@ impl Serialize for KindReport {
             match self.mode {
                 Mode::Turbo(_) => "turbo",
                 Mode::Off => "off",
+                Mode::Mixed => "mixed",
             },
         )?;
         s.serialize_field("batch_size", &self.mode.batch_size())?;

@@ -144,6 +144,9 @@ impl Supervisor {
             }
             None => (None, vec![None; initial.engines.len()]),
         };
+        let summary = Arc::new(Mutex::new(crate::stats::SummaryStats::new(
+            initial.engines.len(),
+        )));
         let mut engines = HashMap::new();
         let mut outlets = Vec::new();
         let mut engine_index = HashMap::new();
@@ -187,6 +190,7 @@ impl Supervisor {
                     alert_actions: alert_actions.clone(),
                     observer: options.observer.clone(),
                     stats_json: options.stats_json.clone(),
+                    summary: Arc::clone(&summary),
                     stats_mirror: handles.stats,
                     perfdata: handles.perfdata,
                     config: config.clone(),

@@ -777,7 +777,7 @@ mod tests {
                 .map(|node| TaskTemplate {
                     rule: "http".into(),
                     node: node.into(),
-                    check: crate::proto::Check::default(),
+                    check: std::sync::Arc::new(crate::proto::Check::default()),
                     timeout: Duration::from_secs(1),
                 })
                 .to_vec(),

@@ -37,7 +37,7 @@ pub(crate) use handle::EngineHandle;
 use crate::config::SupervisorConfig;
 use crate::metrics::PerfdataExport;
 use crate::proto::Task;
-use crate::stats::{EngineStats, StatsMirror};
+use crate::stats::{EngineStats, StatsMirror, SummaryStats};
 use crate::supervisor::alert::AlertActions;
 use crate::supervisor::completion::Completion;
 use crate::supervisor::counters::DeliveryCounters;
@@ -71,6 +71,8 @@ pub(crate) struct Setup {
     pub(crate) observer: Option<mpsc::UnboundedSender<Completion>>,
     /// Append every statistics window as JSON here.
     pub(crate) stats_json: Option<PathBuf>,
+    /// The summary of every engine's windows, shared by all engines.
+    pub(crate) summary: Arc<Mutex<SummaryStats>>,
     /// Where its statistics are also recorded (the Prometheus metrics).
     pub(crate) stats_mirror: StatsMirror,
     /// Where exported performance data goes (the Prometheus metrics).
@@ -158,14 +160,15 @@ pub(crate) fn start(
         );
         tokio::pin!(loops);
         let stats_json = setup.stats_json.as_deref();
+        let summary = &*setup.summary;
         tokio::select! {
             _ = &mut loops => {}
-            () = report::run(engine, &mut source, stop, stats_json) => {
+            () = report::run(engine, &mut source, stop, stats_json, summary) => {
                 // Stopping: let the loops finish what is in flight before the final window.
                 loops.await;
             }
         }
-        report::print_window(engine, &mut source, stats_json);
+        report::print_window(engine, &mut source, stats_json, summary);
     });
     (engine, due_tx)
 }

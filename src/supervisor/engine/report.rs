@@ -1,7 +1,9 @@
 //! The statistics of one engine: every stats interval the window is printed (the statistics
-//! block in the log, and a JSON line when asked for) and reset.
+//! block in the log, and a JSON line when asked for), added to the summary across engines, and
+//! reset; the engine whose window completes the summary prints the summary after its own.
 
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use tokio::sync::watch;
@@ -9,7 +11,7 @@ use tokio::time::Instant;
 
 use super::handle::EngineHandle;
 use super::tunables::TunablesSource;
-use crate::stats::Mode;
+use crate::stats::{Mode, SummaryStats};
 
 /// Print and reset the window every stats interval, until stopping. The interval is read afresh
 /// when the configuration is reloaded: a window already older than a new, shorter interval is
@@ -19,6 +21,7 @@ pub(crate) async fn run(
     source: &mut TunablesSource,
     mut stop: watch::Receiver<bool>,
     stats_json: Option<&Path>,
+    summary: &Mutex<SummaryStats>,
 ) {
     let mut reloads = Some(source.changes());
     let mut window_start = Instant::now();
@@ -43,26 +46,54 @@ pub(crate) async fn run(
         if *stop.borrow() {
             return;
         }
-        print_window(engine, source, stats_json);
+        print_window(engine, source, stats_json, summary);
         window_start = Instant::now();
     }
 }
 
-/// Close the current window: log the block, append the JSON, reset.
+/// Close the current window: log the block and append the JSON (as `stats_report` asks), add
+/// it to the summary, reset; when this window completes the summary, print the summary too.
 pub(crate) fn print_window(
     engine: &EngineHandle,
     source: &mut TunablesSource,
     stats_json: Option<&Path>,
+    summary: &Mutex<SummaryStats>,
 ) {
     let tunables = source.current();
-    let report = engine.stats().take_window(
+    let choice = source.config().stats_report;
+    let (submission_mode, monitor_mode) = (
         Mode::for_submission(&tunables),
         Mode::for_monitor(&tunables),
-        SystemTime::now(),
     );
-    report.log();
+    let now = SystemTime::now();
+    let (report, summary_report) = {
+        let mut stats = engine.stats();
+        let summary_report = summary
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .add(engine.index, &stats, submission_mode, monitor_mode, now);
+        (
+            stats.take_window(submission_mode, monitor_mode, now),
+            summary_report,
+        )
+    };
+    if choice.engines() {
+        report.log();
+        append(stats_json, &report.to_json());
+    }
+    if let Some(summary) = summary_report
+        && choice.summary()
+        && (summary.engines > 1 || !choice.engines())
+    {
+        summary.log();
+        append(stats_json, &summary.to_json());
+    }
+}
+
+/// Append one JSON line to the statistics file, when there is one.
+fn append(stats_json: Option<&Path>, json: &str) {
     if let Some(path) = stats_json
-        && let Err(e) = crate::stats::append_json(path, &report)
+        && let Err(e) = crate::stats::append_json_line(path, json)
     {
         tracing::error!(target: "turbomon::stats", path = %path.display(), error = %e, "cannot append statistics JSON");
     }

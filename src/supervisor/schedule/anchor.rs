@@ -51,6 +51,9 @@ pub(crate) enum Firing {
 pub(crate) struct StartDecision {
     /// Tasks not yet due, each with its due instant (wall clock).
     pub(crate) ahead: Vec<(SystemTime, Task)>,
+    /// A whole firing at this instant, each task due at its splay after it (a new relator
+    /// firing now): the scheduler hands its tasks out as they fall due.
+    pub(crate) fire_now: Option<SystemTime>,
     /// Missed firings to run now, the oldest first: the first at once, each next one a replay
     /// spacing after the one before.
     pub(crate) run: Vec<Firing>,
@@ -90,11 +93,6 @@ pub(crate) fn decide_start(
         if fired_since {
             return StartDecision::default();
         }
-        let ahead = plan
-            .tasks_at(now)
-            .into_iter()
-            .map(|due| (now + due.due_after_firing, due.task))
-            .collect();
         // The first boundary at or after now + half an interval.
         let step = interval_ms(interval);
         let next_index = unix_ms(now)
@@ -103,7 +101,7 @@ pub(crate) fn decide_start(
             .div_euclid(step)
             .max(index.saturating_add(1));
         return StartDecision {
-            ahead,
+            fire_now: Some(now),
             next_index: Some(next_index),
             ..StartDecision::default()
         };
@@ -317,10 +315,13 @@ mod tests {
         for offset_ms in [1_000, 29_999, 30_000, 30_001, 59_000] {
             let now = at(T0_MS + offset_ms);
             let decision = decide_start(&plan, MINUTE, K0, None, now, false, 1000);
-            assert_eq!(decision.ahead.len(), 8);
-            for (due, task) in &decision.ahead {
-                assert!(*due >= now);
-                assert_eq!(unix_ms(*due), task.scheduled_unix_ms);
+            assert!(decision.ahead.is_empty());
+            assert_eq!(decision.fire_now, Some(now), "the whole firing, from now");
+            for due in plan.tasks_at(now) {
+                assert_eq!(
+                    unix_ms(now + due.due_after_firing),
+                    due.task.scheduled_unix_ms
+                );
             }
             let next = decision.next_index.expect("the timeline moves");
             let next_at = firing_instant(next, MINUTE);

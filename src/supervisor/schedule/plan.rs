@@ -3,6 +3,7 @@
 //! twice.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{CatchUp, CheckKind, Priority, RuleConfig, SimOutcome, SupervisorConfig};
@@ -50,15 +51,18 @@ impl PlannedRule {
     }
 }
 
-/// One (rule, node) of a relator, ready to be stamped with an instant.
+/// One (rule, node) of a relator, ready to be stamped with an instant. The names and the check
+/// are shared: one rule name for all its nodes, one node name for all its rules, and one
+/// check for every node when the rule's check does not name the node, so a relator of a
+/// million (rule, node)s costs little more than its node names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskTemplate {
     /// Rule name.
-    pub rule: String,
+    pub rule: Arc<str>,
     /// Node name.
-    pub node: String,
+    pub node: Arc<str>,
     /// The check with `{node}` substituted.
-    pub check: proto::Check,
+    pub check: Arc<proto::Check>,
     /// Per-task timeout.
     pub timeout: Duration,
 }
@@ -126,15 +130,41 @@ impl RelatorPlan {
             .collect()
     }
 
+    /// The splay offset of template `index` after a firing (as [`RelatorPlan::tasks_at`] gives
+    /// it).
+    pub(crate) fn offset_of(&self, index: usize) -> Duration {
+        splay_offset(
+            &self.name,
+            &self.templates[index].node,
+            self.start_window,
+            self.randomize,
+        )
+    }
+
+    /// Template indexes in the order their tasks start after a firing (by splay offset, then
+    /// position), the order [`RelatorPlan::tasks_at`]'s tasks are due in.
+    pub(crate) fn start_order(&self) -> Vec<u32> {
+        let mut order: Vec<(Duration, u32)> = (0..self.templates.len())
+            .map(|i| (self.offset_of(i), u32::try_from(i).unwrap_or(u32::MAX)))
+            .collect();
+        order.sort_unstable();
+        order.into_iter().map(|(_, i)| i).collect()
+    }
+
+    /// The task of template `index` for the firing at `fired` (due at `fired` plus its offset).
+    pub(crate) fn task_of(&self, index: usize, fired: SystemTime) -> Task {
+        self.task(&self.templates[index], fired + self.offset_of(index))
+    }
+
     /// The tasks of a chained run on `node` (due now).
     pub fn chained_tasks(&self, node: &str, now: SystemTime) -> Vec<Task> {
         self.rules
             .iter()
             .filter_map(|rule| match check_for(rule, node) {
                 Ok(check) => Some(TaskTemplate {
-                    rule: rule.config.name.clone(),
-                    node: node.to_string(),
-                    check,
+                    rule: Arc::from(rule.config.name.as_str()),
+                    node: Arc::from(node),
+                    check: Arc::new(check),
                     timeout: rule.config.timeout,
                 }),
                 Err(reason) => {
@@ -180,12 +210,12 @@ impl RelatorPlan {
         Task {
             id: task_id(&self.name, &t.rule, &t.node, scheduled_unix_ms),
             relator: self.name.clone(),
-            rule: t.rule.clone(),
-            node: t.node.clone(),
+            rule: t.rule.to_string(),
+            node: t.node.to_string(),
             scheduled_unix_ms,
             attempt: 1,
             timeout_ms: t.timeout.as_millis().try_into().unwrap_or(u64::MAX),
-            check: Some(t.check.clone()),
+            check: Some(proto::Check::clone(&t.check)),
             priority: wire_priority(self.priority) as i32,
             supervisor_id: self.supervisor_id.clone(),
             assignment_epoch: 0,
@@ -251,6 +281,7 @@ pub fn plan_relators(config: &SupervisorConfig) -> Result<Vec<RelatorPlan>, Plan
                 .get(relator.group.as_str())
                 .ok_or_else(|| error(format!("group `{}` is not defined", relator.group)))?;
             let mut templates = Vec::with_capacity(relator.rules.len() * group.nodes.len());
+            let nodes: Vec<Arc<str>> = group.nodes.iter().map(|n| Arc::from(n.as_str())).collect();
             let mut relator_rules = Vec::with_capacity(relator.rules.len());
             for rule_name in &relator.rules {
                 let config = rules
@@ -263,11 +294,18 @@ pub fn plan_relators(config: &SupervisorConfig) -> Result<Vec<RelatorPlan>, Plan
                         .or_insert(PlannedRule::load(config).map_err(&error)?),
                 };
                 relator_rules.push(rule.clone());
-                for node in &group.nodes {
+                let name: Arc<str> = Arc::from(rule.config.name.as_str());
+                let mut shared: Option<Arc<proto::Check>> = None;
+                for node in &nodes {
+                    let check = check_for(rule, node).map_err(&error)?;
+                    let check = match &shared {
+                        Some(same) if **same == check => Arc::clone(same),
+                        _ => Arc::clone(shared.insert(Arc::new(check))),
+                    };
                     templates.push(TaskTemplate {
-                        rule: rule.config.name.clone(),
-                        node: node.clone(),
-                        check: check_for(rule, node).map_err(&error)?,
+                        rule: Arc::clone(&name),
+                        node: Arc::clone(node),
+                        check,
                         timeout: rule.config.timeout,
                     });
                 }
@@ -328,7 +366,7 @@ pub fn plan_relators(config: &SupervisorConfig) -> Result<Vec<RelatorPlan>, Plan
 pub(crate) fn watches(plans: &[RelatorPlan]) -> Vec<Watch<'_>> {
     let mut nodes: Vec<HashSet<&str>> = plans
         .iter()
-        .map(|p| p.templates.iter().map(|t| t.node.as_str()).collect())
+        .map(|p| p.templates.iter().map(|t| &*t.node).collect())
         .collect();
     // Nodes flow along the chains until nothing grows (at most one round per relator, even if
     // an unvalidated configuration loops).

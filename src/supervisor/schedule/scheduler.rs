@@ -125,6 +125,20 @@ impl Routes {
     }
 }
 
+/// A firing whose tasks are handed out as they fall due: the next one is its relator's
+/// template at `next` in start order.
+#[derive(Debug, Clone, Copy)]
+struct FiringCursor {
+    relator: usize,
+    /// The engine (or backup) the firing went to.
+    engine: usize,
+    /// The firing, on both clocks.
+    at: Instant,
+    fired: SystemTime,
+    /// Position in the relator's start order of the next task.
+    next: usize,
+}
+
 /// What the scheduler keeps between two wake-ups.
 struct State {
     /// The process's start, on both clocks: firings are anchored to the wall clock read at
@@ -139,8 +153,15 @@ struct State {
     routes: Routes,
     /// Firings missed per relator while its engine was down, for the catch-up policy.
     missed: Vec<Vec<SystemTime>>,
-    /// Tasks waiting for their splayed start, with the engine they go to.
+    /// Tasks waiting for their splayed start, with the engine they go to: retries, catch-up
+    /// and replayed firings.
     timeline: Timeline<(usize, Task)>,
+    /// Firings whose tasks are not all due yet, each at the instant its next task is: a task is
+    /// built only when it is due, so a firing of a million tasks costs a cursor, not a million
+    /// tasks waiting.
+    firings: Timeline<FiringCursor>,
+    /// Per relator, its templates in the order they start after a firing.
+    start_orders: Vec<Vec<u32>>,
     /// Replayed firings are spaced out: never a burst of every missed run at once.
     replay_spacing: Duration,
     /// Per engine: whether this supervisor runs it (always without a cluster).
@@ -162,6 +183,8 @@ impl State {
             routes: Routes::new(scheduler.engines.len()),
             missed: vec![Vec::new(); count],
             timeline: Timeline::default(),
+            firings: Timeline::default(),
+            start_orders: scheduler.plans.iter().map(|p| p.start_order()).collect(),
             replay_spacing: (scheduler.batch_window * 10).max(Duration::from_millis(100)),
             running: vec![!scheduler.clustered; scheduler.engines.len()],
         };
@@ -182,6 +205,37 @@ impl State {
         let index = firing_index(unix_ms(now_wall), interval);
         self.next_firing[r] = Some(index + 1);
         self.pending_start[r] = Some(index);
+    }
+
+    /// Relator `r`'s firing at `at` (`fired` on the wall clock) to `engine`: its tasks are
+    /// handed out as they fall due.
+    fn start_firing(
+        &mut self,
+        r: usize,
+        plan: &RelatorPlan,
+        engine: usize,
+        at: Instant,
+        fired: SystemTime,
+    ) {
+        if let Some(&first) = self.start_orders[r].first() {
+            let cursor = FiringCursor {
+                relator: r,
+                engine,
+                at,
+                fired,
+                next: 0,
+            };
+            self.firings
+                .insert(at + plan.offset_of(first as usize), cursor);
+        }
+    }
+
+    /// Tasks of firings in progress not handed out yet.
+    fn firings_waiting(&self) -> usize {
+        self.firings
+            .iter()
+            .map(|c| self.start_orders[c.relator].len().saturating_sub(c.next))
+            .sum()
     }
 
     /// The wall-clock instant of monotonic instant `at`.
@@ -224,6 +278,7 @@ impl Scheduler {
             let wake = (0..self.plans.len())
                 .filter_map(|r| state.next_firing_at(r, &self.plans[r]).map(|(at, _)| at))
                 .chain(state.timeline.next_due())
+                .chain(state.firings.next_due())
                 .chain(state.routes.next_failover(&self.engines))
                 .min();
             let sleep = async {
@@ -240,8 +295,9 @@ impl Scheduler {
                 },
             }
             if *self.stop.borrow() {
-                if !state.timeline.is_empty() {
-                    tracing::info!(target: "turbomon::supervisor", tasks = state.timeline.len(), "stopping: tasks not yet due are not sent (the next start schedules those still ahead, on the same timeline)");
+                let waiting = state.timeline.len() + state.firings_waiting();
+                if waiting > 0 {
+                    tracing::info!(target: "turbomon::supervisor", tasks = waiting, "stopping: tasks not yet due are not sent (the next start schedules those still ahead, on the same timeline)");
                 }
                 return;
             }
@@ -305,7 +361,15 @@ impl Scheduler {
                         state.missed[r].clear();
                     }
                 }
-                let dropped = state.timeline.remove_where(|(target, _)| *target == engine);
+                let mut dropped = state.timeline.remove_where(|(target, _)| *target == engine);
+                let orders = &state.start_orders;
+                state.firings.remove_where(|cursor| {
+                    let here = cursor.engine == engine;
+                    if here {
+                        dropped += orders[cursor.relator].len().saturating_sub(cursor.next);
+                    }
+                    here
+                });
                 if dropped > 0 {
                     self.engines[engine]
                         .counters
@@ -346,6 +410,9 @@ impl Scheduler {
             }
             for (due, task) in decision.ahead {
                 state.timeline.insert(state.instant(due), (engine, task));
+            }
+            if let Some(fired) = decision.fire_now {
+                state.start_firing(r, plan, engine, state.instant(fired), fired);
             }
             counters.missed_firings.bump(decision.missed);
             counters.skipped_firings.bump(decision.skipped);
@@ -389,11 +456,7 @@ impl Scheduler {
             }
             let engine = self.plan_engine[r];
             if let Some(target) = state.routes.target(engine, &self.engines) {
-                for due in plan.tasks_at(fired) {
-                    state
-                        .timeline
-                        .insert(at + due.due_after_firing, (target, due.task));
-                }
+                state.start_firing(r, plan, target, at, fired);
             } else {
                 remember_missed(&mut state.missed[r], fired, &self.engines[engine].counters);
             }
@@ -411,13 +474,45 @@ impl Scheduler {
         }
     }
 
-    /// Hand each engine what is due now (and within one batch window), together.
+    /// Hand each engine what is due now (and within one batch window), together: when
+    /// anything is due, everything due before `now + batch_window` goes with it.
     fn dispatch_due(&self, state: &mut State, now: Instant) {
+        let next = state
+            .timeline
+            .next_due()
+            .into_iter()
+            .chain(state.firings.next_due())
+            .min();
+        if next.is_none_or(|due| due > now) {
+            return;
+        }
+        let horizon = now + self.batch_window;
         let mut due: HashMap<usize, Vec<Task>> = HashMap::new();
-        for (engine, task) in state.timeline.take_due(now, self.batch_window) {
+        for (engine, task) in state.timeline.take_before(horizon) {
             // A task queued for an engine that has since failed over goes to the backup.
             let target = state.routes.target(engine, &self.engines).unwrap_or(engine);
             due.entry(target).or_default().push(task);
+        }
+        for mut cursor in state.firings.take_before(horizon) {
+            let plan = &self.plans[cursor.relator];
+            let order = &state.start_orders[cursor.relator];
+            let target = state
+                .routes
+                .target(cursor.engine, &self.engines)
+                .unwrap_or(cursor.engine);
+            let tasks = due.entry(target).or_default();
+            while let Some(&template) = order.get(cursor.next) {
+                let template = template as usize;
+                if cursor.at + plan.offset_of(template) >= horizon {
+                    break;
+                }
+                tasks.push(plan.task_of(template, cursor.fired));
+                cursor.next += 1;
+            }
+            if let Some(&template) = order.get(cursor.next) {
+                let next_due = cursor.at + plan.offset_of(template as usize);
+                state.firings.insert(next_due, cursor);
+            }
         }
         for (engine, tasks) in due {
             self.send(&state.running, engine, tasks);

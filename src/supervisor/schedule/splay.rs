@@ -88,15 +88,25 @@ impl<T> Timeline<T> {
     /// When something is due at `now`, take it together with every item due before
     /// `now + batch_window`: items that are nearly due travel with the ones that are due, so
     /// batches still fill when starts are spread. Nothing is taken early on its own.
+    #[cfg(test)]
     pub(crate) fn take_due(&mut self, now: Instant, batch_window: Duration) -> Vec<T> {
         if self.next_due().is_none_or(|due| due > now) {
             return Vec::new();
         }
-        let horizon = now + batch_window;
+        self.take_before(now + batch_window)
+    }
+
+    /// Take every item due before `horizon` (the caller decided something is due).
+    pub(crate) fn take_before(&mut self, horizon: Instant) -> Vec<T> {
         let later = self.entries.split_off(&(horizon, 0));
         std::mem::replace(&mut self.entries, later)
             .into_values()
             .collect()
+    }
+
+    /// The items waiting, in due order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.entries.values()
     }
 
     /// Items waiting.
@@ -109,11 +119,6 @@ impl<T> Timeline<T> {
         let before = self.entries.len();
         self.entries.retain(|_, item| !matches(item));
         before - self.entries.len()
-    }
-
-    /// Whether nothing waits.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 
