@@ -38,8 +38,11 @@ pub struct BenchArgs {
     pub links: Vec<String>,
     /// Tasks per batch to try, comma separated (each at least 1). Turbo off sends one task per
     /// call whatever this says, so it runs once per link and is reported at batch size 1.
+    /// `auto` adds a row whose size the supervisor's automatic controller chooses per loop
+    /// (starting from 30): it runs 20 learning loops before the `--loops` it reports, and its
+    /// JSON carries `auto_vs_best`, its loop time over the best fixed size's.
     #[arg(long, value_delimiter = ',', default_value = "1,10,30,60,100")]
-    pub batch_sizes: Vec<usize>,
+    pub batch_sizes: Vec<crate::config::BatchSize>,
     /// Turbo modes, comma separated: `on` (batches on one stream), `off` (one call per task on
     /// its own connection), `bare` (baseline: a plain tonic stream, no supervisor code; link
     /// `none` only).
@@ -297,6 +300,8 @@ fn check_packet_cap(max_packet_kb: u64) -> Result<u64, BenchError> {
 /// The loop arguments `bench` and `tune` both take, validated by [`LoopArgs::check`].
 struct LoopArgs<'a> {
     batch_sizes: &'a [usize],
+    /// An automatic row too (then the fixed sizes may be none).
+    auto: bool,
     tasks: usize,
     loops: usize,
     max_connections: usize,
@@ -322,10 +327,19 @@ impl LoopArgs<'_> {
     /// `--max-packet-kb`. `--max-time` is checked against the estimate by
     /// [`CheckedLoops::into_plan`]; `max_connections` is the caller's to check.
     fn check(&self) -> Result<CheckedLoops, BenchError> {
-        let batch_sizes = check_batch_sizes(self.batch_sizes)?;
+        let batch_sizes = if self.auto && self.batch_sizes.is_empty() {
+            Vec::new()
+        } else {
+            check_batch_sizes(self.batch_sizes)?
+        };
         check_count("--tasks", self.tasks, MAX_TASKS, "tasks")?;
         check_count("--loops", self.loops, MAX_LOOPS, "loops")?;
-        check_held(self.tasks, self.loops)?;
+        let held_loops = if self.auto {
+            self.loops + super::plan::AUTO_LEARNING_LOOPS
+        } else {
+            self.loops
+        };
+        check_held(self.tasks, held_loops)?;
         check_count(
             "--max-inflight-batches",
             self.max_inflight_batches,
@@ -399,8 +413,18 @@ impl BenchArgs {
         if let Some(pair) = turbo.windows(2).find(|w| w[0] == w[1]) {
             return Err(invalid("--turbo", format!("`{}` is listed twice", pair[0])));
         }
+        let auto = self.batch_sizes.contains(&crate::config::BatchSize::Auto);
+        let fixed: Vec<usize> = self
+            .batch_sizes
+            .iter()
+            .filter_map(|size| size.fixed())
+            .collect();
+        if auto && self.batch_sizes.iter().filter(|s| s.is_auto()).count() > 1 {
+            return Err(invalid("--batch-sizes", "`auto` is listed twice"));
+        }
         let checked = LoopArgs {
-            batch_sizes: &self.batch_sizes,
+            batch_sizes: &fixed,
+            auto,
             tasks: self.tasks,
             loops: self.loops,
             max_connections: self.max_connections,
@@ -441,7 +465,7 @@ impl BenchArgs {
                 ));
             }
         }
-        if turbo.contains(&TurboMode::Off) && checked.batch_sizes != [1] {
+        if turbo.contains(&TurboMode::Off) && (checked.batch_sizes != [1] || auto) {
             notes.push(
                 "turbo off sends one task per call on its own connection, so batch sizes do not apply: it runs once per link and is reported at batch size 1"
                     .to_string(),
@@ -456,6 +480,7 @@ impl BenchArgs {
                         link: link.clone(),
                         turbo: mode,
                         batch_size: 1,
+                        auto: false,
                     }),
                     TurboMode::Bare if link.profile.is_some() => {}
                     TurboMode::On | TurboMode::Bare => {
@@ -464,8 +489,20 @@ impl BenchArgs {
                                 link: link.clone(),
                                 turbo: mode,
                                 batch_size,
+                                auto: false,
                             }
-                        }))
+                        }));
+                        // The bare baseline has no supervisor, so nothing to size automatically.
+                        if auto && mode == TurboMode::On {
+                            combinations.push(Combination {
+                                link: link.clone(),
+                                turbo: mode,
+                                batch_size: crate::config::defaults::batch_size()
+                                    .fixed()
+                                    .unwrap_or(30),
+                                auto: true,
+                            });
+                        }
                     }
                 }
             }
@@ -482,6 +519,7 @@ impl TuneArgs {
         let link = resolve_link("--link", &self.link, &profiles)?;
         let checked = LoopArgs {
             batch_sizes: &self.batch_sizes,
+            auto: false,
             tasks: self.tasks,
             loops: self.loops,
             max_connections: crate::config::defaults::max_connections(),
@@ -499,6 +537,7 @@ impl TuneArgs {
                 link: link.clone(),
                 turbo: TurboMode::On,
                 batch_size,
+                auto: false,
             })
             .collect();
         checked.into_plan(combinations, Vec::new())

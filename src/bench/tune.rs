@@ -521,7 +521,7 @@ pub async fn run_cli(args: TuneArgs) -> Result<(), BenchError> {
 /// `bench --recommend`: recommendations per link from the turbo-on rows, as text.
 pub fn recommend_from_rows(rows: &[Row], plan: &BenchPlan) -> String {
     let mut by_link: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
-    for row in rows.iter().filter(|r| r.turbo == TurboMode::On) {
+    for row in rows.iter().filter(|r| r.turbo == TurboMode::On && !r.auto) {
         by_link.entry(row.link.as_str()).or_default().push(row);
     }
     if by_link.is_empty() {

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::batch_size::BatchSize;
+
 // === supervisor.toml ===
 
 /// The whole supervisor file.
@@ -17,12 +19,19 @@ pub struct SupervisorConfig {
     /// Batching on (long-lived streams) or off (one unary call per task on a new connection).
     #[serde(default = "defaults::turbo_monitoring")]
     pub turbo_monitoring: bool,
-    /// Tasks per submission batch.
+    /// Tasks per submission batch, or `"auto"` (chosen per loop from what it measures).
     #[serde(default = "defaults::batch_size")]
-    pub task_submit_batch_size: usize,
-    /// Task ids per status-check batch; a warning is logged at 100 and above.
+    pub task_submit_batch_size: BatchSize,
+    /// Task ids per status-check batch, or `"auto"`; a warning is logged at 100 and above.
     #[serde(default = "defaults::batch_size")]
-    pub task_info_batch_size: usize,
+    pub task_info_batch_size: BatchSize,
+    /// With `"auto"`: the smallest batch size the controller may choose.
+    #[serde(default = "defaults::batch_size_min")]
+    pub batch_size_min: usize,
+    /// With `"auto"`: the largest batch size the controller may choose (keep it within the
+    /// engines' `max_batch_tasks`).
+    #[serde(default = "defaults::batch_size_max")]
+    pub batch_size_max: usize,
     /// How often the monitor loop queries unfinished tasks.
     #[serde(default = "defaults::status_check_interval", with = "humantime_serde")]
     pub status_check_interval: Duration,
@@ -143,10 +152,16 @@ pub struct EngineEntry {
     pub turbo_monitoring: Option<bool>,
     /// Override of the top-level key of the same name.
     #[serde(default)]
-    pub task_submit_batch_size: Option<usize>,
+    pub task_submit_batch_size: Option<BatchSize>,
     /// Override of the top-level key of the same name.
     #[serde(default)]
-    pub task_info_batch_size: Option<usize>,
+    pub task_info_batch_size: Option<BatchSize>,
+    /// Override of the top-level key of the same name.
+    #[serde(default)]
+    pub batch_size_min: Option<usize>,
+    /// Override of the top-level key of the same name.
+    #[serde(default)]
+    pub batch_size_max: Option<usize>,
     /// Override of the top-level key of the same name.
     #[serde(default, with = "humantime_serde")]
     pub status_check_interval: Option<Duration>,
@@ -448,10 +463,14 @@ pub struct AlertConfig {
 pub struct Tunables {
     /// Batching on or off.
     pub turbo_monitoring: bool,
-    /// Tasks per submission batch.
-    pub task_submit_batch_size: usize,
-    /// Task ids per status batch.
-    pub task_info_batch_size: usize,
+    /// Tasks per submission batch, or automatic.
+    pub task_submit_batch_size: BatchSize,
+    /// Task ids per status batch, or automatic.
+    pub task_info_batch_size: BatchSize,
+    /// Smallest automatic batch size.
+    pub batch_size_min: usize,
+    /// Largest automatic batch size.
+    pub batch_size_max: usize,
     /// Monitor loop period.
     pub status_check_interval: Duration,
     /// Statistics window.
@@ -475,6 +494,8 @@ impl SupervisorConfig {
             task_info_batch_size: engine
                 .task_info_batch_size
                 .unwrap_or(self.task_info_batch_size),
+            batch_size_min: engine.batch_size_min.unwrap_or(self.batch_size_min),
+            batch_size_max: engine.batch_size_max.unwrap_or(self.batch_size_max),
             status_check_interval: engine
                 .status_check_interval
                 .unwrap_or(self.status_check_interval),
@@ -648,6 +669,8 @@ impl Default for SupervisorConfig {
             turbo_monitoring: defaults::turbo_monitoring(),
             task_submit_batch_size: defaults::batch_size(),
             task_info_batch_size: defaults::batch_size(),
+            batch_size_min: defaults::batch_size_min(),
+            batch_size_max: defaults::batch_size_max(),
             status_check_interval: defaults::status_check_interval(),
             stats_interval: defaults::stats_interval(),
             max_inflight_batches: defaults::max_inflight_batches(),
@@ -682,8 +705,16 @@ pub mod defaults {
         true
     }
     /// `task_submit_batch_size`, `task_info_batch_size`
-    pub fn batch_size() -> usize {
-        30
+    pub fn batch_size() -> super::BatchSize {
+        super::BatchSize::Fixed(30)
+    }
+    /// `batch_size_min`
+    pub fn batch_size_min() -> usize {
+        1
+    }
+    /// `batch_size_max`: the engine's default `max_batch_tasks`.
+    pub fn batch_size_max() -> usize {
+        1000
     }
     /// `status_check_interval`
     pub fn status_check_interval() -> Duration {

@@ -9,6 +9,7 @@
 //! - `states`: soft and hard states per (relator, rule, node), and what to notify (pure).
 //! - `notification`: what a notification says (webhook body, command environment).
 //! - [`alert`]: alert actions carrying notifications out.
+//! - [`autosize`]: the automatic batch size, one controller per engine and kind of loop (pure).
 //! - `counters`, `completion`: what is counted per engine, and the outcome handed to an
 //!   observer.
 //!
@@ -16,6 +17,7 @@
 //! health) goes through [`crate::transport`] directly.
 
 pub(crate) mod alert;
+pub mod autosize;
 mod completion;
 mod counters;
 mod engine;

@@ -55,11 +55,11 @@ pub(crate) fn print_window(
     stats_json: Option<&Path>,
 ) {
     let tunables = source.current();
-    let report = engine.stats().take_window(
-        Mode::for_submission(&tunables),
-        Mode::for_monitor(&tunables),
-        SystemTime::now(),
-    );
+    let mut stats = engine.stats();
+    let submission = Mode::for_submission(&tunables, stats.submission.batch_size());
+    let monitor = Mode::for_monitor(&tunables, stats.monitor.batch_size());
+    let report = stats.take_window(submission, monitor, SystemTime::now());
+    drop(stats);
     report.log();
     if let Some(path) = stats_json
         && let Err(e) = crate::stats::append_json(path, &report)

@@ -68,8 +68,8 @@ impl TunablesSource {
                 target: "turbomon::supervisor",
                 engine = %self.engine,
                 turbo = now.turbo_monitoring,
-                submit_batch = now.task_submit_batch_size,
-                info_batch = now.task_info_batch_size,
+                submit_batch = %now.task_submit_batch_size,
+                info_batch = %now.task_info_batch_size,
                 status_check_interval = %humantime::format_duration(now.status_check_interval),
                 stats_interval = %humantime::format_duration(now.stats_interval),
                 "tunables changed; in force from the next loop"
