@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::bandwidth::{Bandwidth, BandwidthWindow, ByteSize, Pulse, TimeOfDay};
 pub use super::batch_size::BatchSize;
 
 // === supervisor.toml ===
@@ -184,6 +185,17 @@ pub struct EngineEntry {
     /// They return as soon as it answers health checks again.
     #[serde(default, with = "humantime_serde")]
     pub failover_after: Option<Duration>,
+    /// Most bytes per second sent to this engine (everything on the wire: gRPC, HTTP/2 and TLS
+    /// framing included), shared by its submission and monitor loops; unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bandwidth: Option<Bandwidth>,
+    /// Pulse mode: send one `block` of bytes, wait `delay`, send the next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulse: Option<Pulse>,
+    /// Daily windows, in the supervisor's local time, with their own `max_bandwidth`; outside
+    /// them the engine's own `max_bandwidth` applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bandwidth_windows: Vec<BandwidthWindow>,
 }
 
 /// A named list of nodes, all served by one engine.

@@ -502,6 +502,13 @@ fn check_engine_entry(
     if let Some(value) = engine.task_info_batch_size {
         findings.info_batch_size(path.key("task_info_batch_size"), value);
     }
+    super::bandwidth::check_engine_bandwidth(
+        findings,
+        path,
+        engine.max_bandwidth,
+        engine.pulse.as_ref(),
+        &engine.bandwidth_windows,
+    );
     if let Some(value) = engine.batch_size_min {
         findings.batch_size_bound(path.key("batch_size_min"), value);
     }

@@ -156,7 +156,11 @@ impl Supervisor {
                 .map_err(|e| engine_error(e.to_string()))?
                 .with_sessions(Arc::clone(&sessions))
                 .with_keepalive(initial.keepalive_interval)
-                .with_gauges(handles.connections);
+                .with_gauges(handles.connections)
+                .with_throttle(crate::throttle::Throttle::new(
+                    crate::throttle::BandwidthPolicy::of(entry),
+                    crate::throttle::DayClock::local(),
+                ));
             if let Some(tls) = &tls {
                 dialer = dialer.with_tls(tls.clone(), entry.server_name.clone());
             }

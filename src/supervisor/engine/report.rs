@@ -1,5 +1,6 @@
 //! The statistics of one engine: every stats interval the window is printed (the statistics
-//! block in the log, and a JSON line when asked for) and reset.
+//! block in the log, and a JSON line when asked for) and reset. The same task watches reloads,
+//! so it also applies the engine's bandwidth keys the moment a reload changes them.
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -36,6 +37,7 @@ pub(crate) async fn run(
                 if !still_open {
                     reloads = None;
                 }
+                apply_bandwidth(engine, source);
                 continue;
             }
             () = tokio::time::sleep_until(deadline) => {}
@@ -45,6 +47,23 @@ pub(crate) async fn run(
         }
         print_window(engine, source, stats_json);
         window_start = Instant::now();
+    }
+}
+
+/// A reload's bandwidth keys, applied at once to the engine's budget (writes waiting for
+/// tokens see the new rate at their next refill).
+fn apply_bandwidth(engine: &EngineHandle, source: &TunablesSource) {
+    if let (Some(throttle), Some(policy)) = (engine.contact.dialer().throttle(), source.bandwidth())
+        && throttle.set_policy(policy.clone())
+    {
+        tracing::info!(
+            target: "turbomon::supervisor",
+            engine = %engine.name(),
+            max_bandwidth = ?policy.max_bytes_per_second,
+            pulse = policy.pulse.is_some(),
+            windows = policy.windows.len(),
+            "bandwidth limits changed; in force now"
+        );
     }
 }
 

@@ -51,6 +51,17 @@ impl TunablesSource {
         Arc::clone(&self.config.borrow())
     }
 
+    /// The bandwidth policy the configuration gives this engine now (`None` when the engine
+    /// was dropped from the file: it keeps what it had until restart).
+    pub(crate) fn bandwidth(&self) -> Option<crate::throttle::BandwidthPolicy> {
+        let config = self.config.borrow();
+        config
+            .engines
+            .iter()
+            .find(|e| e.name == self.engine)
+            .map(crate::throttle::BandwidthPolicy::of)
+    }
+
     /// The tunables in force now.
     pub(crate) fn current(&mut self) -> Tunables {
         let config = Arc::clone(&self.config.borrow_and_update());
