@@ -36,6 +36,7 @@ fn settings() -> RunSettings {
         reply_timeout: Duration::from_secs(30),
         seed: Some(7),
         plaintext: true,
+        max_bandwidth: None,
     }
 }
 

@@ -96,6 +96,11 @@ pub struct BenchArgs {
     /// Plaintext connections instead of mutual TLS (for every row, the bare baseline too).
     #[arg(long)]
     pub plaintext: bool,
+    /// Limit what the supervisor side sends to the engine to this rate (e.g. `100KB/s`, as an
+    /// engine entry's `max_bandwidth`); each row then reports the bytes per second the link
+    /// carried to the engine during its submission loops.
+    #[arg(long, value_name = "RATE")]
+    pub max_bandwidth: Option<crate::config::Bandwidth>,
     /// Also measure alert latency for these status modes, comma separated (`poll`, `push`):
     /// a supervisor with a sim rule set to break, per link; turbo-on rows are given once per
     /// mode with `status_mode` and `alert_latency_s`.
@@ -124,8 +129,9 @@ pub struct TuneArgs {
     /// Tasks per loop, as many as one engine gets due at once.
     #[arg(long, default_value_t = 300)]
     pub tasks: usize,
-    /// Loops per batch size (the median loop time decides, so one slow loop does not).
-    #[arg(long, default_value_t = 9)]
+    /// Loops per batch size. The trimmed mean decides (the slowest quarter and the fastest
+    /// tenth of the loops left out), so a retransmission timeout on a lossy link does not.
+    #[arg(long, default_value_t = 16)]
     pub loops: usize,
     /// Batch sizes to try, comma separated.
     #[arg(
@@ -357,6 +363,7 @@ impl LoopArgs<'_> {
                 reply_timeout: REPLY_TIMEOUT.min(self.max_time),
                 seed: self.seed,
                 plaintext: self.plaintext,
+                max_bandwidth: None,
             },
             safe_packet_bytes,
             max_time: self.max_time,
@@ -507,7 +514,18 @@ impl BenchArgs {
                 }
             }
         }
-        checked.into_plan(combinations, notes)
+        if self
+            .max_bandwidth
+            .is_some_and(|rate| rate.bytes_per_second == 0)
+        {
+            return Err(invalid(
+                "--max-bandwidth",
+                "must be more than 0 bytes per second",
+            ));
+        }
+        let mut plan = checked.into_plan(combinations, notes)?;
+        plan.settings.max_bandwidth = self.max_bandwidth.map(|rate| rate.bytes_per_second);
+        Ok(plan)
     }
 }
 

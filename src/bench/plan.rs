@@ -137,6 +137,9 @@ pub struct RunSettings {
     /// Plaintext connections; otherwise every combination (the bare baseline too) speaks mutual
     /// TLS with a throw-away CA, as a real site does.
     pub plaintext: bool,
+    /// `--max-bandwidth`: bytes per second the supervisor side may send to the engine (its
+    /// throttle, as an engine entry's `max_bandwidth`); `None`: no limit.
+    pub max_bandwidth: Option<u64>,
 }
 
 /// What one combination measured.

@@ -379,6 +379,7 @@ mod tests {
             auto_sizes: None,
             auto_vs_best: None,
             auto_vs_best_monitor: None,
+            to_engine_bytes_per_s: None,
         }
     }
 

@@ -84,6 +84,10 @@ pub struct Row {
     /// The same for monitor loops.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_vs_best_monitor: Option<f64>,
+    /// With `--max-bandwidth`: bytes per second the link carried to the engine over the
+    /// submission loops (their bytes ÷ their time); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_engine_bytes_per_s: Option<f64>,
 }
 
 /// The sizes an automatic row chose, loop by loop.
@@ -239,6 +243,10 @@ impl Row {
             auto_sizes,
             auto_vs_best: None,
             auto_vs_best_monitor: None,
+            to_engine_bytes_per_s: settings.max_bandwidth.and(wire).map(|loops| {
+                let bytes: u64 = loops.iter().map(|b| b.client_to_server).sum();
+                round_to(bytes as f64 / submit_total.as_secs_f64().max(1e-9), 1)
+            }),
         }
     }
 }
@@ -310,6 +318,7 @@ mod tests {
             reply_timeout: Duration::from_secs(30),
             seed: None,
             plaintext: false,
+            max_bandwidth: None,
         }
     }
 

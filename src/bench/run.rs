@@ -30,6 +30,7 @@ use crate::link::{Link, LinkCounters};
 use crate::pki::ThrowawayPki;
 use crate::proto::TaskState;
 use crate::supervisor::autosize::{AutoSize, LoopSample};
+use crate::throttle::{BandwidthPolicy, DayClock, Throttle};
 use crate::tls::ClientTls;
 use crate::transport::Dialer;
 use crate::wire::batch::BatchIds;
@@ -151,6 +152,13 @@ pub async fn run_combination(
     if let Some(pki) = &pki {
         let tls = ClientTls::load(&pki.supervisor.client_files()).map_err(|e| e.to_string())?;
         dialer = dialer.with_tls(tls, None);
+    }
+    if let Some(rate) = settings.max_bandwidth {
+        let policy = BandwidthPolicy {
+            max_bytes_per_second: Some(rate),
+            ..BandwidthPolicy::default()
+        };
+        dialer = dialer.with_throttle(Throttle::new(policy, DayClock::local()));
     }
     let driver = Driver {
         combination,

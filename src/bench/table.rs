@@ -291,6 +291,7 @@ mod tests {
             auto_sizes: None,
             auto_vs_best: None,
             auto_vs_best_monitor: None,
+            to_engine_bytes_per_s: None,
         }
     }
 
@@ -305,6 +306,7 @@ mod tests {
                 reply_timeout: Duration::from_secs(30),
                 seed: None,
                 plaintext: false,
+                max_bandwidth: None,
             },
             max_time: Duration::from_secs(300),
             estimated: Duration::from_secs(1),
