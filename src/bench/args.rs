@@ -129,8 +129,8 @@ pub struct TuneArgs {
     /// Tasks per loop, as many as one engine gets due at once.
     #[arg(long, default_value_t = 300)]
     pub tasks: usize,
-    /// Loops per batch size. The trimmed mean decides (the slowest quarter and the fastest
-    /// tenth of the loops left out), so a retransmission timeout on a lossy link does not.
+    /// Loops per batch size. The trimmed mean decides (the slower half and the fastest tenth of
+    /// the loops left out), so retransmission timeouts on a lossy link do not.
     #[arg(long, default_value_t = 16)]
     pub loops: usize,
     /// Batch sizes to try, comma separated.

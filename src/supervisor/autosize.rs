@@ -168,6 +168,9 @@ pub struct AutoSize {
     /// Loop time of the settled size when it settled, and loops in a row off it.
     settled_reference: Option<Duration>,
     drifting: u32,
+    /// Whether this exploration has gone downwards yet (an upward one that ends looks below
+    /// where it started before settling).
+    descended: bool,
 }
 
 impl AutoSize {
@@ -199,6 +202,7 @@ impl AutoSize {
             settled_loops: 0,
             settled_reference: None,
             drifting: 0,
+            descended: false,
         }
     }
 
@@ -332,6 +336,7 @@ impl AutoSize {
     }
 
     fn explore_again(&mut self) {
+        self.descended = false;
         self.times.clear();
         self.settled_reference = None;
         self.drifting = 0;
@@ -359,10 +364,20 @@ impl AutoSize {
             self.phase = Phase::Down;
             return self.step_down(used, items);
         }
+        // Climbing is over; smaller packets below the start may be as fast: look there too.
+        let smallest = self.times.keys().next().copied().unwrap_or(used);
+        let next = self.next_rung_down(smallest);
+        if !self.descended && next < smallest && !self.times.contains_key(&next) {
+            self.phase = Phase::Down;
+            self.descended = true;
+            self.size = next;
+            return Some(Reason::Descending);
+        }
         self.settle()
     }
 
     fn step_down(&mut self, used: usize, _items: usize) -> Option<Reason> {
+        self.descended = true;
         let best = self.best_estimate()?;
         let here = self.estimate(used)?;
         if here <= best.mul_f64(1.0 + TOLERANCE) && used > self.min {
@@ -392,7 +407,8 @@ impl AutoSize {
 
     fn while_settled(&mut self, used: usize) -> Option<Reason> {
         self.settled_loops = self.settled_loops.saturating_add(1);
-        let latest = self.times.get(&used).and_then(|t| t.last().copied());
+        // The fastest of the recent loops, as everywhere: a lost segment now and then is no drift.
+        let latest = self.estimate(used);
         if let (Some(reference), Some(latest)) = (self.settled_reference, latest) {
             let off = latest.as_secs_f64() / reference.as_secs_f64().max(1e-9);
             if !(1.0 - DRIFT..=1.0 + DRIFT).contains(&off) {
