@@ -8,7 +8,10 @@
 //! retransmission timeouts land: loss only ever adds time, and on `lossy-wan` about one loop in
 //! five of 300 tasks meets one) and the fastest tenth are left out and the rest averaged, over
 //! 16 loops by default, so lost segments do not move the recommendation the way they moved a
-//! 9-loop median. Ties go to the smaller batch.
+//! 9-loop median. A size counts as within 5 % of the best also when it is over the line by no
+//! more than [`NOISE_ALLOWANCE`] standard errors (its own and the best's): the smallest size
+//! the measurement cannot tell from the best wins, the same in every run, instead of whichever
+//! size the noise of one run happened to put under the line. Ties go to the smaller batch.
 //!
 //! Packets are compared whole (request plus reply), which is never smaller than the larger of
 //! the two messages: a conservative test against a black hole that stalls on one message. The
@@ -70,7 +73,14 @@ pub struct Candidate {
     /// Batches in flight it was measured with when fewer than asked, so that the burst of
     /// batches leaving together stays under the link's black hole.
     pub in_flight_cap: Option<usize>,
+    /// Standard error of `loop_time` (zero when unknown): how far apart two sizes' loop times
+    /// may be from noise alone.
+    pub spread: Duration,
 }
+
+/// Standard errors a candidate may be above the 5 % line and still count as within it: sizes
+/// that the measurement cannot tell apart from the best are not refused by the noise of one run.
+pub const NOISE_ALLOWANCE: f64 = 3.0;
 
 /// Fraction of the slowest loops a trimmed mean leaves out.
 pub const TRIM_SLOWEST: f64 = 0.5;
@@ -80,16 +90,34 @@ pub const TRIM_FASTEST: f64 = 0.10;
 /// The mean of `durations` without the slowest [`TRIM_SLOWEST`] and the fastest
 /// [`TRIM_FASTEST`] (at least one loop is kept).
 pub fn trimmed_mean(durations: &[Duration]) -> Duration {
+    trimmed(durations).0
+}
+
+/// The trimmed mean and its standard error (zero with fewer than two loops kept).
+pub fn trimmed(durations: &[Duration]) -> (Duration, Duration) {
     let mut sorted = durations.to_vec();
     sorted.sort_unstable();
     let n = sorted.len();
     if n == 0 {
-        return Duration::ZERO;
+        return (Duration::ZERO, Duration::ZERO);
     }
     let low = (n as f64 * TRIM_FASTEST).floor() as usize;
     let high = n - (n as f64 * TRIM_SLOWEST).floor() as usize;
     let kept = &sorted[low.min(n - 1)..high.max(low + 1).min(n)];
-    kept.iter().sum::<Duration>() / kept.len() as u32
+    let mean = kept.iter().sum::<Duration>() / kept.len() as u32;
+    if kept.len() < 2 {
+        return (mean, Duration::ZERO);
+    }
+    let m = mean.as_secs_f64();
+    let variance = kept
+        .iter()
+        .map(|d| (d.as_secs_f64() - m).powi(2))
+        .sum::<f64>()
+        / (kept.len() - 1) as f64;
+    (
+        mean,
+        Duration::from_secs_f64((variance / kept.len() as f64).sqrt()),
+    )
 }
 
 /// The most batches of `packet_bytes` that may be in flight together (out of `asked`, for a
@@ -289,12 +317,11 @@ pub fn recommend(
             refused,
         });
     };
-    let threshold = best.loop_time.as_secs_f64() * (1.0 + WITHIN_BEST);
-    let chosen = allowed
-        .iter()
-        .find(|c| c.loop_time.as_secs_f64() <= threshold)
-        .copied()
-        .unwrap_or(best);
+    let within = |c: &Candidate| {
+        let noise = NOISE_ALLOWANCE * (best.spread + c.spread).as_secs_f64();
+        c.loop_time.as_secs_f64() <= best.loop_time.as_secs_f64() * (1.0 + WITHIN_BEST) + noise
+    };
+    let chosen = allowed.iter().find(|c| within(c)).copied().unwrap_or(best);
     let mut reason = if chosen.batch_size == best.batch_size {
         format!(
             "Batch {} gives the shortest {} ({}) and no smaller batch comes within {}% of it; its packets reach {}.",
@@ -317,6 +344,12 @@ pub fn recommend(
             kb(best.max_packet_bytes)
         )
     };
+    if chosen.loop_time.as_secs_f64() > best.loop_time.as_secs_f64() * (1.0 + WITHIN_BEST) {
+        reason.push_str(&format!(
+            " It is over the {}% line by less than {NOISE_ALLOWANCE} standard errors of the two measurements, so the run cannot tell it from the line.",
+            WITHIN_BEST * 100.0
+        ));
+    }
     if let Some(cap) = chosen.in_flight_cap {
         reason.push_str(&format!(
             " Batches in flight leave together: at most {cap} at a time keep the burst under the link's black hole (set max_inflight_batches = {cap})."
@@ -500,11 +533,13 @@ pub async fn run_cli(args: TuneArgs) -> Result<(), BenchError> {
                     LoopKind::Submission => (&m.submit_loops, &m.submit_packets),
                     LoopKind::Status => (&m.monitor_loops, &m.monitor_packets),
                 };
+                let (loop_time, spread) = trimmed(loops);
                 Candidate {
                     batch_size: *batch_size,
-                    loop_time: trimmed_mean(loops),
+                    loop_time,
                     max_packet_bytes: packets.iter().copied().max().unwrap_or(0),
                     in_flight_cap: *in_flight_cap,
+                    spread,
                 }
             })
             .collect()
@@ -627,6 +662,7 @@ pub fn recommend_from_rows(rows: &[Row], plan: &BenchPlan) -> String {
                         loop_time: Duration::from_secs_f64(p50.max(0.0)),
                         max_packet_bytes: kb_to_bytes(max_kb),
                         in_flight_cap: None,
+                        spread: Duration::ZERO,
                     }
                 })
                 .collect()
@@ -655,7 +691,23 @@ mod tests {
             loop_time: Duration::from_millis(loop_ms),
             max_packet_bytes: packet_bytes,
             in_flight_cap: None,
+            spread: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn a_size_the_noise_cannot_tell_from_the_five_percent_line_is_within_it() {
+        // 5 is 5.7 % slower than 30, but both measured with a 0.5 ms standard error.
+        let noisy = |batch_size, loop_ms, packet_bytes| Candidate {
+            spread: Duration::from_micros(500),
+            ..candidate(batch_size, loop_ms, packet_bytes)
+        };
+        let sweep = [noisy(5, 81, 700), noisy(30, 76, 4_000)];
+        let r = recommend(LoopKind::Submission, &sweep, Vec::new(), &NO_HOLE).expect("one");
+        assert_eq!(r.batch_size, 5);
+        let sure = [candidate(5, 81, 700), candidate(30, 76, 4_000)];
+        let r = recommend(LoopKind::Submission, &sure, Vec::new(), &NO_HOLE).expect("one");
+        assert_eq!(r.batch_size, 30, "without noise 5.7 % is over the line");
     }
 
     #[test]
