@@ -1,9 +1,13 @@
 //! Bandwidth control towards an engine, end to end through a simulated link under paused tokio
 //! time (the link counts every byte the engine receives): `max_bandwidth` holds over any 10 s
 //! of a 30 s run, pulse mode sends a block and pauses, a daily window sets its own rate, a new
-//! policy applies at once, and values that make no sense are refused naming their key.
+//! policy applies at once (also through a running supervisor's reload), and values that make
+//! no sense are refused naming their key.
+
+mod common;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -288,4 +292,45 @@ fn good_bandwidth_values_read_back_as_written() {
     );
     let written = toml::to_string(&config).expect("serialises");
     assert!(written.contains("max_bandwidth = \"100KB/s\""), "{written}");
+}
+
+#[test]
+fn a_supervisor_reload_applies_new_bandwidth_keys_to_its_engine_at_once() {
+    let ((), logs) = common::capture_logs(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let mock = common::MockEngine::new();
+            let engine = common::serve_mock(mock).await;
+            let text = common::one_engine_config(
+                engine.address,
+                &common::node_names(2),
+                common::Extra::default(),
+            );
+            let (supervisor, reload, _done) = common::start_supervisor(common::parse(&text));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut changed = common::parse(&text);
+            changed.engines[0].max_bandwidth = Some(Bandwidth {
+                bytes_per_second: 50 * KB,
+            });
+            changed.engines[0].pulse = Some(Pulse {
+                block: ByteSize { bytes: 4 * KB },
+                delay: Duration::from_secs(1),
+            });
+            reload.send_replace(Arc::new(changed));
+            // The statistics task watches every reload and applies the keys at once: on this
+            // one-thread runtime it runs as soon as the test waits.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            supervisor.shutdown().await;
+        });
+    });
+    let line = logs
+        .lines()
+        .find(|l| l.contains("bandwidth limits changed"))
+        .unwrap_or_else(|| panic!("no line saying the limits changed:\n{logs}"));
+    assert!(line.contains("engine=e1"), "{line}");
+    assert!(line.contains("max_bandwidth=Some(51200)"), "{line}");
+    assert!(line.contains("pulse=true"), "{line}");
 }
