@@ -9,9 +9,11 @@
 //! five of 300 tasks meets one) and the fastest tenth are left out and the rest averaged, over
 //! 16 loops by default, so lost segments do not move the recommendation the way they moved a
 //! 9-loop median. A size counts as within 5 % of the best also when it is over the line by no
-//! more than [`NOISE_ALLOWANCE`] standard errors (its own and the best's): the smallest size
-//! the measurement cannot tell from the best wins, the same in every run, instead of whichever
-//! size the noise of one run happened to put under the line. Ties go to the smaller batch.
+//! more than the spread of single loops (one standard deviation of its kept loops plus one of
+//! the best's): on a shared machine one run's trimmed means move by about that much from the
+//! next run's, more than their standard errors say, so sizes closer than that cannot be told
+//! apart, and the smallest of them wins in every run instead of whichever size the noise of one
+//! run happened to put under the line. Ties go to the smaller batch.
 //!
 //! Packets are compared whole (request plus reply), which is never smaller than the larger of
 //! the two messages: a conservative test against a black hole that stalls on one message. The
@@ -73,14 +75,14 @@ pub struct Candidate {
     /// Batches in flight it was measured with when fewer than asked, so that the burst of
     /// batches leaving together stays under the link's black hole.
     pub in_flight_cap: Option<usize>,
-    /// Standard error of `loop_time` (zero when unknown): how far apart two sizes' loop times
-    /// may be from noise alone.
+    /// Standard deviation of the loops `loop_time` averages (zero when unknown): how far apart
+    /// two sizes' loop times may be from noise alone.
     pub spread: Duration,
 }
 
-/// Standard errors a candidate may be above the 5 % line and still count as within it: sizes
-/// that the measurement cannot tell apart from the best are not refused by the noise of one run.
-pub const NOISE_ALLOWANCE: f64 = 3.0;
+/// Standard deviations (the candidate's plus the best's) a candidate may be above the 5 % line
+/// and still count as within it.
+pub const NOISE_ALLOWANCE: f64 = 1.0;
 
 /// Fraction of the slowest loops a trimmed mean leaves out.
 pub const TRIM_SLOWEST: f64 = 0.5;
@@ -93,7 +95,7 @@ pub fn trimmed_mean(durations: &[Duration]) -> Duration {
     trimmed(durations).0
 }
 
-/// The trimmed mean and its standard error (zero with fewer than two loops kept).
+/// The trimmed mean and the standard deviation of the loops it kept (zero with fewer than two).
 pub fn trimmed(durations: &[Duration]) -> (Duration, Duration) {
     let mut sorted = durations.to_vec();
     sorted.sort_unstable();
@@ -114,10 +116,7 @@ pub fn trimmed(durations: &[Duration]) -> (Duration, Duration) {
         .map(|d| (d.as_secs_f64() - m).powi(2))
         .sum::<f64>()
         / (kept.len() - 1) as f64;
-    (
-        mean,
-        Duration::from_secs_f64((variance / kept.len() as f64).sqrt()),
-    )
+    (mean, Duration::from_secs_f64(variance.sqrt()))
 }
 
 /// The most batches of `packet_bytes` that may be in flight together (out of `asked`, for a
@@ -346,7 +345,7 @@ pub fn recommend(
     };
     if chosen.loop_time.as_secs_f64() > best.loop_time.as_secs_f64() * (1.0 + WITHIN_BEST) {
         reason.push_str(&format!(
-            " It is over the {}% line by less than {NOISE_ALLOWANCE} standard errors of the two measurements, so the run cannot tell it from the line.",
+            " It is over the {}% line by less than the spread of single loops (a standard deviation of each), so the run cannot tell it from the line.",
             WITHIN_BEST * 100.0
         ));
     }
@@ -423,9 +422,12 @@ struct SweepPoint {
     in_flight: usize,
     /// Trimmed mean: what the recommendation compares.
     submit_loop_s: f64,
+    /// Standard deviation of the loops the trimmed mean kept.
+    submit_loop_sd_s: f64,
     submit_loop_p50_s: f64,
     submit_packet_max_kb: f64,
     monitor_loop_s: f64,
+    monitor_loop_sd_s: f64,
     monitor_loop_p50_s: f64,
     monitor_packet_max_kb: f64,
 }
@@ -562,10 +564,12 @@ pub async fn run_cli(args: TuneArgs) -> Result<(), BenchError> {
             batch_size: *batch_size,
             in_flight: in_flight_cap.unwrap_or(plan.settings.max_inflight_batches),
             submit_loop_s: trimmed_mean(&m.submit_loops).as_secs_f64(),
+            submit_loop_sd_s: trimmed(&m.submit_loops).1.as_secs_f64(),
             submit_loop_p50_s: median(&m.submit_loops).as_secs_f64(),
             submit_packet_max_kb: m.submit_packets.iter().copied().max().unwrap_or(0) as f64
                 / 1024.0,
             monitor_loop_s: trimmed_mean(&m.monitor_loops).as_secs_f64(),
+            monitor_loop_sd_s: trimmed(&m.monitor_loops).1.as_secs_f64(),
             monitor_loop_p50_s: median(&m.monitor_loops).as_secs_f64(),
             monitor_packet_max_kb: m.monitor_packets.iter().copied().max().unwrap_or(0) as f64
                 / 1024.0,
@@ -599,17 +603,26 @@ pub async fn run_cli(args: TuneArgs) -> Result<(), BenchError> {
             plan.settings.max_inflight_batches
         );
         println!(
-            "{:>6}  {:>9}  {:>10}  {:>13}  {:>11}  {:>14}",
-            "batch", "in flight", "submit ms", "submit max KB", "monitor ms", "monitor max KB"
+            "{:>6}  {:>9}  {:>10}  {:>6}  {:>13}  {:>11}  {:>6}  {:>14}",
+            "batch",
+            "in flight",
+            "submit ms",
+            "± sd",
+            "submit max KB",
+            "monitor ms",
+            "± sd",
+            "monitor max KB"
         );
         for p in &sweep {
             println!(
-                "{:>6}  {:>9}  {:>10.2}  {:>13.2}  {:>11.2}  {:>14.2}",
+                "{:>6}  {:>9}  {:>10.2}  {:>6.2}  {:>13.2}  {:>11.2}  {:>6.2}  {:>14.2}",
                 p.batch_size,
                 p.in_flight,
                 p.submit_loop_s * 1000.0,
+                p.submit_loop_sd_s * 1000.0,
                 p.submit_packet_max_kb,
                 p.monitor_loop_s * 1000.0,
+                p.monitor_loop_sd_s * 1000.0,
                 p.monitor_packet_max_kb
             );
         }
@@ -697,9 +710,9 @@ mod tests {
 
     #[test]
     fn a_size_the_noise_cannot_tell_from_the_five_percent_line_is_within_it() {
-        // 5 is 5.7 % slower than 30, but both measured with a 0.5 ms standard error.
+        // 5 is 5.7 % slower than 30, but single loops of both spread by 1 ms.
         let noisy = |batch_size, loop_ms, packet_bytes| Candidate {
-            spread: Duration::from_micros(500),
+            spread: Duration::from_millis(1),
             ..candidate(batch_size, loop_ms, packet_bytes)
         };
         let sweep = [noisy(5, 81, 700), noisy(30, 76, 4_000)];
