@@ -11,6 +11,7 @@
 //! - [`check`]: the checks an engine runs (tcp, exec, http, sim).
 //! - [`engine`]: the monitoring engine's gRPC server and task store.
 //! - [`transport`]: how the supervisor dials an engine (plain TCP or a simulated link).
+//! - [`throttle`]: bandwidth limits, pulse mode and time windows on what is sent to an engine.
 //! - [`wire`]: the client side of the engine protocol (batches, streams, unary calls).
 //! - [`link`]: the simulated link (latency, bandwidth, loss, faults).
 //! - [`tls`]: mutual TLS between supervisor and engines; [`pki`]: certificates for it.
@@ -72,6 +73,7 @@ pub mod pki;
 pub mod scale;
 pub mod stats;
 pub mod supervisor;
+pub mod throttle;
 pub mod tls;
 pub mod transport;
 pub mod wire;

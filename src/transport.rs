@@ -88,6 +88,7 @@ pub struct Dialer {
     tls: Option<TlsTarget>,
     keepalive: Option<Duration>,
     gauges: ConnectionGauges,
+    throttle: Option<crate::throttle::Throttle>,
 }
 
 /// Mutual TLS towards one engine: the supervisor's configuration and the name the engine's
@@ -129,6 +130,7 @@ impl Dialer {
             tls: None,
             keepalive: None,
             gauges: ConnectionGauges::default(),
+            throttle: None,
         })
     }
 
@@ -136,6 +138,18 @@ impl Dialer {
     pub fn with_gauges(mut self, gauges: ConnectionGauges) -> Self {
         self.gauges = gauges;
         self
+    }
+
+    /// Draw every byte written to the engine's connections from `throttle` (its bandwidth
+    /// budget, shared by every connection of this dialer and its clones).
+    pub fn with_throttle(mut self, throttle: crate::throttle::Throttle) -> Self {
+        self.throttle = Some(throttle);
+        self
+    }
+
+    /// The bandwidth budget, if any.
+    pub fn throttle(&self) -> Option<&crate::throttle::Throttle> {
+        self.throttle.as_ref()
     }
 
     /// The gauges this dialer keeps.
@@ -235,10 +249,12 @@ impl Dialer {
         let link = self.link.clone();
         let tls = self.tls.clone();
         let open = self.gauges.open_connections.clone();
+        let throttle = self.throttle.clone();
         let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
             let link = link.clone();
             let address = address.clone();
             let tls = tls.clone();
+            let throttle = throttle.clone();
             let closed_tx = std::sync::Arc::clone(&closed_tx);
             let open = open.clone();
             async move {
@@ -249,6 +265,11 @@ impl Dialer {
                         let resolved = lookup(&address).await?;
                         Box::new(link.connect(resolved[0]).await?)
                     }
+                };
+                // Below TLS: every byte on the wire counts against the budget.
+                let io: Box<dyn EngineIo> = match throttle {
+                    None => io,
+                    Some(throttle) => Box::new(throttle.wrap(io)),
                 };
                 // TLS runs over the link, so its bytes and round trips are simulated too.
                 let io: Box<dyn EngineIo> = match tls {

@@ -470,3 +470,74 @@ fn tune_refuses_batch_sizes_whose_packets_exceed_the_links_black_hole() {
     assert!(text.contains("Refused: 30 (packets of"), "{text}");
     assert!(text.contains("black hole"), "{text}");
 }
+
+#[test]
+fn an_auto_row_sits_beside_the_fixed_ones_with_its_ratio_to_the_best() {
+    let output = turbomon(&[
+        "bench",
+        "--links",
+        "wan",
+        "--turbo",
+        "on",
+        "--batch-sizes",
+        "auto,10,30",
+        "--tasks",
+        "60",
+        "--loops",
+        "2",
+        "--plaintext",
+        "--json",
+    ]);
+    assert!(output.status.success(), "bench failed: {}", stderr(&output));
+    let rows: Value = serde_json::from_str(&stdout(&output)).expect("valid JSON");
+    let rows = rows.as_array().expect("an array");
+    assert_eq!(rows.len(), 3, "two fixed rows and the automatic one");
+    let fixed: Vec<&Value> = rows.iter().filter(|r| r.get("auto").is_none()).collect();
+    assert_eq!(fixed.len(), 2, "fixed rows carry no auto fields: {rows:?}");
+    let auto = rows
+        .iter()
+        .find(|r| r["auto"] == true)
+        .expect("an automatic row");
+    let sizes = auto["auto_sizes"]["submit"].as_array().expect("sizes");
+    assert_eq!(sizes.len(), 22, "20 learning loops and the 2 reported");
+    assert_eq!(
+        auto["batch_size"], sizes[21],
+        "batch_size is the last size chosen"
+    );
+    for key in ["auto_vs_best", "auto_vs_best_monitor"] {
+        let ratio = auto[key].as_f64().expect("a ratio");
+        assert!(ratio > 0.5 && ratio < 3.0, "{key} = {ratio}");
+    }
+}
+
+#[test]
+fn max_bandwidth_limits_what_the_link_carries_and_says_how_much() {
+    let output = turbomon(&[
+        "bench",
+        "--links",
+        "lan",
+        "--turbo",
+        "on",
+        "--batch-sizes",
+        "30",
+        "--tasks",
+        "300",
+        "--loops",
+        "2",
+        "--plaintext",
+        "--max-bandwidth",
+        "20KB/s",
+        "--json",
+    ]);
+    assert!(output.status.success(), "bench failed: {}", stderr(&output));
+    let rows: Value = serde_json::from_str(&stdout(&output)).expect("valid JSON");
+    let rate = rows[0]["to_engine_bytes_per_s"]
+        .as_f64()
+        .expect("the rate the link carried");
+    assert!(
+        rate > 10.0 * 1024.0 && rate <= 20.0 * 1024.0 * 1.10,
+        "{rate} bytes/s for a 20 KB/s limit"
+    );
+    let error = refused(&["--max-bandwidth", "fast"]);
+    assert!(error.contains("--max-bandwidth"), "{error}");
+}

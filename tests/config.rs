@@ -785,7 +785,10 @@ fn info_batch_size_of_100_or_more_logs_a_warning_with_its_line() {
     let text = "turbo_monitoring = true\ntask_info_batch_size = 100\n\
                 [[engines]]\nname = \"e\"\naddress = \"127.0.0.1:1\"\n";
     let (parsed, output) = capture_logs(|| parse_supervisor(text, Path::new(FILE)));
-    assert_eq!(parsed.map(|c| c.task_info_batch_size).ok(), Some(100));
+    assert_eq!(
+        parsed.map(|c| c.task_info_batch_size).ok(),
+        Some(100.into())
+    );
     assert!(output.contains(" WARN "), "{output}");
     assert!(
         output.contains(&format!("{FILE}:2: key `task_info_batch_size`")),
@@ -925,6 +928,7 @@ fn bad_cluster_values_are_refused_naming_line_and_key() {
     let text = with("\n[cluster]\nendpoints = [\"etcd:2379\"]\nname = \"a/b\"\n");
     assert_refused_at(&text, "cluster.name", "name = \"a/b\"");
 }
+
 #[test]
 fn stats_report_takes_engines_summary_or_both_and_refuses_the_rest_naming_the_key() {
     for (value, expected) in [
@@ -949,4 +953,52 @@ fn stats_report_takes_engines_summary_or_both_and_refuses_the_rest_naming_the_ke
             .to_string()
             .contains("`engines`, `summary`, `both`")
     );
+}
+
+#[test]
+fn auto_batch_sizes_are_accepted_globally_and_per_engine_within_their_bounds() {
+    let text = format!(
+        "task_submit_batch_size = \"auto\"\nbatch_size_min = 5\nbatch_size_max = 200\n{}",
+        with("").replace(
+            "address = \"127.0.0.1:7301\"",
+            "address = \"127.0.0.1:7301\"\ntask_info_batch_size = \"auto\"\nbatch_size_max = 50",
+        )
+    );
+    let config = parse_supervisor(&text, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
+    let local = config.tunables(&config.engines[0]);
+    let remote = config.tunables(&config.engines[1]);
+    assert_eq!(
+        local.task_submit_batch_size,
+        turbomon::config::BatchSize::Auto
+    );
+    assert_eq!(local.task_info_batch_size, 30);
+    assert_eq!((local.batch_size_min, local.batch_size_max), (5, 200));
+    assert_eq!(
+        remote.task_info_batch_size,
+        turbomon::config::BatchSize::Auto
+    );
+    assert_eq!((remote.batch_size_min, remote.batch_size_max), (5, 50));
+}
+
+#[test]
+fn bad_automatic_settings_are_refused_naming_the_key() {
+    for (line, key) in [
+        (
+            "task_submit_batch_size = \"fast\"",
+            "task_submit_batch_size",
+        ),
+        ("task_info_batch_size = \"Auto\"", "task_info_batch_size"),
+        ("batch_size_min = 0", "batch_size_min"),
+        ("batch_size_max = 10001", "batch_size_max"),
+    ] {
+        let text = format!("# a comment\nturbo_monitoring = true\n{line}\n{}", with(""));
+        assert_refused_at(&text, key, line);
+    }
+    let text = format!("batch_size_min = 50\nbatch_size_max = 10\n{}", with(""));
+    assert_refused_at(&text, "batch_size_max", "batch_size_max = 10");
+    let text = with("").replace(
+        "address = \"127.0.0.1:7301\"",
+        "address = \"127.0.0.1:7301\"\nbatch_size_max = 0",
+    );
+    assert_refused_at(&text, "engines[1].batch_size_max", "batch_size_max = 0");
 }

@@ -17,9 +17,9 @@ use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use proptest::test_runner::{FileFailurePersistence, TestCaseError};
 use turbomon::config::{
-    AlertConfig, AlertKind, AlertOn, CatchUp, CheckKind, ConfigError, EngineConfig, EngineEntry,
-    GroupConfig, Priority, RelatorConfig, RuleConfig, SimOutcome, StatusMode, SupervisorConfig,
-    check_file, parse_engine, parse_supervisor,
+    AlertConfig, AlertKind, AlertOn, BatchSize, CatchUp, CheckKind, ConfigError, EngineConfig,
+    EngineEntry, GroupConfig, Priority, RelatorConfig, RuleConfig, SimOutcome, StatusMode,
+    SupervisorConfig, check_file, parse_engine, parse_supervisor,
 };
 
 const SUPERVISOR_FILE: &str = "fuzz/supervisor.toml";
@@ -1251,8 +1251,8 @@ fn arb_engine_entry() -> impl Strategy<Value = EngineEntry> {
                 address,
                 link: link.map(str::to_string),
                 turbo_monitoring: turbo,
-                task_submit_batch_size: submit,
-                task_info_batch_size: info,
+                task_submit_batch_size: submit.map(BatchSize::Fixed),
+                task_info_batch_size: info.map(BatchSize::Fixed),
                 status_check_interval: status,
                 stats_interval: stats,
                 max_inflight_batches: inflight,
@@ -1562,8 +1562,10 @@ fn arb_supervisor_config() -> impl Strategy<Value = SupervisorConfig> {
             supervisor_id: "props-supervisor".to_string(),
             cluster: None,
             turbo_monitoring: turbo,
-            task_submit_batch_size: submit,
-            task_info_batch_size: info,
+            task_submit_batch_size: BatchSize::Fixed(submit),
+            task_info_batch_size: BatchSize::Fixed(info),
+            batch_size_min: 1,
+            batch_size_max: 1000,
             status_check_interval: status,
             stats_interval: stats,
             stats_report: Default::default(),

@@ -252,6 +252,20 @@ batch_window = "10ms"
         )
     };
     assert_eq!(gauge("unfinished_tasks"), 0.0);
+    assert_eq!(
+        value(
+            &scraped,
+            r#"turbomon_supervisor_batch_size{engine="e1",kind="submission"}"#
+        ),
+        7.0
+    );
+    assert_eq!(
+        value(
+            &scraped,
+            r#"turbomon_supervisor_batch_size{engine="e1",kind="monitor"}"#
+        ),
+        9.0
+    );
     assert_eq!(gauge("engine_reachable"), 1.0);
     assert_eq!(gauge("failover_active"), 0.0);
     assert_eq!(gauge("batches_in_flight"), 0.0);
@@ -724,4 +738,52 @@ async fn performance_data_is_exported_for_relators_that_ask_for_it() {
         }
         supervisor.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_automatic_batch_size_is_scraped_and_written_in_the_window() {
+    let engine = RunningEngine::start(engine_config()).await;
+    let dir = TempDir::new("metrics-auto");
+    let stats_json = dir.path().join("stats.jsonl");
+    // Bounds of 5..=5 pin the automatic choice, so what is reported is known.
+    let text = one_engine_config(
+        engine.address,
+        &node_names(TASKS),
+        Extra {
+            top: r#"
+metrics_listen = "127.0.0.1:0"
+stats_interval = "2s"
+status_check_interval = "100ms"
+task_submit_batch_size = "auto"
+task_info_batch_size = "auto"
+batch_size_min = 5
+batch_size_max = 5
+batch_window = "10ms"
+"#,
+            rule: r#"duration = "30ms""#,
+            ..Extra::default()
+        },
+    );
+    let (supervisor, _reload, mut done) = start_supervisor_with(
+        parse(&text),
+        SupervisorOptions {
+            stats_json: Some(stats_json.clone()),
+            ..SupervisorOptions::default()
+        },
+    );
+    let address = supervisor.metrics_addr().expect("metrics served");
+    take_completions(&mut done, TASKS, Duration::from_secs(10)).await;
+    let scraped = samples(&scrape(address).await);
+    for kind in ["submission", "monitor"] {
+        let series = format!(r#"turbomon_supervisor_batch_size{{engine="e1",kind="{kind}"}}"#);
+        assert_eq!(value(&scraped, &series), 5.0, "{series}");
+    }
+    let window = first_window(&stats_json).await;
+    for kind in ["submission", "monitor"] {
+        assert_eq!(window[kind]["mode"], "turbo", "{window}");
+        assert_eq!(window[kind]["batch_size"], 5, "{window}");
+        assert_eq!(window[kind]["batch_size_auto"], true, "{window}");
+    }
+    supervisor.shutdown().await;
+    engine.stop().await;
 }

@@ -547,3 +547,25 @@ async fn stats_report_chooses_the_engines_blocks_the_summary_after_them_or_both(
     engines.sort();
     assert_eq!(engines, ["e1", "e2"]);
 }
+
+#[test]
+fn an_automatic_size_shows_in_the_mode_line_and_the_json() {
+    let mut stats = EngineStats::new("remote", window_start());
+    stats.submission.record_loop(ms(80));
+    let report = stats.take_window(Mode::Auto(24), Mode::Turbo(30), window_end());
+    let lines = report.lines();
+    assert_eq!(
+        lines[2],
+        "Task Submission Mode        ===> Turbo (auto: 24)"
+    );
+    assert_eq!(lines[3], "Task Monitor Mode           ===> Turbo (30)");
+    let value: serde_json::Value =
+        serde_json::from_str(&report.to_json()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(value["submission"]["mode"], "turbo");
+    assert_eq!(value["submission"]["batch_size"], 24);
+    assert_eq!(value["submission"]["batch_size_auto"], true);
+    assert!(
+        value["monitor"].get("batch_size_auto").is_none(),
+        "a fixed size's JSON is unchanged: {value}"
+    );
+}

@@ -229,7 +229,7 @@ async fn changing_the_batch_size_in_the_config_changes_the_next_loops_batches() 
     })
     .await;
     let mut changed = parse(&text);
-    changed.engines[0].task_submit_batch_size = Some(10);
+    changed.engines[0].task_submit_batch_size = Some(10.into());
     tx.send_replace(Arc::new(changed));
     eventually("a loop with batches of 10", Duration::from_secs(10), || {
         mock.log().submit_batches.iter().any(|b| b.len() == 10)

@@ -38,8 +38,11 @@ pub struct BenchArgs {
     pub links: Vec<String>,
     /// Tasks per batch to try, comma separated (each at least 1). Turbo off sends one task per
     /// call whatever this says, so it runs once per link and is reported at batch size 1.
+    /// `auto` adds a row whose size the supervisor's automatic controller chooses per loop
+    /// (starting from 30): it runs 20 learning loops before the `--loops` it reports, and its
+    /// JSON carries `auto_vs_best`, its loop time over the best fixed size's.
     #[arg(long, value_delimiter = ',', default_value = "1,10,30,60,100")]
-    pub batch_sizes: Vec<usize>,
+    pub batch_sizes: Vec<crate::config::BatchSize>,
     /// Turbo modes, comma separated: `on` (batches on one stream), `off` (one call per task on
     /// its own connection), `bare` (baseline: a plain tonic stream, no supervisor code; link
     /// `none` only).
@@ -93,6 +96,11 @@ pub struct BenchArgs {
     /// Plaintext connections instead of mutual TLS (for every row, the bare baseline too).
     #[arg(long)]
     pub plaintext: bool,
+    /// Limit what the supervisor side sends to the engine to this rate (e.g. `100KB/s`, as an
+    /// engine entry's `max_bandwidth`); each row then reports the bytes per second the link
+    /// carried to the engine during its submission loops.
+    #[arg(long, value_name = "RATE")]
+    pub max_bandwidth: Option<crate::config::Bandwidth>,
     /// Also measure alert latency for these status modes, comma separated (`poll`, `push`):
     /// a supervisor with a sim rule set to break, per link; turbo-on rows are given once per
     /// mode with `status_mode` and `alert_latency_s`.
@@ -121,8 +129,9 @@ pub struct TuneArgs {
     /// Tasks per loop, as many as one engine gets due at once.
     #[arg(long, default_value_t = 300)]
     pub tasks: usize,
-    /// Loops per batch size (the median loop time decides, so one slow loop does not).
-    #[arg(long, default_value_t = 9)]
+    /// Loops per batch size. The trimmed mean decides (the slower half and the fastest tenth of
+    /// the loops left out), so retransmission timeouts on a lossy link do not.
+    #[arg(long, default_value_t = 16)]
     pub loops: usize,
     /// Batch sizes to try, comma separated.
     #[arg(
@@ -297,6 +306,8 @@ fn check_packet_cap(max_packet_kb: u64) -> Result<u64, BenchError> {
 /// The loop arguments `bench` and `tune` both take, validated by [`LoopArgs::check`].
 struct LoopArgs<'a> {
     batch_sizes: &'a [usize],
+    /// An automatic row too (then the fixed sizes may be none).
+    auto: bool,
     tasks: usize,
     loops: usize,
     max_connections: usize,
@@ -322,10 +333,19 @@ impl LoopArgs<'_> {
     /// `--max-packet-kb`. `--max-time` is checked against the estimate by
     /// [`CheckedLoops::into_plan`]; `max_connections` is the caller's to check.
     fn check(&self) -> Result<CheckedLoops, BenchError> {
-        let batch_sizes = check_batch_sizes(self.batch_sizes)?;
+        let batch_sizes = if self.auto && self.batch_sizes.is_empty() {
+            Vec::new()
+        } else {
+            check_batch_sizes(self.batch_sizes)?
+        };
         check_count("--tasks", self.tasks, MAX_TASKS, "tasks")?;
         check_count("--loops", self.loops, MAX_LOOPS, "loops")?;
-        check_held(self.tasks, self.loops)?;
+        let held_loops = if self.auto {
+            self.loops + super::plan::AUTO_LEARNING_LOOPS
+        } else {
+            self.loops
+        };
+        check_held(self.tasks, held_loops)?;
         check_count(
             "--max-inflight-batches",
             self.max_inflight_batches,
@@ -343,6 +363,7 @@ impl LoopArgs<'_> {
                 reply_timeout: REPLY_TIMEOUT.min(self.max_time),
                 seed: self.seed,
                 plaintext: self.plaintext,
+                max_bandwidth: None,
             },
             safe_packet_bytes,
             max_time: self.max_time,
@@ -399,8 +420,18 @@ impl BenchArgs {
         if let Some(pair) = turbo.windows(2).find(|w| w[0] == w[1]) {
             return Err(invalid("--turbo", format!("`{}` is listed twice", pair[0])));
         }
+        let auto = self.batch_sizes.contains(&crate::config::BatchSize::Auto);
+        let fixed: Vec<usize> = self
+            .batch_sizes
+            .iter()
+            .filter_map(|size| size.fixed())
+            .collect();
+        if auto && self.batch_sizes.iter().filter(|s| s.is_auto()).count() > 1 {
+            return Err(invalid("--batch-sizes", "`auto` is listed twice"));
+        }
         let checked = LoopArgs {
-            batch_sizes: &self.batch_sizes,
+            batch_sizes: &fixed,
+            auto,
             tasks: self.tasks,
             loops: self.loops,
             max_connections: self.max_connections,
@@ -441,7 +472,7 @@ impl BenchArgs {
                 ));
             }
         }
-        if turbo.contains(&TurboMode::Off) && checked.batch_sizes != [1] {
+        if turbo.contains(&TurboMode::Off) && (checked.batch_sizes != [1] || auto) {
             notes.push(
                 "turbo off sends one task per call on its own connection, so batch sizes do not apply: it runs once per link and is reported at batch size 1"
                     .to_string(),
@@ -456,6 +487,7 @@ impl BenchArgs {
                         link: link.clone(),
                         turbo: mode,
                         batch_size: 1,
+                        auto: false,
                     }),
                     TurboMode::Bare if link.profile.is_some() => {}
                     TurboMode::On | TurboMode::Bare => {
@@ -464,13 +496,36 @@ impl BenchArgs {
                                 link: link.clone(),
                                 turbo: mode,
                                 batch_size,
+                                auto: false,
                             }
-                        }))
+                        }));
+                        // The bare baseline has no supervisor, so nothing to size automatically.
+                        if auto && mode == TurboMode::On {
+                            combinations.push(Combination {
+                                link: link.clone(),
+                                turbo: mode,
+                                batch_size: crate::config::defaults::batch_size()
+                                    .fixed()
+                                    .unwrap_or(30),
+                                auto: true,
+                            });
+                        }
                     }
                 }
             }
         }
-        checked.into_plan(combinations, notes)
+        if self
+            .max_bandwidth
+            .is_some_and(|rate| rate.bytes_per_second == 0)
+        {
+            return Err(invalid(
+                "--max-bandwidth",
+                "must be more than 0 bytes per second",
+            ));
+        }
+        let mut plan = checked.into_plan(combinations, notes)?;
+        plan.settings.max_bandwidth = self.max_bandwidth.map(|rate| rate.bytes_per_second);
+        Ok(plan)
     }
 }
 
@@ -482,6 +537,7 @@ impl TuneArgs {
         let link = resolve_link("--link", &self.link, &profiles)?;
         let checked = LoopArgs {
             batch_sizes: &self.batch_sizes,
+            auto: false,
             tasks: self.tasks,
             loops: self.loops,
             max_connections: crate::config::defaults::max_connections(),
@@ -499,6 +555,7 @@ impl TuneArgs {
                 link: link.clone(),
                 turbo: TurboMode::On,
                 batch_size,
+                auto: false,
             })
             .collect();
         checked.into_plan(combinations, Vec::new())

@@ -242,7 +242,7 @@ pub fn estimate_combination(combination: &Combination, settings: &RunSettings) -
             .map_or(Duration::ZERO, |p| LinkShape::from(p).round_trip() * 3);
     setup
         + estimate_loop(combination, settings)
-            .saturating_mul(u32::try_from(settings.loops * 2).unwrap_or(u32::MAX))
+            .saturating_mul(u32::try_from(combination.loops(settings) * 2).unwrap_or(u32::MAX))
 }
 
 /// Estimated duration of a whole run.

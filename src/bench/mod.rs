@@ -102,6 +102,7 @@ pub async fn run_cli(args: BenchArgs) -> Result<(), BenchError> {
         writeln!(stdout, "{}", table::render_table(&rows, &plan, layout)).and_then(|()| {
             latency_lines
                 .iter()
+                .chain(&auto_and_bandwidth_lines(&rows, &plan))
                 .try_for_each(|line| writeln!(stdout, "{line}"))
         })
     };
@@ -133,6 +134,44 @@ pub async fn run_cli(args: BenchArgs) -> Result<(), BenchError> {
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+/// Lines after the table: what each automatic row chose against the best fixed size, and with
+/// `--max-bandwidth` the rate the link carried to the engine.
+fn auto_and_bandwidth_lines(rows: &[Row], plan: &BenchPlan) -> Vec<String> {
+    let mut lines = Vec::new();
+    for row in rows.iter().filter(|r| r.auto) {
+        let ratio = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}"));
+        let last = |sizes: &[usize]| sizes.last().map_or("-".to_string(), usize::to_string);
+        let (submit, monitor) = row
+            .auto_sizes
+            .as_ref()
+            .map(|s| (last(&s.submit), last(&s.monitor)))
+            .unwrap_or_default();
+        lines.push(format!(
+            "auto on {}: settled at {submit} (submission) and {monitor} (monitor) after {} learning loops; loop time / best fixed size: {} (submission), {} (monitor)",
+            row.link,
+            plan::AUTO_LEARNING_LOOPS,
+            ratio(row.auto_vs_best),
+            ratio(row.auto_vs_best_monitor)
+        ));
+    }
+    if let Some(limit) = plan.settings.max_bandwidth {
+        for row in rows {
+            if let Some(rate) = row.to_engine_bytes_per_s {
+                lines.push(format!(
+                    "{} turbo {} batch {}{}: the link carried {:.1} KB/s to the engine (limit {:.1} KB/s)",
+                    row.link,
+                    row.turbo,
+                    if row.auto { "auto:" } else { "" },
+                    row.batch_size,
+                    rate / 1024.0,
+                    limit as f64 / 1024.0
+                ));
+            }
+        }
+    }
+    lines
 }
 
 /// Measure alert latency for every link and status mode, and give each turbo-on row one copy

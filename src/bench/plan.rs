@@ -67,6 +67,9 @@ impl LinkChoice {
     }
 }
 
+/// Loops an automatic row runs before the ones it reports: the "within 20 loops".
+pub const AUTO_LEARNING_LOOPS: usize = 20;
+
 /// One row's worth of work: a link, a turbo mode and a batch size.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Combination {
@@ -74,17 +77,45 @@ pub struct Combination {
     pub link: LinkChoice,
     /// How tasks travel.
     pub turbo: TurboMode,
-    /// Tasks per batch (1 for turbo off).
+    /// Tasks per batch (1 for turbo off); with `auto`, where the controller starts.
     pub batch_size: usize,
+    /// The batch size is chosen per loop by the supervisor's automatic controller: the row runs
+    /// [`AUTO_LEARNING_LOOPS`] more loops first and reports the loops after them.
+    pub auto: bool,
+}
+
+impl Combination {
+    /// Submission loops (and as many monitor loops) this combination runs.
+    pub fn loops(&self, settings: &RunSettings) -> usize {
+        if self.auto {
+            settings.loops + AUTO_LEARNING_LOOPS
+        } else {
+            settings.loops
+        }
+    }
+
+    /// The largest batch this combination may send (what the engine and message caps allow for).
+    pub fn largest_batch(&self) -> usize {
+        if self.auto {
+            self.batch_size
+                .max(crate::config::defaults::batch_size_max())
+        } else {
+            self.batch_size
+        }
+    }
 }
 
 impl std::fmt::Display for Combination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "link {} turbo {} batch {}",
-            self.link.name, self.turbo, self.batch_size
-        )
+        if self.auto {
+            write!(f, "link {} turbo {} batch auto", self.link.name, self.turbo)
+        } else {
+            write!(
+                f,
+                "link {} turbo {} batch {}",
+                self.link.name, self.turbo, self.batch_size
+            )
+        }
     }
 }
 
@@ -106,6 +137,9 @@ pub struct RunSettings {
     /// Plaintext connections; otherwise every combination (the bare baseline too) speaks mutual
     /// TLS with a throw-away CA, as a real site does.
     pub plaintext: bool,
+    /// `--max-bandwidth`: bytes per second the supervisor side may send to the engine (its
+    /// throttle, as an engine entry's `max_bandwidth`); `None`: no limit.
+    pub max_bandwidth: Option<u64>,
 }
 
 /// What one combination measured.
@@ -121,6 +155,22 @@ pub struct Measurement {
     pub monitor_packets: Vec<u64>,
     /// Bytes the link carried during each submission loop; `None` without a link.
     pub submit_wire: Option<Vec<LoopBytes>>,
+    /// Automatic rows: the learning loops and the sizes chosen (the fields above hold the loops
+    /// after the learning ones).
+    pub auto: Option<AutoTrace>,
+}
+
+/// What an automatic row chose, loop by loop.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AutoTrace {
+    /// Batch size of every submission loop, learning loops first.
+    pub submit_sizes: Vec<usize>,
+    /// Batch size of every monitor loop, learning loops first.
+    pub monitor_sizes: Vec<usize>,
+    /// Duration of the learning submission loops.
+    pub learning_submit_loops: Vec<Duration>,
+    /// Duration of the learning monitor loops.
+    pub learning_monitor_loops: Vec<Duration>,
 }
 
 /// Bytes a link carried during one loop, per direction.
@@ -164,7 +214,12 @@ pub struct BenchPlan {
 impl BenchPlan {
     /// Loops (submission plus monitor) the whole plan runs: the progress bar's length.
     pub fn total_loops(&self) -> u64 {
-        (self.combinations.len() * self.settings.loops * 2) as u64
+        let loops: usize = self
+            .combinations
+            .iter()
+            .map(|c| c.loops(&self.settings))
+            .sum();
+        (loops * 2) as u64
     }
 }
 

@@ -71,7 +71,8 @@ fn series_of(rows: &[Row]) -> Vec<Series> {
     let mut grouped: BTreeMap<(String, TurboMode), Vec<Row>> = BTreeMap::new();
     // Keep the order links were given in: index by first appearance.
     let mut order: Vec<(String, TurboMode)> = Vec::new();
-    for row in rows {
+    // An automatic row is one size chosen per loop, not a point of the batch-size sweep.
+    for row in rows.iter().filter(|r| !r.auto) {
         let key = (row.link.clone(), row.turbo);
         if !grouped.contains_key(&key) {
             order.push(key.clone());
@@ -374,6 +375,11 @@ mod tests {
             efficiency: Some(0.9),
             status_mode: None,
             alert_latency_s: None,
+            auto: false,
+            auto_sizes: None,
+            auto_vs_best: None,
+            auto_vs_best_monitor: None,
+            to_engine_bytes_per_s: None,
         }
     }
 

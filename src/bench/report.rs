@@ -69,6 +69,57 @@ pub struct Row {
     /// With `--status-mode`: alert latency of a broken sim rule, seconds (`p50`, `p99`, `max`).
     #[serde(default)]
     pub alert_latency_s: Option<super::alerts::AlertLatency>,
+    /// The batch size was chosen per loop by the automatic controller (`--batch-sizes auto`):
+    /// `batch_size` is the size of the last submission loop, and the loop figures are those of
+    /// the loops after the 20 learning ones. Absent for fixed sizes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto: bool,
+    /// Automatic rows: the size of every loop, learning loops first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_sizes: Option<AutoSizes>,
+    /// Automatic rows: median submission loop time ÷ the best median of the fixed sizes on the
+    /// same link in the same run (1.05 = 5 % slower than the best fixed size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_vs_best: Option<f64>,
+    /// The same for monitor loops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_vs_best_monitor: Option<f64>,
+    /// With `--max-bandwidth`: bytes per second the link carried to the engine over the
+    /// submission loops (their bytes ÷ their time); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_engine_bytes_per_s: Option<f64>,
+}
+
+/// The sizes an automatic row chose, loop by loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoSizes {
+    /// Submission loops.
+    pub submit: Vec<usize>,
+    /// Monitor loops.
+    pub monitor: Vec<usize>,
+}
+
+/// Fill `auto_vs_best` and `auto_vs_best_monitor` of every automatic row from the turbo-on
+/// fixed rows of its link (left empty when there are none).
+pub fn compare_auto_rows(rows: &mut [Row]) {
+    let best = |rows: &[Row], link: &str, loop_s: fn(&Row) -> f64| {
+        rows.iter()
+            .filter(|r| !r.auto && r.turbo == TurboMode::On && r.link == link)
+            .map(loop_s)
+            .filter(|t| *t > 0.0)
+            .min_by(f64::total_cmp)
+    };
+    for i in 0..rows.len() {
+        if !rows[i].auto {
+            continue;
+        }
+        let link = rows[i].link.clone();
+        let submit = best(rows, &link, |r| r.submit_loop_s.p50);
+        let monitor = best(rows, &link, |r| r.monitor_loop_s.p50);
+        let row = &mut rows[i];
+        row.auto_vs_best = submit.map(|b| round_to(row.submit_loop_s.p50 / b, 3));
+        row.auto_vs_best_monitor = monitor.map(|b| round_to(row.monitor_loop_s.p50 / b, 3));
+    }
 }
 
 fn round_to(value: f64, decimals: i32) -> f64 {
@@ -164,10 +215,18 @@ impl Row {
         let submit_loop_s = LoopTimes::from_durations(&measured.submit_loops);
         let mean_loop = submit_total.as_secs_f64() / measured.submit_loops.len().max(1) as f64;
         let efficiency = bound.map(|b| round_to(b.as_secs_f64() / mean_loop.max(1e-9), 3));
+        let auto_sizes = measured.auto.as_ref().map(|trace| AutoSizes {
+            submit: trace.submit_sizes.clone(),
+            monitor: trace.monitor_sizes.clone(),
+        });
+        let batch_size = auto_sizes
+            .as_ref()
+            .and_then(|sizes| sizes.submit.last().copied())
+            .unwrap_or(combination.batch_size);
         Self {
             link: combination.link.name.clone(),
             turbo: combination.turbo,
-            batch_size: combination.batch_size,
+            batch_size,
             tasks: settings.tasks,
             loops: settings.loops,
             submit_loop_s,
@@ -180,6 +239,14 @@ impl Row {
             efficiency,
             status_mode: None,
             alert_latency_s: None,
+            auto: combination.auto,
+            auto_sizes,
+            auto_vs_best: None,
+            auto_vs_best_monitor: None,
+            to_engine_bytes_per_s: settings.max_bandwidth.and(wire).map(|loops| {
+                let bytes: u64 = loops.iter().map(|b| b.client_to_server).sum();
+                round_to(bytes as f64 / submit_total.as_secs_f64().max(1e-9), 1)
+            }),
         }
     }
 }
@@ -251,6 +318,7 @@ mod tests {
             reply_timeout: Duration::from_secs(30),
             seed: None,
             plaintext: false,
+            max_bandwidth: None,
         }
     }
 
@@ -276,6 +344,7 @@ mod tests {
             link: wan(),
             turbo: TurboMode::On,
             batch_size: 30,
+            auto: false,
         };
         // Each loop carried 31,250 bytes up (25 ms at 10 Mbit/s) and took 100 ms: bound 75 ms.
         let measured = Measurement {
@@ -290,6 +359,7 @@ mod tests {
                 };
                 4
             ]),
+            auto: None,
         };
         let row = Row::new(&combination, &settings(), &measured);
         assert_eq!(row.wire_bytes_per_task, Some(400.0));
@@ -306,6 +376,7 @@ mod tests {
             link: LinkChoice::none(),
             turbo: TurboMode::On,
             batch_size: 30,
+            auto: false,
         };
         let measured = Measurement {
             submit_loops: vec![Duration::from_millis(2)],
@@ -313,6 +384,7 @@ mod tests {
             submit_packets: vec![3000],
             monitor_packets: vec![2000],
             submit_wire: None,
+            auto: None,
         };
         let row = Row::new(&combination, &settings(), &measured);
         let json: serde_json::Value =

@@ -20,14 +20,17 @@ use super::bare;
 use super::bound::{self, bench_message_bytes};
 use super::error::BenchError;
 use super::plan::{
-    BenchPlan, Combination, LoopBytes, Measurement, RunSettings, TurboMode, bench_tasks,
+    AUTO_LEARNING_LOOPS, AutoTrace, BenchPlan, Combination, LoopBytes, Measurement, RunSettings,
+    TurboMode, bench_tasks,
 };
-use super::report::Row;
+use super::report::{self, Row};
 use crate::config::{EngineConfig, defaults};
 use crate::engine::Engine;
 use crate::link::{Link, LinkCounters};
 use crate::pki::ThrowawayPki;
 use crate::proto::TaskState;
+use crate::supervisor::autosize::{AutoSize, LoopSample};
+use crate::throttle::{BandwidthPolicy, DayClock, Throttle};
 use crate::tls::ClientTls;
 use crate::transport::Dialer;
 use crate::wire::batch::BatchIds;
@@ -40,14 +43,17 @@ const ENGINE_STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// Engine settings for a bench combination: caps raised so the bench never hits them.
 pub fn bench_engine_config(combination: &Combination, settings: &RunSettings) -> EngineConfig {
-    let packet = bound::submit_packet_bytes(combination.batch_size)
-        .max(bound::status_packet_bytes(combination.batch_size));
+    let packet = bound::submit_packet_bytes(combination.largest_batch())
+        .max(bound::status_packet_bytes(combination.largest_batch()));
     EngineConfig {
         listen: "127.0.0.1:0".to_string(),
-        max_batch_tasks: defaults::max_batch_tasks().max(combination.batch_size),
+        max_batch_tasks: defaults::max_batch_tasks().max(combination.largest_batch()),
         // Every submission loop runs before the monitor loops release anything.
-        max_held_tasks: defaults::max_held_tasks()
-            .max(settings.tasks.saturating_mul(settings.loops + 1)),
+        max_held_tasks: defaults::max_held_tasks().max(
+            settings
+                .tasks
+                .saturating_mul(combination.loops(settings) + 1),
+        ),
         max_message_bytes: bench_message_bytes(packet),
         // In-process: no fixed metrics port.
         metrics_listen: String::new(),
@@ -138,14 +144,21 @@ pub async fn run_combination(
         ),
     };
     let message_bytes = bench_message_bytes(
-        bound::submit_packet_bytes(combination.batch_size)
-            .max(bound::status_packet_bytes(combination.batch_size)),
+        bound::submit_packet_bytes(combination.largest_batch())
+            .max(bound::status_packet_bytes(combination.largest_batch())),
     );
     let mut dialer = Dialer::new(&engine.address.to_string(), link.clone(), message_bytes)
         .map_err(|e| e.to_string())?;
     if let Some(pki) = &pki {
         let tls = ClientTls::load(&pki.supervisor.client_files()).map_err(|e| e.to_string())?;
         dialer = dialer.with_tls(tls, None);
+    }
+    if let Some(rate) = settings.max_bandwidth {
+        let policy = BandwidthPolicy {
+            max_bytes_per_second: Some(rate),
+            ..BandwidthPolicy::default()
+        };
+        dialer = dialer.with_throttle(Throttle::new(policy, DayClock::local()));
     }
     let driver = Driver {
         combination,
@@ -253,19 +266,23 @@ impl Driver<'_> {
             .await
             .map_err(|e| e.to_string())?;
         let batch_ids = BatchIds::default();
-        let limits = self.limits();
+        let mut sizes = LoopSizes::new(self.combination, self.limits());
+        let loops = self.combination.loops(self.settings);
         let mut measured = Measurement::default();
-        let mut asked: Vec<Vec<TaskId>> = Vec::with_capacity(self.settings.loops);
-        for loop_index in 0..self.settings.loops {
+        let mut asked: Vec<Vec<TaskId>> = Vec::with_capacity(loops);
+        for loop_index in 0..loops {
             let tasks = bench_tasks(loop_index, self.settings.tasks);
             asked.push(tasks.iter().map(|t| TaskId::from(t.id.as_str())).collect());
             let before = self.counters();
+            let limits = sizes.submission();
             let outcome = submit_turbo(&submit, tasks, limits, &batch_ids).await;
+            sizes.observe_submission(limits, &outcome);
             self.record_submission(&mut measured, loop_index, outcome, before)?;
         }
         let mut release = Vec::new();
         for (loop_index, ids) in asked.into_iter().enumerate() {
             let count = ids.len();
+            let limits = sizes.monitor();
             let outcome = monitor_turbo(
                 &status,
                 ids,
@@ -274,8 +291,10 @@ impl Driver<'_> {
                 &batch_ids,
             )
             .await;
+            sizes.observe_monitor(limits, count, &outcome);
             release = self.record_monitor(&mut measured, loop_index, count, outcome)?;
         }
+        sizes.finish(&mut measured);
         Ok(measured)
     }
 
@@ -297,6 +316,145 @@ impl Driver<'_> {
             release = self.record_monitor(&mut measured, loop_index, count, outcome)?;
         }
         Ok(measured)
+    }
+}
+
+/// The batch size of each loop of one combination: the combination's own, or the automatic
+/// controllers' choice (one for submission, one for monitor loops, as a supervisor has), whose
+/// trajectory is kept and whose learning loops are set apart at the end.
+struct LoopSizes {
+    base: LoopLimits,
+    auto: Option<(AutoSize, AutoSize)>,
+    trace: AutoTrace,
+    /// Packets of the learning loops, submission and monitor.
+    learning_packets: (usize, usize),
+}
+
+impl LoopSizes {
+    fn new(combination: &Combination, base: LoopLimits) -> Self {
+        let auto = combination.auto.then(|| {
+            let controller = || {
+                AutoSize::new(
+                    combination.batch_size,
+                    defaults::batch_size_min(),
+                    combination.largest_batch(),
+                    base.in_flight,
+                )
+            };
+            (controller(), controller())
+        });
+        Self {
+            base,
+            auto,
+            trace: AutoTrace::default(),
+            learning_packets: (0, 0),
+        }
+    }
+
+    fn submission(&mut self) -> LoopLimits {
+        match &self.auto {
+            Some((submit, _)) => self.chosen(submit),
+            None => self.base,
+        }
+    }
+
+    fn monitor(&mut self) -> LoopLimits {
+        match &self.auto {
+            Some((_, monitor)) => self.chosen(monitor),
+            None => self.base,
+        }
+    }
+
+    fn chosen(&self, auto: &AutoSize) -> LoopLimits {
+        LoopLimits {
+            batch_size: auto.size(),
+            in_flight: auto.in_flight().min(self.base.in_flight),
+            ..self.base
+        }
+    }
+
+    fn observe_submission(&mut self, limits: LoopLimits, outcome: &SubmissionOutcome) {
+        if let Some((submit, _)) = &mut self.auto {
+            if self.trace.submit_sizes.len() < AUTO_LEARNING_LOOPS {
+                self.learning_packets.0 += outcome.packets_bytes.len();
+            }
+            self.trace.submit_sizes.push(limits.batch_size);
+            submit.observe(&sample(
+                limits,
+                outcome.deliveries.len(),
+                outcome.elapsed,
+                &outcome.packets_bytes,
+                outcome.completed(),
+                outcome.deliveries.iter().any(|(_, d)| {
+                    matches!(
+                        d,
+                        Delivery::Retry {
+                            timed_out_batch: Some(_),
+                            ..
+                        }
+                    )
+                }),
+            ));
+        }
+    }
+
+    fn observe_monitor(&mut self, limits: LoopLimits, items: usize, outcome: &MonitorOutcome) {
+        if let Some((_, monitor)) = &mut self.auto {
+            if self.trace.monitor_sizes.len() < AUTO_LEARNING_LOOPS {
+                self.learning_packets.1 += outcome.packets_bytes.len();
+            }
+            self.trace.monitor_sizes.push(limits.batch_size);
+            monitor.observe(&sample(
+                limits,
+                items,
+                outcome.elapsed,
+                &outcome.packets_bytes,
+                outcome.completed(),
+                outcome.timed_out_batch.is_some() || outcome.too_large_batch.is_some(),
+            ));
+        }
+    }
+
+    /// Automatic rows: move the learning loops out of the reported ones.
+    fn finish(self, measured: &mut Measurement) {
+        if self.auto.is_none() {
+            return;
+        }
+        let mut trace = self.trace;
+        let learning = AUTO_LEARNING_LOOPS.min(measured.submit_loops.len());
+        trace.learning_submit_loops = measured.submit_loops.drain(..learning).collect();
+        let learning = AUTO_LEARNING_LOOPS.min(measured.monitor_loops.len());
+        trace.learning_monitor_loops = measured.monitor_loops.drain(..learning).collect();
+        let (submit_packets, monitor_packets) = self.learning_packets;
+        measured
+            .submit_packets
+            .drain(..submit_packets.min(measured.submit_packets.len()));
+        measured
+            .monitor_packets
+            .drain(..monitor_packets.min(measured.monitor_packets.len()));
+        if let Some(wire) = &mut measured.submit_wire {
+            wire.drain(..AUTO_LEARNING_LOOPS.min(wire.len()));
+        }
+        measured.auto = Some(trace);
+    }
+}
+
+fn sample(
+    limits: LoopLimits,
+    items: usize,
+    elapsed: Duration,
+    packets: &[u64],
+    completed: bool,
+    timed_out: bool,
+) -> LoopSample {
+    LoopSample {
+        items,
+        batch_size: limits.batch_size,
+        in_flight: limits.in_flight,
+        elapsed,
+        bytes: packets.iter().sum(),
+        completed,
+        timed_out,
     }
 }
 
@@ -385,6 +543,7 @@ pub async fn run_plan(
             }
         }
     }
+    report::compare_auto_rows(&mut rows);
     Ok(rows)
 }
 

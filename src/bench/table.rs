@@ -37,7 +37,13 @@ struct Column {
 const COLUMNS: [Column; 25] = [
     text("link", Some("link"), |r| r.link.clone()),
     text("turbo", Some("turbo"), |r| r.turbo.to_string()),
-    number("batch", Some("batch"), |r| r.batch_size.to_string()),
+    number("batch", Some("batch"), |r| {
+        if r.auto {
+            format!("auto:{}", r.batch_size)
+        } else {
+            r.batch_size.to_string()
+        }
+    }),
     // The same for every row: the default table says them once, under the table.
     number("tasks", None, |r| r.tasks.to_string()),
     number("loops", None, |r| r.loops.to_string()),
@@ -281,6 +287,11 @@ mod tests {
             efficiency: Some(0.99),
             status_mode: None,
             alert_latency_s: None,
+            auto: false,
+            auto_sizes: None,
+            auto_vs_best: None,
+            auto_vs_best_monitor: None,
+            to_engine_bytes_per_s: None,
         }
     }
 
@@ -295,6 +306,7 @@ mod tests {
                 reply_timeout: Duration::from_secs(30),
                 seed: None,
                 plaintext: false,
+                max_bandwidth: None,
             },
             max_time: Duration::from_secs(300),
             estimated: Duration::from_secs(1),

@@ -1,13 +1,25 @@
 //! The batch-size recommendation: for submission and for status checks, the smallest batch
-//! whose median loop time is within 5 % of the best, never one whose packets exceed the link's
+//! whose loop time is within 5 % of the best, never one whose packets exceed the link's
 //! black-hole size or the safe packet cap. [`recommend`] is pure; [`run_cli`] is `turbomon tune`
 //! (a sweep of turbo-on loops over one link), and [`recommend_from_rows`] serves
-//! `bench --recommend`.
+//! `bench --recommend` (from the rows' medians).
 //!
-//! The median decides rather than the mean so that one retransmission timeout on a lossy link
-//! does not pick the batch size. Packets are compared whole (request plus reply), which is never
-//! smaller than the larger of the two messages: a conservative test against a black hole that
-//! stalls on one message.
+//! `tune` decides on a trimmed mean ([`trimmed_mean`]): the slower half of the loops (where
+//! retransmission timeouts land: loss only ever adds time, and on `lossy-wan` about one loop in
+//! five of 300 tasks meets one) and the fastest tenth are left out and the rest averaged, over
+//! 16 loops by default, so lost segments do not move the recommendation the way they moved a
+//! 9-loop median. A size counts as within 5 % of the best also when it is over the line by no
+//! more than the spread of single loops (one standard deviation of its kept loops plus one of
+//! the best's): on a shared machine one run's trimmed means move by about that much from the
+//! next run's, more than their standard errors say, so sizes closer than that cannot be told
+//! apart, and the smallest of them wins in every run instead of whichever size the noise of one
+//! run happened to put under the line. Ties go to the smaller batch.
+//!
+//! Packets are compared whole (request plus reply), which is never smaller than the larger of
+//! the two messages: a conservative test against a black hole that stalls on one message. The
+//! batches in flight leave together, so the link sees them as one burst: [`burst_in_flight`]
+//! gives the most batches in flight whose burst stays under the black hole, and a batch size is
+//! measured (and recommended) with that many, `max_inflight_batches` recommended alongside.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -56,10 +68,72 @@ impl LoopKind {
 pub struct Candidate {
     /// Tasks (or ids) per batch.
     pub batch_size: usize,
-    /// Median loop time at that size.
+    /// Loop time at that size (trimmed mean for `tune`, median for `bench --recommend`).
     pub loop_time: Duration,
     /// Largest packet (request plus reply) seen at that size, in bytes.
     pub max_packet_bytes: u64,
+    /// Batches in flight it was measured with when fewer than asked, so that the burst of
+    /// batches leaving together stays under the link's black hole.
+    pub in_flight_cap: Option<usize>,
+    /// Standard deviation of the loops `loop_time` averages (zero when unknown): how far apart
+    /// two sizes' loop times may be from noise alone.
+    pub spread: Duration,
+}
+
+/// Standard deviations (the candidate's plus the best's) a candidate may be above the 5 % line
+/// and still count as within it.
+pub const NOISE_ALLOWANCE: f64 = 1.0;
+
+/// Fraction of the slowest loops a trimmed mean leaves out.
+pub const TRIM_SLOWEST: f64 = 0.5;
+/// Fraction of the fastest loops a trimmed mean leaves out.
+pub const TRIM_FASTEST: f64 = 0.10;
+
+/// The mean of `durations` without the slowest [`TRIM_SLOWEST`] and the fastest
+/// [`TRIM_FASTEST`] (at least one loop is kept).
+pub fn trimmed_mean(durations: &[Duration]) -> Duration {
+    trimmed(durations).0
+}
+
+/// The trimmed mean and the standard deviation of the loops it kept (zero with fewer than two).
+pub fn trimmed(durations: &[Duration]) -> (Duration, Duration) {
+    let mut sorted = durations.to_vec();
+    sorted.sort_unstable();
+    let n = sorted.len();
+    if n == 0 {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    let low = (n as f64 * TRIM_FASTEST).floor() as usize;
+    let high = n - (n as f64 * TRIM_SLOWEST).floor() as usize;
+    let kept = &sorted[low.min(n - 1)..high.max(low + 1).min(n)];
+    let mean = kept.iter().sum::<Duration>() / kept.len() as u32;
+    if kept.len() < 2 {
+        return (mean, Duration::ZERO);
+    }
+    let m = mean.as_secs_f64();
+    let variance = kept
+        .iter()
+        .map(|d| (d.as_secs_f64() - m).powi(2))
+        .sum::<f64>()
+        / (kept.len() - 1) as f64;
+    (mean, Duration::from_secs_f64(variance.sqrt()))
+}
+
+/// The most batches of `packet_bytes` that may be in flight together (out of `asked`, for a
+/// loop of `batches`) without their burst going over `blackhole_bytes`; `None` when the loop's
+/// burst fits as asked, `Some(0)` when even one packet does not.
+pub fn burst_in_flight(
+    packet_bytes: u64,
+    batches: usize,
+    asked: usize,
+    blackhole_bytes: Option<u64>,
+) -> Option<usize> {
+    let limit = blackhole_bytes?;
+    let together = asked.min(batches).max(1);
+    if packet_bytes.saturating_mul(together as u64) <= limit {
+        return None;
+    }
+    Some(usize::try_from(limit / packet_bytes.max(1)).unwrap_or(usize::MAX))
 }
 
 /// The packet limits a recommendation respects.
@@ -145,10 +219,14 @@ pub struct Recommendation {
     pub loop_s: f64,
     /// Its largest packet, bytes.
     pub max_packet_bytes: u64,
-    /// The batch size with the shortest median loop.
+    /// The batch size with the shortest loop.
     pub best_batch_size: usize,
-    /// That shortest median loop, seconds.
+    /// That shortest loop, seconds.
     pub best_loop_s: f64,
+    /// `max_inflight_batches` to set with it, when the link's black hole needs fewer batches
+    /// in flight than asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_inflight_batches: Option<usize>,
     /// Batch sizes refused, and why.
     pub refused: Vec<RefusedSize>,
     /// One or two sentences saying why.
@@ -238,15 +316,14 @@ pub fn recommend(
             refused,
         });
     };
-    let threshold = best.loop_time.as_secs_f64() * (1.0 + WITHIN_BEST);
-    let chosen = allowed
-        .iter()
-        .find(|c| c.loop_time.as_secs_f64() <= threshold)
-        .copied()
-        .unwrap_or(best);
+    let within = |c: &Candidate| {
+        let noise = NOISE_ALLOWANCE * (best.spread + c.spread).as_secs_f64();
+        c.loop_time.as_secs_f64() <= best.loop_time.as_secs_f64() * (1.0 + WITHIN_BEST) + noise
+    };
+    let chosen = allowed.iter().find(|c| within(c)).copied().unwrap_or(best);
     let mut reason = if chosen.batch_size == best.batch_size {
         format!(
-            "Batch {} gives the shortest median {} ({}) and no smaller batch comes within {}% of it; its packets reach {}.",
+            "Batch {} gives the shortest {} ({}) and no smaller batch comes within {}% of it; its packets reach {}.",
             chosen.batch_size,
             kind.loop_name(),
             ms(chosen.loop_time),
@@ -255,7 +332,7 @@ pub fn recommend(
         )
     } else {
         format!(
-            "Batch {} is the smallest whose median {} ({}) is within {}% of the best ({} at batch {}), with packets of {} instead of {}.",
+            "Batch {} is the smallest whose {} ({}) is within {}% of the best ({} at batch {}), with packets of {} instead of {}.",
             chosen.batch_size,
             kind.loop_name(),
             ms(chosen.loop_time),
@@ -266,6 +343,17 @@ pub fn recommend(
             kb(best.max_packet_bytes)
         )
     };
+    if chosen.loop_time.as_secs_f64() > best.loop_time.as_secs_f64() * (1.0 + WITHIN_BEST) {
+        reason.push_str(&format!(
+            " It is over the {}% line by less than the spread of single loops (a standard deviation of each), so the run cannot tell it from the line.",
+            WITHIN_BEST * 100.0
+        ));
+    }
+    if let Some(cap) = chosen.in_flight_cap {
+        reason.push_str(&format!(
+            " Batches in flight leave together: at most {cap} at a time keep the burst under the link's black hole (set max_inflight_batches = {cap})."
+        ));
+    }
     if let Some(list) = describe_refusals(&refused) {
         reason.push_str(&format!(" Refused: {list}."));
     }
@@ -277,6 +365,7 @@ pub fn recommend(
         max_packet_bytes: chosen.max_packet_bytes,
         best_batch_size: best.batch_size,
         best_loop_s: best.loop_time.as_secs_f64(),
+        max_inflight_batches: chosen.in_flight_cap,
         refused,
         reason,
     })
@@ -329,8 +418,16 @@ pub fn describe_link(link: &LinkChoice) -> String {
 #[derive(Debug, Clone, Serialize)]
 struct SweepPoint {
     batch_size: usize,
+    /// Batches in flight it ran with (fewer than asked under a black hole).
+    in_flight: usize,
+    /// Trimmed mean: what the recommendation compares.
+    submit_loop_s: f64,
+    /// Standard deviation of the loops the trimmed mean kept.
+    submit_loop_sd_s: f64,
     submit_loop_p50_s: f64,
     submit_packet_max_kb: f64,
+    monitor_loop_s: f64,
+    monitor_loop_sd_s: f64,
     monitor_loop_p50_s: f64,
     monitor_packet_max_kb: f64,
 }
@@ -387,16 +484,26 @@ pub async fn run_cli(args: TuneArgs) -> Result<(), BenchError> {
     }
     let progress = progress_bar((to_run.len() * plan.settings.loops * 2) as u64, args.json);
     let deadline = tokio::time::Instant::now() + plan.max_time;
-    let mut measured: Vec<(usize, Measurement)> = Vec::new();
+    let mut measured: Vec<(usize, Option<usize>, Measurement)> = Vec::new();
     for (done, combination) in to_run.iter().enumerate() {
         progress.set_message(combination.to_string());
-        let outcome = tokio::time::timeout_at(
-            deadline,
-            run_combination(combination, &plan.settings, &progress),
-        )
-        .await;
+        let b = combination.batch_size;
+        let packet = bound::submit_packet_bytes(b).max(bound::status_packet_bytes(b));
+        let in_flight_cap = burst_in_flight(
+            packet,
+            plan.settings.tasks.div_ceil(b),
+            plan.settings.max_inflight_batches,
+            caps.blackhole_bytes,
+        );
+        let settings = super::plan::RunSettings {
+            max_inflight_batches: in_flight_cap.unwrap_or(plan.settings.max_inflight_batches),
+            ..plan.settings.clone()
+        };
+        let outcome =
+            tokio::time::timeout_at(deadline, run_combination(combination, &settings, &progress))
+                .await;
         match outcome {
-            Ok(Ok(m)) => measured.push((combination.batch_size, m)),
+            Ok(Ok(m)) => measured.push((b, in_flight_cap, m)),
             Ok(Err(reason)) => {
                 for refused in [&mut submit_refused, &mut status_refused] {
                     refused.push(RefusedSize {
@@ -423,15 +530,18 @@ pub async fn run_cli(args: TuneArgs) -> Result<(), BenchError> {
     let candidates = |kind: LoopKind| -> Vec<Candidate> {
         measured
             .iter()
-            .map(|(batch_size, m)| {
+            .map(|(batch_size, in_flight_cap, m)| {
                 let (loops, packets) = match kind {
                     LoopKind::Submission => (&m.submit_loops, &m.submit_packets),
                     LoopKind::Status => (&m.monitor_loops, &m.monitor_packets),
                 };
+                let (loop_time, spread) = trimmed(loops);
                 Candidate {
                     batch_size: *batch_size,
-                    loop_time: median(loops),
+                    loop_time,
                     max_packet_bytes: packets.iter().copied().max().unwrap_or(0),
+                    in_flight_cap: *in_flight_cap,
+                    spread,
                 }
             })
             .collect()
@@ -450,11 +560,16 @@ pub async fn run_cli(args: TuneArgs) -> Result<(), BenchError> {
     );
     let sweep: Vec<SweepPoint> = measured
         .iter()
-        .map(|(batch_size, m)| SweepPoint {
+        .map(|(batch_size, in_flight_cap, m)| SweepPoint {
             batch_size: *batch_size,
+            in_flight: in_flight_cap.unwrap_or(plan.settings.max_inflight_batches),
+            submit_loop_s: trimmed_mean(&m.submit_loops).as_secs_f64(),
+            submit_loop_sd_s: trimmed(&m.submit_loops).1.as_secs_f64(),
             submit_loop_p50_s: median(&m.submit_loops).as_secs_f64(),
             submit_packet_max_kb: m.submit_packets.iter().copied().max().unwrap_or(0) as f64
                 / 1024.0,
+            monitor_loop_s: trimmed_mean(&m.monitor_loops).as_secs_f64(),
+            monitor_loop_sd_s: trimmed(&m.monitor_loops).1.as_secs_f64(),
             monitor_loop_p50_s: median(&m.monitor_loops).as_secs_f64(),
             monitor_packet_max_kb: m.monitor_packets.iter().copied().max().unwrap_or(0) as f64
                 / 1024.0,
@@ -481,23 +596,33 @@ pub async fn run_cli(args: TuneArgs) -> Result<(), BenchError> {
         );
     } else {
         println!(
-            "tune {}\n{} tasks per loop, {} loops per batch size, turbo on, {} batches in flight; median loop times\n",
+            "tune {}\n{} tasks per loop, {} loops per batch size, turbo on, {} batches in flight; loop times are trimmed means (slower half and fastest tenth left out)\n",
             describe_link(&link),
             plan.settings.tasks,
             plan.settings.loops,
             plan.settings.max_inflight_batches
         );
         println!(
-            "{:>6}  {:>14}  {:>13}  {:>14}  {:>13}",
-            "batch", "submit p50 ms", "submit max KB", "monitor p50 ms", "monitor max KB"
+            "{:>6}  {:>9}  {:>10}  {:>6}  {:>13}  {:>11}  {:>6}  {:>14}",
+            "batch",
+            "in flight",
+            "submit ms",
+            "± sd",
+            "submit max KB",
+            "monitor ms",
+            "± sd",
+            "monitor max KB"
         );
         for p in &sweep {
             println!(
-                "{:>6}  {:>14.2}  {:>13.2}  {:>14.2}  {:>13.2}",
+                "{:>6}  {:>9}  {:>10.2}  {:>6.2}  {:>13.2}  {:>11.2}  {:>6.2}  {:>14.2}",
                 p.batch_size,
-                p.submit_loop_p50_s * 1000.0,
+                p.in_flight,
+                p.submit_loop_s * 1000.0,
+                p.submit_loop_sd_s * 1000.0,
                 p.submit_packet_max_kb,
-                p.monitor_loop_p50_s * 1000.0,
+                p.monitor_loop_s * 1000.0,
+                p.monitor_loop_sd_s * 1000.0,
                 p.monitor_packet_max_kb
             );
         }
@@ -521,7 +646,7 @@ pub async fn run_cli(args: TuneArgs) -> Result<(), BenchError> {
 /// `bench --recommend`: recommendations per link from the turbo-on rows, as text.
 pub fn recommend_from_rows(rows: &[Row], plan: &BenchPlan) -> String {
     let mut by_link: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
-    for row in rows.iter().filter(|r| r.turbo == TurboMode::On) {
+    for row in rows.iter().filter(|r| r.turbo == TurboMode::On && !r.auto) {
         by_link.entry(row.link.as_str()).or_default().push(row);
     }
     if by_link.is_empty() {
@@ -549,6 +674,8 @@ pub fn recommend_from_rows(rows: &[Row], plan: &BenchPlan) -> String {
                         batch_size: r.batch_size,
                         loop_time: Duration::from_secs_f64(p50.max(0.0)),
                         max_packet_bytes: kb_to_bytes(max_kb),
+                        in_flight_cap: None,
+                        spread: Duration::ZERO,
                     }
                 })
                 .collect()
@@ -576,7 +703,67 @@ mod tests {
             batch_size,
             loop_time: Duration::from_millis(loop_ms),
             max_packet_bytes: packet_bytes,
+            in_flight_cap: None,
+            spread: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn a_size_the_noise_cannot_tell_from_the_five_percent_line_is_within_it() {
+        // 5 is 5.7 % slower than 30, but single loops of both spread by 1 ms.
+        let noisy = |batch_size, loop_ms, packet_bytes| Candidate {
+            spread: Duration::from_millis(1),
+            ..candidate(batch_size, loop_ms, packet_bytes)
+        };
+        let sweep = [noisy(5, 81, 700), noisy(30, 76, 4_000)];
+        let r = recommend(LoopKind::Submission, &sweep, Vec::new(), &NO_HOLE).expect("one");
+        assert_eq!(r.batch_size, 5);
+        let sure = [candidate(5, 81, 700), candidate(30, 76, 4_000)];
+        let r = recommend(LoopKind::Submission, &sure, Vec::new(), &NO_HOLE).expect("one");
+        assert_eq!(r.batch_size, 30, "without noise 5.7 % is over the line");
+    }
+
+    #[test]
+    fn a_trimmed_mean_ignores_a_retransmission_timeout_and_the_luckiest_loop() {
+        let ms =
+            |v: &[u64]| -> Vec<Duration> { v.iter().map(|&m| Duration::from_millis(m)).collect() };
+        // Sixteen loops: five hit a 200 ms retransmission timeout, one was unusually fast.
+        let loops = ms(&[
+            80, 81, 79, 280, 82, 280, 80, 81, 279, 80, 60, 281, 80, 290, 80, 81,
+        ]);
+        let mean = trimmed_mean(&loops);
+        assert!(
+            (Duration::from_millis(79)..=Duration::from_millis(81)).contains(&mean),
+            "{mean:?}"
+        );
+        assert_eq!(trimmed_mean(&ms(&[50])), Duration::from_millis(50));
+        assert_eq!(trimmed_mean(&[]), Duration::ZERO);
+    }
+
+    #[test]
+    fn batches_in_flight_are_cut_so_their_burst_stays_under_the_black_hole() {
+        // 300 tasks in batches of 10: 30 batches of 1 KB would leave as one 30 KB burst.
+        assert_eq!(burst_in_flight(1024, 30, 64, Some(8 * 1024)), Some(8));
+        assert_eq!(burst_in_flight(1024, 30, 64, None), None, "no black hole");
+        assert_eq!(
+            burst_in_flight(1024, 4, 64, Some(8 * 1024)),
+            None,
+            "4 KB fits"
+        );
+        assert_eq!(burst_in_flight(9000, 1, 64, Some(8 * 1024)), Some(0));
+    }
+
+    #[test]
+    fn a_size_measured_with_fewer_batches_in_flight_says_what_to_set() {
+        let mut capped = candidate(10, 100, 1_500);
+        capped.in_flight_cap = Some(5);
+        let r = recommend(LoopKind::Submission, &[capped], Vec::new(), &NO_HOLE).expect("one");
+        assert_eq!(r.max_inflight_batches, Some(5));
+        assert!(
+            r.reason.contains("max_inflight_batches = 5"),
+            "{}",
+            r.reason
+        );
     }
 
     const NO_HOLE: PacketCaps = PacketCaps {

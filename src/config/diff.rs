@@ -221,7 +221,7 @@ pub fn engine_reload(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::EngineEntry;
+    use crate::config::{BatchSize, EngineEntry};
 
     #[test]
     fn unchanged_is_empty() {
@@ -253,9 +253,9 @@ mod tests {
             changed_keys(&old, &new).is_empty(),
             "order alone is no change"
         );
-        new.engines[0].task_submit_batch_size = Some(7);
+        new.engines[0].task_submit_batch_size = Some(BatchSize::Fixed(7));
         new.engines[1].address = "127.0.0.1:3".into();
-        new.task_info_batch_size = 12;
+        new.task_info_batch_size = BatchSize::Fixed(12);
         let diff = supervisor_reload(&old, &old, &new);
         assert_eq!(
             diff.applied,

@@ -1,5 +1,7 @@
 //! Configuration: the TOML files' shape, loading with file/line/key errors, validation and reload.
 
+mod bandwidth;
+mod batch_size;
 mod diff;
 mod engine_checks;
 mod error;

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::bandwidth::{Bandwidth, BandwidthWindow, ByteSize, Pulse, TimeOfDay};
+pub use super::batch_size::BatchSize;
+
 // === supervisor.toml ===
 
 /// The whole supervisor file.
@@ -17,12 +20,19 @@ pub struct SupervisorConfig {
     /// Batching on (long-lived streams) or off (one unary call per task on a new connection).
     #[serde(default = "defaults::turbo_monitoring")]
     pub turbo_monitoring: bool,
-    /// Tasks per submission batch.
+    /// Tasks per submission batch, or `"auto"` (chosen per loop from what it measures).
     #[serde(default = "defaults::batch_size")]
-    pub task_submit_batch_size: usize,
-    /// Task ids per status-check batch; a warning is logged at 100 and above.
+    pub task_submit_batch_size: BatchSize,
+    /// Task ids per status-check batch, or `"auto"`; a warning is logged at 100 and above.
     #[serde(default = "defaults::batch_size")]
-    pub task_info_batch_size: usize,
+    pub task_info_batch_size: BatchSize,
+    /// With `"auto"`: the smallest batch size the controller may choose.
+    #[serde(default = "defaults::batch_size_min")]
+    pub batch_size_min: usize,
+    /// With `"auto"`: the largest batch size the controller may choose (keep it within the
+    /// engines' `max_batch_tasks`).
+    #[serde(default = "defaults::batch_size_max")]
+    pub batch_size_max: usize,
     /// How often the monitor loop queries unfinished tasks.
     #[serde(default = "defaults::status_check_interval", with = "humantime_serde")]
     pub status_check_interval: Duration,
@@ -170,10 +180,16 @@ pub struct EngineEntry {
     pub turbo_monitoring: Option<bool>,
     /// Override of the top-level key of the same name.
     #[serde(default)]
-    pub task_submit_batch_size: Option<usize>,
+    pub task_submit_batch_size: Option<BatchSize>,
     /// Override of the top-level key of the same name.
     #[serde(default)]
-    pub task_info_batch_size: Option<usize>,
+    pub task_info_batch_size: Option<BatchSize>,
+    /// Override of the top-level key of the same name.
+    #[serde(default)]
+    pub batch_size_min: Option<usize>,
+    /// Override of the top-level key of the same name.
+    #[serde(default)]
+    pub batch_size_max: Option<usize>,
     /// Override of the top-level key of the same name.
     #[serde(default, with = "humantime_serde")]
     pub status_check_interval: Option<Duration>,
@@ -196,6 +212,17 @@ pub struct EngineEntry {
     /// They return as soon as it answers health checks again.
     #[serde(default, with = "humantime_serde")]
     pub failover_after: Option<Duration>,
+    /// Most bytes per second sent to this engine (everything on the wire: gRPC, HTTP/2 and TLS
+    /// framing included), shared by its submission and monitor loops; unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bandwidth: Option<Bandwidth>,
+    /// Pulse mode: send one `block` of bytes, wait `delay`, send the next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulse: Option<Pulse>,
+    /// Daily windows, in the supervisor's local time, with their own `max_bandwidth`; outside
+    /// them the engine's own `max_bandwidth` applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bandwidth_windows: Vec<BandwidthWindow>,
 }
 
 /// A named list of nodes, all served by one engine.
@@ -500,10 +527,14 @@ pub struct AlertConfig {
 pub struct Tunables {
     /// Batching on or off.
     pub turbo_monitoring: bool,
-    /// Tasks per submission batch.
-    pub task_submit_batch_size: usize,
-    /// Task ids per status batch.
-    pub task_info_batch_size: usize,
+    /// Tasks per submission batch, or automatic.
+    pub task_submit_batch_size: BatchSize,
+    /// Task ids per status batch, or automatic.
+    pub task_info_batch_size: BatchSize,
+    /// Smallest automatic batch size.
+    pub batch_size_min: usize,
+    /// Largest automatic batch size.
+    pub batch_size_max: usize,
     /// Monitor loop period.
     pub status_check_interval: Duration,
     /// Statistics window.
@@ -527,6 +558,8 @@ impl SupervisorConfig {
             task_info_batch_size: engine
                 .task_info_batch_size
                 .unwrap_or(self.task_info_batch_size),
+            batch_size_min: engine.batch_size_min.unwrap_or(self.batch_size_min),
+            batch_size_max: engine.batch_size_max.unwrap_or(self.batch_size_max),
             status_check_interval: engine
                 .status_check_interval
                 .unwrap_or(self.status_check_interval),
@@ -701,6 +734,8 @@ impl Default for SupervisorConfig {
             turbo_monitoring: defaults::turbo_monitoring(),
             task_submit_batch_size: defaults::batch_size(),
             task_info_batch_size: defaults::batch_size(),
+            batch_size_min: defaults::batch_size_min(),
+            batch_size_max: defaults::batch_size_max(),
             status_check_interval: defaults::status_check_interval(),
             stats_interval: defaults::stats_interval(),
             stats_report: StatsReport::default(),
@@ -736,8 +771,16 @@ pub mod defaults {
         true
     }
     /// `task_submit_batch_size`, `task_info_batch_size`
-    pub fn batch_size() -> usize {
-        30
+    pub fn batch_size() -> super::BatchSize {
+        super::BatchSize::Fixed(30)
+    }
+    /// `batch_size_min`
+    pub fn batch_size_min() -> usize {
+        1
+    }
+    /// `batch_size_max`: the engine's default `max_batch_tasks`.
+    pub fn batch_size_max() -> usize {
+        1000
     }
     /// `status_check_interval`
     pub fn status_check_interval() -> Duration {

@@ -11,7 +11,7 @@ use super::engine_checks::check_engine;
 use super::error::{ConfigError, KeyPath};
 use super::findings::Findings;
 use super::model::{
-    AlertConfig, AlertKind, AlertOn, CheckKind, EngineConfig, EngineEntry, GroupConfig,
+    AlertConfig, AlertKind, AlertOn, BatchSize, CheckKind, EngineConfig, EngineEntry, GroupConfig,
     MAX_SUPERVISOR_ID_BYTES, RelatorConfig, RuleConfig, SupervisorConfig,
 };
 use super::values::{
@@ -61,7 +61,13 @@ impl Findings {
         }
     }
 
-    fn batch_size(&mut self, path: KeyPath, value: usize) {
+    fn batch_size(&mut self, path: KeyPath, value: BatchSize) {
+        if let BatchSize::Fixed(value) = value {
+            self.batch_size_bound(path, value);
+        }
+    }
+
+    fn batch_size_bound(&mut self, path: KeyPath, value: usize) {
         if value == 0 {
             self.error(
                 path,
@@ -75,9 +81,11 @@ impl Findings {
         }
     }
 
-    fn info_batch_size(&mut self, path: KeyPath, value: usize) {
+    fn info_batch_size(&mut self, path: KeyPath, value: BatchSize) {
         self.batch_size(path.clone(), value);
-        if (INFO_BATCH_WARN_AT..=MAX_BATCH_SIZE).contains(&value) {
+        if let BatchSize::Fixed(value) = value
+            && (INFO_BATCH_WARN_AT..=MAX_BATCH_SIZE).contains(&value)
+        {
             self.warn(
                 path,
                 format!(
@@ -85,6 +93,17 @@ impl Findings {
                      {INFO_BATCH_WARN_AT} and above): big status packets are slow or dropped \
                      on poor links"
                 ),
+            );
+        }
+    }
+
+    /// `batch_size_min` and `batch_size_max` as they apply together (`max_path` is where the
+    /// maximum in force was written).
+    fn batch_size_range(&mut self, max_path: KeyPath, min: usize, max: usize) {
+        if min >= 1 && max >= 1 && min > max {
+            self.error(
+                max_path,
+                format!("{max} is below batch_size_min ({min}): the automatic size has no room"),
             );
         }
     }
@@ -197,6 +216,13 @@ pub(crate) fn check_supervisor(config: &SupervisorConfig) -> Findings {
         root.key("task_info_batch_size"),
         config.task_info_batch_size,
     );
+    findings.batch_size_bound(root.key("batch_size_min"), config.batch_size_min);
+    findings.batch_size_bound(root.key("batch_size_max"), config.batch_size_max);
+    findings.batch_size_range(
+        root.key("batch_size_max"),
+        config.batch_size_min,
+        config.batch_size_max,
+    );
     findings.interval(
         root.key("status_check_interval"),
         config.status_check_interval,
@@ -254,7 +280,7 @@ pub(crate) fn check_supervisor(config: &SupervisorConfig) -> Findings {
     let mut engines = NameRegistry::new("engine");
     for (i, engine) in config.engines.iter().enumerate() {
         let path = root.key("engines").index(i);
-        check_engine_entry(&mut findings, engine, &path);
+        check_engine_entry(&mut findings, config, engine, &path);
         engines.add(&mut findings, &engine.name, path.key("name"));
     }
     check_backups(&mut findings, config, &engines);
@@ -493,7 +519,12 @@ fn has_loop(edges: &[Vec<(&str, usize)>]) -> bool {
     peeled < edges.len()
 }
 
-fn check_engine_entry(findings: &mut Findings, engine: &EngineEntry, path: &KeyPath) {
+fn check_engine_entry(
+    findings: &mut Findings,
+    config: &SupervisorConfig,
+    engine: &EngineEntry,
+    path: &KeyPath,
+) {
     findings.name(path.key("name"), &engine.name);
     if let Err(why) = check_host_port(&engine.address) {
         findings.error(
@@ -525,6 +556,31 @@ fn check_engine_entry(findings: &mut Findings, engine: &EngineEntry, path: &KeyP
     }
     if let Some(value) = engine.task_info_batch_size {
         findings.info_batch_size(path.key("task_info_batch_size"), value);
+    }
+    super::bandwidth::check_engine_bandwidth(
+        findings,
+        path,
+        engine.max_bandwidth,
+        engine.pulse.as_ref(),
+        &engine.bandwidth_windows,
+    );
+    if let Some(value) = engine.batch_size_min {
+        findings.batch_size_bound(path.key("batch_size_min"), value);
+    }
+    if let Some(value) = engine.batch_size_max {
+        findings.batch_size_bound(path.key("batch_size_max"), value);
+    }
+    if engine.batch_size_min.is_some() || engine.batch_size_max.is_some() {
+        let key = if engine.batch_size_max.is_some() {
+            "batch_size_max"
+        } else {
+            "batch_size_min"
+        };
+        findings.batch_size_range(
+            path.key(key),
+            engine.batch_size_min.unwrap_or(config.batch_size_min),
+            engine.batch_size_max.unwrap_or(config.batch_size_max),
+        );
     }
     if let Some(value) = engine.status_check_interval {
         findings.interval(path.key("status_check_interval"), value);

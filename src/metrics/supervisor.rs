@@ -7,6 +7,8 @@
 //!   through its [`StatsMirror`], so they grow by exactly what each window reports;
 //! - `turbomon_supervisor_<counter>_total`: one counter per field of the supervisor's
 //!   `CountersSnapshot`, read from it at every scrape;
+//! - gauge `turbomon_supervisor_batch_size{kind}`: the batch size the next loop runs with (the
+//!   configured one, or the automatic choice), set by the statistics window's mirror;
 //! - gauges `turbomon_supervisor_unfinished_tasks`, `_engine_reachable`, `_failover_active`
 //!   (read at every scrape), `_open_connections` and `_batches_in_flight` (kept by the engine's
 //!   dialer and streams).
@@ -70,6 +72,7 @@ pub struct SupervisorMetrics {
     packet_size: Histograms<KindLabels>,
     lateness: Histograms<StageLabels>,
     failed_loops: Family<KindLabels, Counter>,
+    batch_size: Family<KindLabels, Gauge>,
     open_connections: Family<EngineLabels, Gauge>,
     batches_in_flight: Family<EngineLabels, Gauge>,
     perfdata: PerfdataExport,
@@ -131,6 +134,13 @@ impl SupervisorMetrics {
             "Submission and monitor loops that did not complete (not timed)",
             failed_loops.clone(),
         );
+        let batch_size = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "turbomon_supervisor_batch_size",
+            "Tasks (submission) or ids (monitor) per batch in force: the configured size, or \
+             the one the automatic controller chose",
+            batch_size.clone(),
+        );
         let open_connections = Family::<EngineLabels, Gauge>::default();
         registry.register(
             "turbomon_supervisor_open_connections",
@@ -153,6 +163,7 @@ impl SupervisorMetrics {
             packet_size,
             lateness,
             failed_loops,
+            batch_size,
             open_connections,
             batches_in_flight,
             perfdata,
@@ -178,6 +189,10 @@ impl SupervisorMetrics {
             ),
             failed: Some(
                 self.failed_loops
+                    .get_or_create_owned(&kind_labels(name, kind)),
+            ),
+            batch_size: Some(
+                self.batch_size
                     .get_or_create_owned(&kind_labels(name, kind)),
             ),
         };

@@ -16,8 +16,9 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 
-use crate::config::Tunables;
+use crate::config::{BatchSize, Tunables};
 use crate::metrics::AtomicHistogram;
 use window_histogram::WindowHistogram;
 
@@ -32,6 +33,9 @@ pub use summary::{SUMMARY_NAME, SummaryReport, SummaryStats};
 pub enum Mode {
     /// Batches of this many tasks (or task ids) over a long-lived stream.
     Turbo(usize),
+    /// Batches over a long-lived stream, their size chosen at run time: this many when the
+    /// window closed.
+    Auto(usize),
     /// One unary call per task on its own connection.
     Off,
     /// Summary of several engines whose modes differ.
@@ -39,38 +43,47 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The submission loop's mode under `tunables`.
-    pub fn for_submission(tunables: &Tunables) -> Self {
-        if tunables.turbo_monitoring {
-            Mode::Turbo(tunables.task_submit_batch_size)
-        } else {
-            Mode::Off
-        }
+    /// The submission loop's mode under `tunables`; `chosen` is the size the automatic
+    /// controller chose last (when the size is `auto`).
+    pub fn for_submission(tunables: &Tunables, chosen: Option<usize>) -> Self {
+        Self::of(tunables, tunables.task_submit_batch_size, chosen)
     }
 
-    /// The monitor loop's mode under `tunables`.
-    pub fn for_monitor(tunables: &Tunables) -> Self {
-        if tunables.turbo_monitoring {
-            Mode::Turbo(tunables.task_info_batch_size)
-        } else {
-            Mode::Off
+    /// The monitor loop's mode under `tunables`; `chosen` as for
+    /// [`for_submission`](Self::for_submission).
+    pub fn for_monitor(tunables: &Tunables, chosen: Option<usize>) -> Self {
+        Self::of(tunables, tunables.task_info_batch_size, chosen)
+    }
+
+    fn of(tunables: &Tunables, size: BatchSize, chosen: Option<usize>) -> Self {
+        match (tunables.turbo_monitoring, size) {
+            (false, _) => Mode::Off,
+            (true, BatchSize::Fixed(size)) => Mode::Turbo(size),
+            // No loop yet: the size the controller starts from.
+            (true, BatchSize::Auto) => Mode::Auto(chosen.unwrap_or_else(|| {
+                crate::supervisor::autosize::start_size(
+                    tunables.batch_size_min,
+                    tunables.batch_size_max,
+                )
+            })),
         }
     }
 
     /// The batch size in force, `None` when off.
     pub fn batch_size(&self) -> Option<usize> {
         match self {
-            Mode::Turbo(size) => Some(*size),
+            Mode::Turbo(size) | Mode::Auto(size) => Some(*size),
             Mode::Off | Mode::Mixed => None,
         }
     }
 }
 
 impl fmt::Display for Mode {
-    /// `Turbo (30)`, `Off` or `Mixed`.
+    /// `Turbo (30)`, `Turbo (auto: 24)`, `Off` or `Mixed`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Mode::Turbo(size) => write!(f, "Turbo ({size})"),
+            Mode::Auto(size) => write!(f, "Turbo (auto: {size})"),
             Mode::Off => write!(f, "Off"),
             Mode::Mixed => write!(f, "Mixed"),
         }
@@ -97,6 +110,8 @@ pub struct LoopMirror {
     pub bytes: Option<AtomicHistogram>,
     /// Every failed loop.
     pub failed: Option<Counter>,
+    /// The batch size in force (fixed, or the automatic choice).
+    pub batch_size: Option<Gauge>,
 }
 
 /// The mirrors of one engine's statistics: both kinds of loop and each lateness stage (in the
@@ -128,6 +143,8 @@ pub struct LoopStats {
     packet_total_bytes: u64,
     packet_min_bytes: u64,
     packet_max_bytes: u64,
+    /// The batch size the last loop ran with; kept across windows.
+    batch_size: Option<usize>,
     mirror: LoopMirror,
 }
 
@@ -153,6 +170,7 @@ impl LoopStats {
             packet_total_bytes: 0,
             packet_min_bytes: u64::MAX,
             packet_max_bytes: 0,
+            batch_size: None,
             mirror: LoopMirror::default(),
         }
     }
@@ -192,6 +210,19 @@ impl LoopStats {
         if let Some(failed) = &self.mirror.failed {
             failed.inc();
         }
+    }
+
+    /// The batch size the next loop runs with (fixed, or the automatic choice).
+    pub fn record_batch_size(&mut self, size: usize) {
+        self.batch_size = Some(size);
+        if let Some(gauge) = &self.mirror.batch_size {
+            gauge.set(i64::try_from(size).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The batch size last recorded by [`record_batch_size`](Self::record_batch_size).
+    pub fn batch_size(&self) -> Option<usize> {
+        self.batch_size
     }
 
     /// Batches split in half after they went unanswered (or were over the message size cap).

@@ -181,7 +181,8 @@ impl WindowReport {
     }
 
     /// The report as one line of JSON: `engine`, `window_start`, `window_end`, and for
-    /// `submission` and `monitor`: `mode` ("turbo"/"off"), `batch_size` (null when off),
+    /// `submission` and `monitor`: `mode` ("turbo"/"off"), `batch_size` (null when off; with
+    /// `"auto"` the size chosen when the window closed, and `batch_size_auto: true` after it),
     /// `loops`, `failed_loops`, `packets`, `loop_time_s` and `packet_kb` (objects of `avg`,
     /// `max`, `min`, `p50`, `p90`, `p99`, or null when there was no loop / packet).
     pub fn to_json(&self) -> String {
@@ -334,12 +335,15 @@ impl Serialize for KindReport {
         s.serialize_field(
             "mode",
             match self.mode {
-                Mode::Turbo(_) => "turbo",
+                Mode::Turbo(_) | Mode::Auto(_) => "turbo",
                 Mode::Off => "off",
                 Mode::Mixed => "mixed",
             },
         )?;
         s.serialize_field("batch_size", &self.mode.batch_size())?;
+        if matches!(self.mode, Mode::Auto(_)) {
+            s.serialize_field("batch_size_auto", &true)?;
+        }
         s.serialize_field("loops", &self.loops)?;
         s.serialize_field("failed_loops", &self.failed_loops)?;
         s.serialize_field("splits", &self.splits)?;

@@ -9,6 +9,7 @@
 //! - `states`: soft and hard states per (relator, rule, node), and what to notify (pure).
 //! - `notification`: what a notification says (webhook body, command environment).
 //! - [`alert`]: alert actions carrying notifications out.
+//! - [`autosize`]: the automatic batch size, one controller per engine and kind of loop (pure).
 //! - `counters`, `completion`: what is counted per engine, and the outcome handed to an
 //!   observer.
 //!
@@ -16,6 +17,7 @@
 //! health) goes through [`crate::transport`] directly.
 
 pub(crate) mod alert;
+pub mod autosize;
 mod completion;
 mod counters;
 mod engine;
@@ -172,7 +174,11 @@ impl Supervisor {
                 .map_err(|e| engine_error(e.to_string()))?
                 .with_sessions(Arc::clone(&sessions))
                 .with_keepalive(initial.keepalive_interval)
-                .with_gauges(handles.connections);
+                .with_gauges(handles.connections)
+                .with_throttle(crate::throttle::Throttle::new(
+                    crate::throttle::BandwidthPolicy::of(entry),
+                    crate::throttle::DayClock::local(),
+                ));
             if let Some(tls) = &tls {
                 dialer = dialer.with_tls(tls.clone(), entry.server_name.clone());
             }

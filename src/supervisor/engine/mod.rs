@@ -20,6 +20,7 @@ mod monitor_loop;
 mod push_loop;
 mod reconcile;
 mod report;
+mod sizing;
 mod submit_loop;
 mod tunables;
 

@@ -15,7 +15,9 @@ use tokio::sync::watch;
 use super::connection::Shrink;
 use super::effects::apply;
 use super::handle::EngineHandle;
-use super::tunables::{TunablesSource, loop_limits};
+use super::sizing::{LoopKind, LoopSizer};
+use super::tunables::TunablesSource;
+use crate::supervisor::autosize::LoopSample;
 use crate::supervisor::counters::Bump;
 use crate::wire::status::{
     MonitorOutcome, StatusSizing, TaskId, monitor_turbo_sized, monitor_unary,
@@ -33,6 +35,9 @@ struct Monitor {
     /// Expected bytes of one status besides its id, learnt from the replies.
     status_bytes: usize,
     failing: FailureLog,
+    sizer: LoopSizer,
+    /// The size the last loop was sized for (before any shrink): where the shrink grows back to.
+    sized: usize,
 }
 
 /// Run until the supervisor stops, then one last pass to collect what finished since.
@@ -46,6 +51,8 @@ pub(crate) async fn run(
         shrink: Shrink::default(),
         status_bytes: StatusSizing::DEFAULT_STATUS_BYTES,
         failing: FailureLog::default(),
+        sizer: LoopSizer::new(LoopKind::Monitor),
+        sized: 1,
     };
     loop {
         let interval = source.current().status_check_interval;
@@ -131,11 +138,14 @@ async fn query(
 ) -> Option<MonitorOutcome> {
     let tunables = source.current();
     let config = source.config();
-    let limits = monitor.shrink.apply(loop_limits(
-        tunables.task_info_batch_size,
+    let sized = monitor.sizer.limits(
+        engine.name(),
         &tunables,
         &config,
-    ));
+        &mut engine.stats().monitor,
+    );
+    monitor.sized = sized.batch_size;
+    let limits = monitor.shrink.apply(sized);
     if !tunables.turbo_monitoring {
         monitor.stream = None;
         return Some(monitor_unary(engine.contact.dialer(), ids, release, limits).await);
@@ -146,7 +156,23 @@ async fn query(
                 max_message_bytes: config.max_message_bytes,
                 status_bytes: monitor.status_bytes,
             };
-            Some(monitor_turbo_sized(stream, ids, release, limits, &engine.batch_ids, sizing).await)
+            let items = ids.len();
+            let outcome =
+                monitor_turbo_sized(stream, ids, release, limits, &engine.batch_ids, sizing).await;
+            monitor.sizer.observe(
+                engine.name(),
+                LoopSample {
+                    items,
+                    batch_size: limits.batch_size,
+                    in_flight: limits.in_flight,
+                    elapsed: outcome.elapsed,
+                    bytes: outcome.packets_bytes.iter().sum(),
+                    completed: outcome.completed(),
+                    timed_out: outcome.timed_out_batch.is_some()
+                        || outcome.too_large_batch.is_some(),
+                },
+            );
+            Some(outcome)
         }
         Err(reason) => {
             engine.ledger().unreleased(release);
@@ -168,7 +194,6 @@ async fn absorb(
     mut outcome: MonitorOutcome,
 ) -> Option<(Vec<TaskId>, Vec<TaskId>)> {
     record(engine, &outcome);
-    let tunables = source.current();
     let now = SystemTime::now();
     let settled = engine
         .ledger()
@@ -212,7 +237,7 @@ async fn absorb(
         monitor.stream = None;
         engine.contact.forget_connection().await;
     } else if outcome.completed() {
-        monitor.shrink.answered(tunables.task_info_batch_size);
+        monitor.shrink.answered(monitor.sized);
     }
     match &outcome.failure {
         Some(reason) => {

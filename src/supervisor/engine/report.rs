@@ -1,6 +1,8 @@
 //! The statistics of one engine: every stats interval the window is printed (the statistics
 //! block in the log, and a JSON line when asked for), added to the summary across engines, and
-//! reset; the engine whose window completes the summary prints the summary after its own.
+//! reset; the engine whose window completes the summary prints the summary after its own. The
+//! same task watches reloads, so it also applies the engine's bandwidth keys the moment a reload
+//! changes them.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -39,6 +41,7 @@ pub(crate) async fn run(
                 if !still_open {
                     reloads = None;
                 }
+                apply_bandwidth(engine, source);
                 continue;
             }
             () = tokio::time::sleep_until(deadline) => {}
@@ -48,6 +51,23 @@ pub(crate) async fn run(
         }
         print_window(engine, source, stats_json, summary);
         window_start = Instant::now();
+    }
+}
+
+/// A reload's bandwidth keys, applied at once to the engine's budget (writes waiting for
+/// tokens see the new rate at their next refill).
+fn apply_bandwidth(engine: &EngineHandle, source: &TunablesSource) {
+    if let (Some(throttle), Some(policy)) = (engine.contact.dialer().throttle(), source.bandwidth())
+        && throttle.set_policy(policy.clone())
+    {
+        tracing::info!(
+            target: "turbomon::supervisor",
+            engine = %engine.name(),
+            max_bandwidth = ?policy.max_bytes_per_second,
+            pulse = policy.pulse.is_some(),
+            windows = policy.windows.len(),
+            "bandwidth limits changed; in force now"
+        );
     }
 }
 
@@ -61,13 +81,11 @@ pub(crate) fn print_window(
 ) {
     let tunables = source.current();
     let choice = source.config().stats_report;
-    let (submission_mode, monitor_mode) = (
-        Mode::for_submission(&tunables),
-        Mode::for_monitor(&tunables),
-    );
     let now = SystemTime::now();
     let (report, summary_report) = {
         let mut stats = engine.stats();
+        let submission_mode = Mode::for_submission(&tunables, stats.submission.batch_size());
+        let monitor_mode = Mode::for_monitor(&tunables, stats.monitor.batch_size());
         let summary_report = summary
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -11,9 +11,11 @@ use tokio::sync::{mpsc, watch};
 use super::connection::{Backoff, Shrink};
 use super::effects::apply;
 use super::handle::EngineHandle;
-use super::tunables::{TunablesSource, loop_limits};
+use super::sizing::{LoopKind, LoopSizer};
+use super::tunables::TunablesSource;
 use crate::config::Tunables;
 use crate::proto::Task;
+use crate::supervisor::autosize::LoopSample;
 use crate::supervisor::counters::Bump;
 use crate::supervisor::schedule::plan::priority_rank;
 use crate::wire::stream::SubmitStream;
@@ -29,6 +31,7 @@ struct Sender {
     backoff: Backoff,
     stream: Option<SubmitStream>,
     shrink: Shrink,
+    sizer: LoopSizer,
 }
 
 /// Run until the supervisor stops; then report the tasks never acknowledged.
@@ -43,6 +46,7 @@ pub(crate) async fn run(
         backoff: Backoff::default(),
         stream: None,
         shrink: Shrink::default(),
+        sizer: LoopSizer::new(LoopKind::Submission),
     };
     let mut reachable = engine.contact.watch_reachable();
     while wait_for_work(&mut sender, &mut due, &mut reachable, &mut stop).await {
@@ -143,11 +147,13 @@ async fn send_outbox(
     source: &TunablesSource,
 ) {
     let config = source.config();
-    let limits = sender.shrink.apply(loop_limits(
-        tunables.task_submit_batch_size,
+    let sized = sender.sizer.limits(
+        engine.name(),
         tunables,
         &config,
-    ));
+        &mut engine.stats().submission,
+    );
+    let limits = sender.shrink.apply(sized);
     let mut tasks = std::mem::take(&mut sender.outbox);
     tasks.sort_by_key(|t| priority_rank(t.priority));
     // Cluster: the epoch this member runs the engine under (0 without a cluster).
@@ -176,12 +182,26 @@ async fn send_outbox(
     };
     engine.counters.submitted.bump(count as u64);
     record(engine, &outcome);
+    if tunables.turbo_monitoring {
+        sender.sizer.observe(
+            engine.name(),
+            LoopSample {
+                items: count,
+                batch_size: limits.batch_size,
+                in_flight: limits.in_flight,
+                elapsed: outcome.elapsed,
+                bytes: outcome.packets_bytes.iter().sum(),
+                completed: outcome.completed(),
+                timed_out: largest_timed_out_batch(&outcome).is_some(),
+            },
+        );
+    }
     settle(
         engine,
         sender,
         outcome,
         count,
-        tunables,
+        sized.batch_size,
         config.batch_timeout,
     )
     .await;
@@ -195,7 +215,7 @@ async fn settle(
     sender: &mut Sender,
     mut outcome: SubmissionOutcome,
     count: usize,
-    tunables: &Tunables,
+    batch_size: usize,
     batch_timeout: Duration,
 ) {
     let completed = outcome.completed();
@@ -265,7 +285,7 @@ async fn settle(
         engine.contact.forget_connection().await;
     }
     if completed {
-        sender.shrink.answered(tunables.task_submit_batch_size);
+        sender.shrink.answered(batch_size);
         sender.backoff.succeeded();
         engine.contact.set_reachable(true);
     } else if timed_out.is_some() && (retry.len() < count || oversized) {

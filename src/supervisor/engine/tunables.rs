@@ -51,6 +51,17 @@ impl TunablesSource {
         Arc::clone(&self.config.borrow())
     }
 
+    /// The bandwidth policy the configuration gives this engine now (`None` when the engine
+    /// was dropped from the file: it keeps what it had until restart).
+    pub(crate) fn bandwidth(&self) -> Option<crate::throttle::BandwidthPolicy> {
+        let config = self.config.borrow();
+        config
+            .engines
+            .iter()
+            .find(|e| e.name == self.engine)
+            .map(crate::throttle::BandwidthPolicy::of)
+    }
+
     /// The tunables in force now.
     pub(crate) fn current(&mut self) -> Tunables {
         let config = Arc::clone(&self.config.borrow_and_update());
@@ -68,8 +79,8 @@ impl TunablesSource {
                 target: "turbomon::supervisor",
                 engine = %self.engine,
                 turbo = now.turbo_monitoring,
-                submit_batch = now.task_submit_batch_size,
-                info_batch = now.task_info_batch_size,
+                submit_batch = %now.task_submit_batch_size,
+                info_batch = %now.task_info_batch_size,
                 status_check_interval = %humantime::format_duration(now.status_check_interval),
                 stats_interval = %humantime::format_duration(now.stats_interval),
                 "tunables changed; in force from the next loop"
