@@ -11,7 +11,11 @@
 //! supervisor: finished ones it was waiting for go the way of any status; ones it was not
 //! waiting for (sent before a restart) are adopted, then monitored or absorbed like its own. An
 //! adopted id is remembered for a while, so that a copy of the task still queued to be sent is
-//! not sent, and an acknowledgement of such a copy does not make the task count twice.
+//! not sent, and an acknowledgement of such a copy does not make the task count twice. A failed
+//! task whose next attempt is scheduled is remembered the same way until that attempt is
+//! acknowledged, so that a later reconciliation that lists the failed attempt again (the engine
+//! holds it until the retry replaces it) neither adopts it nor schedules a second copy of the
+//! same retry, which would run again once the first copy's result is released.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -51,6 +55,14 @@ struct Unfinished {
 /// An adopted task id: its attempt then, and until when it is remembered.
 #[derive(Debug, Clone, Copy)]
 struct Adopted {
+    attempt: u32,
+    until: SystemTime,
+}
+
+/// A failed task whose next attempt is scheduled and not acknowledged yet: that attempt, and
+/// until when it is remembered.
+#[derive(Debug, Clone, Copy)]
+struct PendingRetry {
     attempt: u32,
     until: SystemTime,
 }
@@ -142,6 +154,8 @@ pub(crate) struct Ledger {
     early: HashMap<String, TaskStatus>,
     release: Vec<TaskId>,
     adopted: HashMap<TaskId, Adopted>,
+    /// Failed tasks whose next attempt is scheduled and not acknowledged yet.
+    retrying: HashMap<TaskId, PendingRetry>,
     /// Cluster: per relator, the engine's mark when this member last took the engine over. A
     /// first attempt scheduled at or before it was sent by a member that ran the engine before
     /// (or by this one before it lost the engine) and is never sent from here.
@@ -169,6 +183,7 @@ impl Ledger {
             early: HashMap::new(),
             release: Vec::new(),
             adopted: HashMap::new(),
+            retrying: HashMap::new(),
             taken_marks: HashMap::new(),
         }
     }
@@ -182,6 +197,7 @@ impl Ledger {
         self.unfinished.clear();
         self.early.clear();
         self.adopted.clear();
+        self.retrying.clear();
         forgotten
     }
 
@@ -241,6 +257,7 @@ impl Ledger {
                         elapsed(unix_ms_time(task.scheduled_unix_ms), sent_at),
                     ));
                     let id: TaskId = Arc::from(task.id.as_str());
+                    self.retry_acknowledged(&id, task.attempt);
                     let relator = self.plan_index.get(&task.relator).copied();
                     if !self.early.is_empty() {
                         accepted.push(Arc::clone(&id));
@@ -363,6 +380,10 @@ impl Ledger {
             if releasing.contains(entry.task_id.as_str()) {
                 continue;
             }
+            if self.retry_pending(&entry.task_id, entry.attempt) {
+                // The failed attempt a scheduled retry replaces: already absorbed.
+                continue;
+            }
             match self.unfinished.get_mut(entry.task_id.as_str()) {
                 Some(held) => {
                     // A later attempt than the one sent (a retry the previous run made).
@@ -458,6 +479,27 @@ impl Ledger {
     fn forget_old_adoptions(&mut self, now: SystemTime) {
         if !self.adopted.is_empty() {
             self.adopted.retain(|_, adopted| adopted.until > now);
+        }
+        if !self.retrying.is_empty() {
+            self.retrying.retain(|_, retry| retry.until > now);
+        }
+    }
+
+    /// Whether a retry of `task_id` later than `attempt` is scheduled and not acknowledged yet.
+    fn retry_pending(&self, task_id: &str, attempt: u32) -> bool {
+        self.retrying
+            .get(task_id)
+            .is_some_and(|retry| attempt < retry.attempt)
+    }
+
+    /// `attempt` of `id` was acknowledged: a retry up to it is no longer pending.
+    fn retry_acknowledged(&mut self, id: &str, attempt: u32) {
+        if self
+            .retrying
+            .get(id)
+            .is_some_and(|retry| attempt >= retry.attempt)
+        {
+            self.retrying.remove(id);
         }
     }
 
@@ -555,7 +597,16 @@ impl Ledger {
             && let Some((next, delay)) = self.next_attempt(settled, plan, &entry.task, now)
         {
             // Not final: the next attempt replaces this one on the engine, so nothing is
-            // released or reported yet.
+            // released or reported yet. Until it is acknowledged, the failed attempt the engine
+            // still holds is this retry's, whoever lists it again.
+            let window_end = unix_ms_time(next.scheduled_unix_ms) + plan.start_window;
+            self.retrying.insert(
+                Arc::from(status.task_id.as_str()),
+                PendingRetry {
+                    attempt: next.attempt,
+                    until: window_end.max(now + delay + ADOPTED_MIN_KEEP),
+                },
+            );
             settled.retries.push((next, delay));
             return;
         }
@@ -1301,6 +1352,33 @@ mod tests {
         // Forgotten once its start window is over and five minutes have passed.
         let mut outbox = vec![a];
         assert_eq!(ledger.drop_known(&mut outbox, at(400_000)), 0);
+    }
+
+    #[test]
+    fn a_failed_attempt_listed_again_before_its_retry_is_acknowledged_is_retried_once() {
+        let (mut ledger, counters) = ledger(vec![plan(2, &[], vec![])]);
+        let a = task("a");
+        // The engine restarted: attempt 1 is listed lost, and retried.
+        let settled = ledger.reconciled(vec![listed(&a, TaskState::LostInRestart)], at(1000));
+        assert_eq!(settled.retries.len(), 1);
+        let retry = settled.retries[0].0.clone();
+        assert_eq!(retry.attempt, 2);
+        // A reconnect before the retry went out: the engine still holds attempt 1, lost.
+        let again = ledger.reconciled(vec![listed(&a, TaskState::LostInRestart)], at(1500));
+        assert!(again.retries.is_empty(), "attempt 2 is scheduled once");
+        assert!(again.completions.is_empty());
+        let snapshot = counters.snapshot();
+        assert_eq!((snapshot.adopted, snapshot.retries), (1, 1));
+        // Attempt 2 is acknowledged, runs and is released.
+        accept(&mut ledger, std::slice::from_ref(&retry));
+        let done = ledger.statuses(vec![status(&retry, TaskState::Ok)], true, at(7000));
+        assert_eq!(done.completions.len(), 1);
+        assert_eq!(ledger.next_query().1, vec![Arc::<str>::from(a.id.as_str())]);
+        // Acknowledged, the retry is no longer pending: attempt 2 listed (after another restart)
+        // is adopted as usual.
+        let later = ledger.reconciled(vec![listed(&retry, TaskState::Running)], at(8000));
+        assert!(later.retries.is_empty());
+        assert_eq!(counters.snapshot().adopted, 2);
     }
 
     #[test]
