@@ -193,11 +193,47 @@ async fn counter_listens(
 /// How long the engine process gets to start and take the completion counter's subscription.
 const COUNTER_WAIT: Duration = Duration::from_secs(30);
 
+/// Records one finished run in `seen` (a final state other than lost in a restart).
+fn count_finished(seen: &mut HashMap<(String, u32), Vec<i64>>, status: crate::proto::TaskStatus) {
+    let state = TaskState::try_from(status.state).unwrap_or(TaskState::Unspecified);
+    if state.is_final() && state != TaskState::LostInRestart {
+        seen.entry((status.task_id, status.attempt))
+            .or_default()
+            .push(status.started_unix_ms);
+    }
+}
+
+/// Counts the finished results the engine on `connection` holds for `supervisor_id`; false if
+/// the listing failed (the caller connects again).
+async fn count_held(
+    connection: &crate::transport::Connection,
+    supervisor_id: &str,
+    seen: &Finished,
+) -> bool {
+    let mut lister =
+        crate::wire::list::TaskLister::new(connection, supervisor_id, Duration::from_secs(10));
+    loop {
+        match lister.next_page().await {
+            Ok(Some(page)) => {
+                let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                for status in page.tasks.into_iter().filter_map(|task| task.status) {
+                    count_finished(&mut seen, status);
+                }
+            }
+            Ok(None) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
 /// Count every completion the engine at `address` pushes, subscribing again whenever it goes
-/// away (killed), until `stop`; `subscribed` counts the subscriptions made.
+/// away (killed), until `stop`; `subscribed` counts the subscriptions made. After each
+/// subscription, the finished results the engine holds for `supervisor_id` are counted too:
+/// a result journaled just before a kill comes back at the restart without a notice.
 fn count_completions(
     address: SocketAddr,
     tls: Option<crate::tls::ClientTls>,
+    supervisor_id: String,
     finished: &Finished,
     subscribed: watch::Sender<u64>,
     mut stop: watch::Receiver<bool>,
@@ -220,22 +256,23 @@ fn count_completions(
                 && let Ok(mut feed) =
                     crate::wire::completions::subscribe(&connection, Duration::from_millis(5)).await
             {
-                subscribed.send_modify(|count| *count += 1);
-                loop {
+                // Without the held results counted, this subscription is not counted either:
+                // connect again after the pause.
+                let mut feeding = count_held(&connection, &supervisor_id, &seen).await;
+                if feeding {
+                    subscribed.send_modify(|count| *count += 1);
+                }
+                while feeding {
                     tokio::select! {
                         _ = stop.wait_for(|stop| *stop) => return,
                         next = feed.next() => match next {
                             Some(pushed) => {
                                 let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
                                 for status in pushed.statuses {
-                                    let state = TaskState::try_from(status.state)
-                                        .unwrap_or(TaskState::Unspecified);
-                                    if state.is_final() && state != TaskState::LostInRestart {
-                                        seen.entry((status.task_id, status.attempt)).or_default().push(status.started_unix_ms);
-                                    }
+                                    count_finished(&mut seen, status);
                                 }
                             }
-                            None => break,
+                            None => feeding = false,
                         },
                     }
                 }
@@ -371,9 +408,11 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport, ChaosError> {
     };
     let (stop_counting, counting_stop) = watch::channel(false);
     let (subscribed_tx, mut subscribed) = watch::channel(0u64);
+    let supervisor_config = supervisor_config(address, &options);
     let counting = count_completions(
         address,
         counter_tls,
+        supervisor_config.supervisor_id.clone(),
         &finished,
         subscribed_tx,
         counting_stop,
@@ -383,7 +422,7 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport, ChaosError> {
 
     let (_config_tx, config_rx) = watch::channel(Arc::new(SupervisorConfig {
         tls: pki.as_ref().map(|pki| pki.supervisor.clone()),
-        ..supervisor_config(address, &options)
+        ..supervisor_config
     }));
     let (observer, mut completions) = mpsc::unbounded_channel();
     let supervisor = Supervisor::start(
