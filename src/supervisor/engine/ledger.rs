@@ -570,17 +570,24 @@ impl Ledger {
         status: TaskStatus,
         now: SystemTime,
     ) {
-        let started = unix_ms_time(status.started_unix_ms);
-        let done = unix_ms_time(status.finished_unix_ms);
-        if let Some(sent_at) = entry.sent_at {
+        // A task lost in a restart while it waited for a slot never started: 0, not an instant.
+        let started = (status.started_unix_ms > 0).then(|| unix_ms_time(status.started_unix_ms));
+        let done = (status.finished_unix_ms > 0).then(|| unix_ms_time(status.finished_unix_ms));
+        if let (Some(sent_at), Some(started)) = (entry.sent_at, started) {
             settled
                 .lateness
                 .push((Stage::SentToStarted, elapsed(sent_at, started)));
         }
-        settled.lateness.extend([
-            (Stage::StartedToFinished, elapsed(started, done)),
-            (Stage::FinishedToKnown, elapsed(done, now)),
-        ]);
+        if let (Some(started), Some(done)) = (started, done) {
+            settled
+                .lateness
+                .push((Stage::StartedToFinished, elapsed(started, done)));
+        }
+        if let Some(done) = done {
+            settled
+                .lateness
+                .push((Stage::FinishedToKnown, elapsed(done, now)));
+        }
         let plan = entry.relator.and_then(|r| self.plans.get(r));
         if state == TaskState::LostInRestart {
             self.counters.lost_in_restart.bump(1);
@@ -1100,6 +1107,20 @@ mod tests {
             task_id: a.id.clone()
         }));
         assert_eq!(counters.snapshot().lost_in_restart, 1);
+    }
+
+    #[test]
+    fn a_task_lost_before_it_started_adds_no_start_lateness() {
+        let (mut ledger, _counters) = ledger(vec![plan(1, &[], vec![])]);
+        let a = task("a");
+        accept(&mut ledger, std::slice::from_ref(&a));
+        let never_started = TaskStatus {
+            started_unix_ms: 0,
+            ..status(&a, TaskState::LostInRestart)
+        };
+        let settled = ledger.statuses(vec![never_started], false, at(1000));
+        let stages: Vec<Stage> = settled.lateness.iter().map(|(stage, _)| *stage).collect();
+        assert_eq!(stages, [Stage::FinishedToKnown], "{:?}", settled.lateness);
     }
 
     #[test]
