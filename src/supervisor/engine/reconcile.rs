@@ -72,24 +72,17 @@ pub(crate) async fn run(
     // Until the scheduler has been told about the start.
     let mut start_deadline = Some(Instant::now() + START_GRACE);
     loop {
-        let gate = match first.take() {
-            Some(gate) => gate,
-            None => tokio::select! {
-                gate = Arc::clone(&engine.gate).write_owned() => gate,
-                _ = stop.wait_for(|stop| *stop) => return,
-            },
+        let Some((outcome, gate)) = reconcile_gated(
+            engine,
+            first.take(),
+            &mut source,
+            &mut reconnects,
+            &mut stop,
+        )
+        .await
+        else {
+            return;
         };
-        let turbo = source.current().turbo_monitoring;
-        let outcome = tokio::select! {
-            outcome = reconcile(engine, &source, turbo) => outcome,
-            _ = stop.wait_for(|stop| *stop) => return,
-        };
-        if matches!(outcome, Err(ListError::Timeout(_))) {
-            // A stalled connection is replaced.
-            engine.contact.forget_connection().await;
-        }
-        // Connections made by this reconciliation are its own: the loops were waiting.
-        reconnects.mark_unchanged();
         drop(gate);
         let retry_at = match outcome {
             Ok(found) => {
@@ -183,22 +176,13 @@ async fn run_clustered(
         loop {
             if due {
                 due = false;
-                let held = match gate.take() {
-                    Some(held) => held,
-                    None => tokio::select! {
-                        gate = Arc::clone(&engine.gate).write_owned() => gate,
-                        _ = stop.wait_for(|stop| *stop) => return,
-                    },
+                // The gate is held until the takeover's marks are in the ledger.
+                let Some((outcome, held)) =
+                    reconcile_gated(engine, gate.take(), &mut source, &mut reconnects, &mut stop)
+                        .await
+                else {
+                    return;
                 };
-                let turbo = source.current().turbo_monitoring;
-                let outcome = tokio::select! {
-                    outcome = reconcile(engine, &source, turbo) => outcome,
-                    _ = stop.wait_for(|stop| *stop) => return,
-                };
-                if matches!(outcome, Err(ListError::Timeout(_))) {
-                    engine.contact.forget_connection().await;
-                }
-                reconnects.mark_unchanged();
                 match outcome {
                     Ok(found) => {
                         backoff.succeeded();
@@ -278,6 +262,35 @@ async fn hand_over(engine: &EngineHandle, stop: &mut watch::Receiver<bool>) {
 
 /// One reconciliation: every page of the listing absorbed by the ledger as it comes; on the
 /// engine's long-lived connection in turbo mode, one new connection per page otherwise.
+/// One reconciliation with the loops waiting: under `gate`, or the gate taken now; the
+/// outcome and the gate, still held, or `None` when stopping. A stalled connection is replaced,
+/// and connections this reconciliation made are its own (`reconnects` marked unchanged).
+async fn reconcile_gated(
+    engine: &EngineHandle,
+    gate: Option<OwnedRwLockWriteGuard<()>>,
+    source: &mut TunablesSource,
+    reconnects: &mut watch::Receiver<u64>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(Result<Found, ListError>, OwnedRwLockWriteGuard<()>)> {
+    let gate = match gate {
+        Some(gate) => gate,
+        None => tokio::select! {
+            gate = Arc::clone(&engine.gate).write_owned() => gate,
+            _ = stop.wait_for(|stop| *stop) => return None,
+        },
+    };
+    let turbo = source.current().turbo_monitoring;
+    let outcome = tokio::select! {
+        outcome = reconcile(engine, source, turbo) => outcome,
+        _ = stop.wait_for(|stop| *stop) => return None,
+    };
+    if matches!(outcome, Err(ListError::Timeout(_))) {
+        engine.contact.forget_connection().await;
+    }
+    reconnects.mark_unchanged();
+    Some((outcome, gate))
+}
+
 async fn reconcile(
     engine: &EngineHandle,
     source: &TunablesSource,
