@@ -19,8 +19,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{
-    CheckKind, EngineConfig, EngineEntry, GroupConfig, RelatorConfig, RuleConfig, SimOutcome,
-    StatusMode, SupervisorConfig,
+    EngineConfig, EngineEntry, GroupConfig, RelatorConfig, RuleConfig, SimOutcome, StatusMode,
+    SupervisorConfig,
 };
 use crate::proto::TaskState;
 use crate::supervisor::{Supervisor, SupervisorOptions};
@@ -307,24 +307,13 @@ fn supervisor_config(address: SocketAddr, options: &ChaosOptions) -> SupervisorC
             nodes: (0..options.tasks).map(|i| format!("node-{i:05}")).collect(),
         }],
         rules: vec![RuleConfig {
-            name: "probe".to_string(),
-            kind: CheckKind::Sim,
             timeout: Duration::from_secs(5),
-            host: None,
-            port: None,
-            program: None,
-            args: Vec::new(),
-            url: None,
-            expect_status: None,
-            duration: Some(Duration::from_millis(200)),
-            outcome: Some(SimOutcome::Ok),
-            value: Some(1.0),
-            warning: None,
-            critical: None,
-            ca: None,
-            insecure_skip_verify: None,
-            expect_body: None,
-            follow_redirects: None,
+            ..RuleConfig::sim(
+                "probe".to_string(),
+                Duration::from_millis(200),
+                SimOutcome::Ok,
+                1.0,
+            )
         }],
         relators: vec![RelatorConfig {
             name: "chaos".to_string(),

@@ -103,24 +103,8 @@ pub type DemoSummary = Vec<(String, CountersSnapshot)>;
 pub fn demo_config(local: &str, remote: &str, options: &DemoOptions) -> SupervisorConfig {
     let nodes = |prefix: &str, n: usize| (1..=n).map(|i| format!("{prefix}-{i:03}")).collect();
     let sim = |name: &str, ms: u64, outcome: SimOutcome, value: f64| RuleConfig {
-        name: name.to_string(),
-        kind: CheckKind::Sim,
         timeout: Duration::from_secs(5),
-        host: None,
-        port: None,
-        program: None,
-        args: Vec::new(),
-        url: None,
-        expect_status: None,
-        duration: Some(Duration::from_millis(ms)),
-        outcome: Some(outcome),
-        value: Some(value),
-        warning: None,
-        critical: None,
-        ca: None,
-        insecure_skip_verify: None,
-        expect_body: None,
-        follow_redirects: None,
+        ..RuleConfig::sim(name.to_string(), Duration::from_millis(ms), outcome, value)
     };
     let port = local.rsplit(':').next().and_then(|p| p.parse().ok());
     let relator =

@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, watch};
 use super::error::BenchError;
 use super::plan::LinkChoice;
 use crate::config::{
-    AlertConfig, AlertKind, CheckKind, EngineConfig, EngineEntry, GroupConfig, RelatorConfig,
-    RuleConfig, SimOutcome, StatusMode, SupervisorConfig,
+    AlertConfig, AlertKind, EngineConfig, EngineEntry, GroupConfig, RelatorConfig, RuleConfig,
+    SimOutcome, StatusMode, SupervisorConfig,
 };
 use crate::engine::Engine;
 use crate::pki::ThrowawayPki;
@@ -90,24 +90,13 @@ pub async fn measure(
             nodes: (0..samples).map(|i| format!("n{i}")).collect(),
         }],
         rules: vec![RuleConfig {
-            name: "breaks".to_string(),
-            kind: CheckKind::Sim,
             timeout: Duration::from_secs(5),
-            host: None,
-            port: None,
-            program: None,
-            args: Vec::new(),
-            url: None,
-            expect_status: None,
-            duration: Some(Duration::from_millis(10)),
-            outcome: Some(SimOutcome::Broken),
-            value: Some(1.0),
-            warning: None,
-            critical: None,
-            ca: None,
-            insecure_skip_verify: None,
-            expect_body: None,
-            follow_redirects: None,
+            ..RuleConfig::sim(
+                "breaks".to_string(),
+                Duration::from_millis(10),
+                SimOutcome::Broken,
+                1.0,
+            )
         }],
         relators: vec![RelatorConfig {
             name: "r".to_string(),

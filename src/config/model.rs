@@ -324,6 +324,37 @@ pub struct RuleConfig {
     pub follow_redirects: Option<bool>,
 }
 
+impl RuleConfig {
+    /// A `sim` rule: `duration` long, reporting `outcome` and `value`, with the default timeout.
+    pub fn sim(
+        name: impl Into<String>,
+        duration: Duration,
+        outcome: SimOutcome,
+        value: f64,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            kind: CheckKind::Sim,
+            timeout: defaults::rule_timeout(),
+            host: None,
+            port: None,
+            program: None,
+            args: Vec::new(),
+            url: None,
+            expect_status: None,
+            duration: Some(duration),
+            outcome: Some(outcome),
+            value: Some(value),
+            warning: None,
+            critical: None,
+            ca: None,
+            insecure_skip_verify: None,
+            expect_body: None,
+            follow_redirects: None,
+        }
+    }
+}
+
 /// Ties rules to a group, a schedule and alert actions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

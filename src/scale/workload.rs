@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::{
-    CheckKind, EngineEntry, GroupConfig, RelatorConfig, RuleConfig, SimOutcome, StatsReport,
-    SupervisorConfig,
+    EngineEntry, GroupConfig, RelatorConfig, RuleConfig, SimOutcome, StatsReport, SupervisorConfig,
 };
 
 /// Every relator's interval: the rate is per minute.
@@ -77,26 +76,7 @@ pub fn supervisor_config(workload: &Workload, addresses: &[SocketAddr]) -> Super
 
 /// Sim rule number `r`: ok after `duration`.
 fn sim_rule(r: usize, duration: Duration) -> RuleConfig {
-    RuleConfig {
-        name: format!("sim{r}"),
-        kind: CheckKind::Sim,
-        timeout: Duration::from_secs(10),
-        host: None,
-        port: None,
-        program: None,
-        args: Vec::new(),
-        url: None,
-        expect_status: None,
-        duration: Some(duration),
-        outcome: Some(SimOutcome::Ok),
-        value: Some(1.0),
-        warning: None,
-        critical: None,
-        ca: None,
-        insecure_skip_verify: None,
-        expect_body: None,
-        follow_redirects: None,
-    }
+    RuleConfig::sim(format!("sim{r}"), duration, SimOutcome::Ok, 1.0)
 }
 
 fn engine_entry(i: usize, address: &SocketAddr) -> EngineEntry {
