@@ -36,8 +36,9 @@ use super::viewer::Viewer;
 const PRESIZED_TASKS: usize = 1 << 17;
 
 /// The map of held tasks. foldhash with a per-map random seed: several times faster than SipHash
-/// on task ids, and still seeded so that ids cannot be chosen to collide in advance.
-type TaskMap = HashMap<String, HeldTask, foldhash::fast::RandomState>;
+/// on task ids, and still seeded so that ids cannot be chosen to collide in advance. The key is
+/// the one copy of the id the engine keeps: the per-supervisor index and running checks share it.
+type TaskMap = HashMap<Arc<str>, HeldTask, foldhash::fast::RandomState>;
 
 /// Sweeps for expired results run at most this often...
 const MIN_SWEEP_PERIOD: Duration = Duration::from_millis(100);
@@ -116,10 +117,65 @@ pub(crate) struct PageRequest<'a> {
     pub(crate) byte_budget: usize,
 }
 
+/// What the tasks of one batch (one caller, almost always one supervisor and a few relators and
+/// rules) share, kept for the batch so that each is looked up once rather than once per task.
+#[derive(Debug, Default)]
+pub(crate) struct BatchCache {
+    /// The last supervisor id interned. Only the last: interning another one may forget an
+    /// idle supervisor, which then must not be handed out from here.
+    supervisor: Option<Arc<str>>,
+    relator: Option<Arc<str>>,
+    rule: Option<Arc<str>>,
+    /// The last mark raised (or found already as high): supervisor, relator and instant.
+    mark: Option<(Arc<str>, Arc<str>, i64)>,
+}
+
+impl BatchCache {
+    fn supervisor(&mut self, supervisors: &mut Supervisors, id: &str) -> Result<Arc<str>, String> {
+        if let Some(cached) = &self.supervisor
+            && **cached == *id
+        {
+            return Ok(Arc::clone(cached));
+        }
+        let interned = supervisors.intern(id)?;
+        self.supervisor = Some(Arc::clone(&interned));
+        Ok(interned)
+    }
+
+    fn name(slot: &mut Option<Arc<str>>, supervisors: &mut Supervisors, name: &str) -> Arc<str> {
+        if let Some(cached) = slot.as_ref()
+            && **cached == *name
+        {
+            return Arc::clone(cached);
+        }
+        let shared = supervisors.name(name);
+        *slot = Some(Arc::clone(&shared));
+        shared
+    }
+
+    /// Whether `origin`'s mark was already raised to its instant (or later) in this batch; if
+    /// not, it is remembered as raised now (the caller raises it).
+    fn marked(&mut self, origin: &Origin) -> bool {
+        if let Some((supervisor, relator, at)) = &self.mark
+            && Arc::ptr_eq(supervisor, &origin.supervisor)
+            && Arc::ptr_eq(relator, &origin.relator)
+            && origin.scheduled_unix_ms <= *at
+        {
+            return true;
+        }
+        self.mark = Some((
+            Arc::clone(&origin.supervisor),
+            Arc::clone(&origin.relator),
+            origin.scheduled_unix_ms,
+        ));
+        false
+    }
+}
+
 /// A check to run: queued while every slot is busy, then handed to a worker.
 #[derive(Debug)]
 pub(crate) struct Job {
-    pub(crate) id: String,
+    pub(crate) id: Arc<str>,
     seq: u64,
     priority: Priority,
     pub(crate) check: Check,
@@ -337,10 +393,12 @@ impl Store {
                 }
                 held.finished_at = Some(now.instant.checked_sub(age).unwrap_or(now.instant));
                 self.counters.results_restored += 1;
+                let id: Arc<str> = Arc::from(status.task_id);
                 if let Some(origin) = &held.origin {
-                    self.supervisors.insert(&status.task_id, origin);
+                    // Distinct ids, none released yet: nothing to compact.
+                    self.supervisors.insert(&id, origin);
                 }
-                self.tasks.insert(status.task_id, held);
+                self.tasks.insert(id, held);
             } else {
                 lost += 1;
                 held.state = TaskState::LostInRestart;
@@ -355,10 +413,12 @@ impl Store {
                         held.origin.clone(),
                     ));
                 }
+                let id: Arc<str> = Arc::from(status.task_id);
                 if let Some(origin) = &held.origin {
-                    self.supervisors.insert(&status.task_id, origin);
+                    // Distinct ids, none released yet: nothing to compact.
+                    self.supervisors.insert(&id, origin);
                 }
-                self.tasks.insert(status.task_id, held);
+                self.tasks.insert(id, held);
             }
         }
         self.counters.lost_in_restart += lost;
@@ -374,8 +434,8 @@ impl Store {
         let supervisor = self.supervisors.intern(&fields.supervisor_id).ok()?;
         Some(Arc::new(Origin {
             supervisor,
-            relator: fields.relator.into(),
-            rule: fields.rule.into(),
+            relator: self.supervisors.name(&fields.relator),
+            rule: self.supervisors.name(&fields.rule),
             node: fields.node.into(),
             scheduled_unix_ms: fields.scheduled_unix_ms,
         }))
@@ -456,6 +516,19 @@ impl Store {
         start_now: &mut Vec<Job>,
         viewer: &Viewer,
     ) -> (String, Admission) {
+        self.admit_in_batch(task, now, start_now, viewer, &mut BatchCache::default())
+    }
+
+    /// [`Store::admit`] for one task of a batch: what the batch's tasks share (supervisor,
+    /// names, the mark raised) is looked up once, in `cache`, which lives for the batch.
+    pub(crate) fn admit_in_batch(
+        &mut self,
+        mut task: proto::Task,
+        now: Now,
+        start_now: &mut Vec<Job>,
+        viewer: &Viewer,
+        cache: &mut BatchCache,
+    ) -> (String, Admission) {
         self.counters.tasks_received += 1;
         let size = task.encoded_len();
         if size > self.limits.max_task_bytes {
@@ -483,14 +556,16 @@ impl Store {
         }
         let attempt = task.attempt.max(1);
         let held_count = self.tasks.len();
-        let entry = self.tasks.entry(task.id);
+        // The id goes back in the ack; the map keeps a shared copy.
+        let id = std::mem::take(&mut task.id);
+        let entry = self.tasks.entry(Arc::from(id.as_str()));
         let retry = match &entry {
             Entry::Occupied(occupied) => {
                 let held = occupied.get();
                 if !viewer.may_see(held.owner.as_ref()) {
                     self.counters.tasks_rejected += 1;
                     let reason = "task id is held for another supervisor's certificate".to_string();
-                    return (occupied.key().clone(), Admission::Invalid(reason));
+                    return (id, Admission::Invalid(reason));
                 }
                 if let Some(origin) = &held.origin
                     && !task.supervisor_id.is_empty()
@@ -503,11 +578,11 @@ impl Store {
                          relator names",
                         clip_id(origin.supervisor.to_string())
                     );
-                    return (occupied.key().clone(), Admission::Invalid(reason));
+                    return (id, Admission::Invalid(reason));
                 }
                 if attempt <= held.attempt {
                     self.counters.duplicates += 1;
-                    return (occupied.key().clone(), Admission::Duplicate);
+                    return (id, Admission::Duplicate);
                 }
                 if !held.is_finished() {
                     self.counters.tasks_rejected += 1;
@@ -519,17 +594,19 @@ impl Store {
                         ),
                         _ => format!("attempt {} still running", held.attempt),
                     };
-                    return (occupied.key().clone(), Admission::Busy(reason));
+                    return (id, Admission::Busy(reason));
                 }
                 true
             }
             Entry::Vacant(_) => false,
         };
+        // A retry of a task indexed under its supervisor stays indexed once.
+        let indexed = matches!(&entry, Entry::Occupied(held) if held.get().origin.is_some());
         let mut check = match Check::try_from(task.check) {
             Ok(check) => check,
             Err(error) => {
                 self.counters.tasks_rejected += 1;
-                return (entry_key(entry), Admission::Invalid(error.to_string()));
+                return (id, Admission::Invalid(error.to_string()));
             }
         };
         if let Check::Exec { program, .. } = &mut check {
@@ -538,7 +615,7 @@ impl Store {
                 Ok(path) => *program = path.to_string_lossy().into_owned(),
                 Err(reason) => {
                     self.counters.tasks_rejected += 1;
-                    return (entry_key(entry), Admission::NotAllowed(reason));
+                    return (id, Admission::NotAllowed(reason));
                 }
             }
         }
@@ -548,7 +625,7 @@ impl Store {
                 "engine holds {held_count} tasks (max_held_tasks {})",
                 self.limits.max_held_tasks
             );
-            return (entry_key(entry), Admission::Exhausted(reason));
+            return (id, Admission::Exhausted(reason));
         }
         let origin = if task.supervisor_id.is_empty() {
             // A retry without a supervisor keeps the origin of the attempt it replaces.
@@ -557,17 +634,21 @@ impl Store {
                 Entry::Vacant(_) => None,
             }
         } else {
-            match self.supervisors.intern(&task.supervisor_id) {
+            match cache.supervisor(&mut self.supervisors, &task.supervisor_id) {
                 Ok(supervisor) => Some(Arc::new(Origin {
                     supervisor,
-                    relator: task.relator.into(),
-                    rule: task.rule.into(),
+                    relator: BatchCache::name(
+                        &mut cache.relator,
+                        &mut self.supervisors,
+                        &task.relator,
+                    ),
+                    rule: BatchCache::name(&mut cache.rule, &mut self.supervisors, &task.rule),
                     node: task.node.into(),
                     scheduled_unix_ms: task.scheduled_unix_ms,
                 })),
                 Err(reason) => {
                     self.counters.tasks_rejected += 1;
-                    return (entry_key(entry), Admission::Exhausted(reason));
+                    return (id, Admission::Exhausted(reason));
                 }
             }
         };
@@ -580,7 +661,7 @@ impl Store {
         } else {
             Admission::Accepted
         };
-        let id = entry.key().clone();
+        let key = Arc::clone(entry.key());
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut held = HeldTask {
@@ -596,14 +677,19 @@ impl Store {
             owner: viewer.owner(),
             origin,
         };
+        let mut compact = None;
         if let Some(origin) = &held.origin {
-            self.supervisors.insert(&id, origin);
-            self.supervisors.mark(
-                &origin.supervisor,
-                &origin.relator,
-                origin.scheduled_unix_ms,
-                held.owner.clone(),
-            );
+            if !indexed && self.supervisors.insert(&key, origin) {
+                compact = Some(Arc::clone(&origin.supervisor));
+            }
+            if !cache.marked(origin) {
+                self.supervisors.mark(
+                    &origin.supervisor,
+                    &origin.relator,
+                    origin.scheduled_unix_ms,
+                    held.owner.clone(),
+                );
+            }
         }
         if let Some(result) = check.instant_result() {
             // Completes inline: no queue, no worker.
@@ -612,7 +698,8 @@ impl Store {
             held.started_unix_ms = now.unix_ms;
             record(&mut held, result, now);
             entry.insert_entry(held);
-            self.publish_final(&id);
+            self.compact_index(compact);
+            self.publish_final(&key);
             return (id, admission);
         }
         let timeout = match task.timeout_ms {
@@ -637,7 +724,7 @@ impl Store {
             None => 0,
         };
         let job = Job {
-            id: id.clone(),
+            id: key,
             seq,
             priority: Priority::try_from(task.priority).unwrap_or(Priority::Normal),
             check,
@@ -650,7 +737,17 @@ impl Store {
             self.queue.push(job);
         }
         entry.insert_entry(held);
+        self.compact_index(compact);
         (id, admission)
+    }
+
+    /// Drops the released ids from `supervisor`'s index, when it asked for it.
+    fn compact_index(&mut self, supervisor: Option<Arc<str>>) {
+        if let Some(supervisor) = supervisor {
+            let tasks = &self.tasks;
+            self.supervisors
+                .compact(&supervisor, &|id| held_for(tasks, id, &supervisor));
+        }
     }
 
     /// Records the result of `job` and hands back the next waiting job (marked running) for the
@@ -784,7 +881,7 @@ impl Store {
 
     /// The status of `task_id` (moved into the reply).
     pub(crate) fn status(&self, task_id: String, viewer: &Viewer) -> proto::TaskStatus {
-        match self.tasks.get(&task_id) {
+        match self.tasks.get(task_id.as_str()) {
             Some(held) if viewer.may_see(held.owner.as_ref()) => held.status(task_id),
             // Another supervisor's task looks like no task at all.
             _ => proto::TaskStatus {
@@ -839,19 +936,22 @@ impl Store {
         let mut bytes = 0usize;
         let mut last: Option<&str> = None;
         let mut more = false;
+        let tasks = &self.tasks;
+        let is_live = |id: &str| held_for(tasks, id, page.supervisor_id);
         let ids = self
             .supervisors
-            .ids_after(page.supervisor_id, page.after_id);
+            .ids_after(page.supervisor_id, page.after_id, &is_live);
         for (scanned, task_id) in ids.enumerate() {
             if reply.tasks.len() >= page.limit || scanned >= scan_limit {
                 more = true;
                 break;
             }
-            let Some(held) = self.tasks.get(task_id) else {
+            let Some(held) = tasks.get(task_id) else {
                 last = Some(task_id);
                 continue;
             };
-            if !viewer.may_see(held.owner.as_ref()) {
+            // Released and taken again for another supervisor since the index was sorted.
+            if !is_live(task_id) || !viewer.may_see(held.owner.as_ref()) {
                 last = Some(task_id);
                 continue;
             }
@@ -909,7 +1009,7 @@ impl Store {
             self.supervisors.remove(&task_id, &origin);
         }
         for task_id in expired_ids {
-            self.journal_op(JournalOp::Delete(task_id));
+            self.journal_op(JournalOp::Delete(task_id.to_string()));
         }
         let expired = (before - self.tasks.len()) as u64;
         if expired > 0 {
@@ -938,7 +1038,14 @@ impl Store {
     }
 }
 
-/// The id of a task map entry, moved out when the entry is vacant.
+/// Whether `tasks` holds `task_id` for `supervisor`.
+fn held_for(tasks: &TaskMap, task_id: &str, supervisor: &str) -> bool {
+    tasks
+        .get(task_id)
+        .and_then(|held| held.origin.as_ref())
+        .is_some_and(|origin| &*origin.supervisor == supervisor)
+}
+
 /// Ids longer than this are cut when echoed in a refusal.
 const MAX_ECHOED_ID_BYTES: usize = 256;
 
@@ -954,13 +1061,6 @@ fn clip_id(mut id: String) -> String {
         id.push('…');
     }
     id
-}
-
-fn entry_key(entry: Entry<'_, String, HeldTask>) -> String {
-    match entry {
-        Entry::Occupied(occupied) => occupied.key().clone(),
-        Entry::Vacant(vacant) => vacant.into_key(),
-    }
 }
 
 fn record(held: &mut HeldTask, result: CheckResult, now: Now) {
@@ -1065,11 +1165,11 @@ mod tests {
             &Viewer::Local,
         );
         let job = start.pop().unwrap();
-        assert_eq!(job.id, "first");
+        assert_eq!(&*job.id, "first");
         let next = store
             .finish(&job, CheckResult::ok(1.0, String::new()), Now::read())
             .unwrap();
-        assert_eq!(next.id, "second");
+        assert_eq!(&*next.id, "second");
         assert_eq!(state(&store, "first"), TaskState::Ok);
         assert_eq!(state(&store, "second"), TaskState::Running);
         assert!(
@@ -1088,5 +1188,84 @@ mod tests {
         store.admit(sim_task("r", 5), Now::read(), &mut start, &Viewer::Local);
         assert!(!store.release("r", &Viewer::Local));
         assert_eq!(state(&store, "r"), TaskState::Running);
+    }
+
+    fn page<'a>(supervisor_id: &'a str, after_id: &'a str) -> PageRequest<'a> {
+        PageRequest {
+            supervisor_id,
+            after_id,
+            limit: 100,
+            byte_budget: 1 << 20,
+        }
+    }
+
+    fn listed(store: &mut Store, supervisor: &str) -> Vec<String> {
+        store
+            .list(page(supervisor, ""), &Viewer::Local)
+            .tasks
+            .into_iter()
+            .map(|t| t.task_id)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_id_released_and_taken_for_another_supervisor_is_listed_only_for_it() {
+        let mut store = Store::new(limits(4, 100), None, ExecAllowList::default());
+        let mut start = Vec::new();
+        let from = |supervisor: &str, id: &str| proto::Task {
+            supervisor_id: supervisor.into(),
+            relator: "r".into(),
+            rule: "u".into(),
+            node: "n".into(),
+            ..sim_task(id, 0)
+        };
+        let now = Now::read();
+        for id in ["t2", "t1", "t3"] {
+            store.admit(from("a", id), now, &mut start, &Viewer::Local);
+        }
+        assert_eq!(listed(&mut store, "a"), ["t1", "t2", "t3"]);
+        assert!(store.release("t2", &Viewer::Local));
+        store.admit(from("b", "t2"), now, &mut start, &Viewer::Local);
+        assert_eq!(listed(&mut store, "a"), ["t1", "t3"]);
+        assert_eq!(listed(&mut store, "b"), ["t2"]);
+        // The second page starts after the token, with ids added in between sorted in.
+        store.admit(from("a", "t0"), now, &mut start, &Viewer::Local);
+        store.admit(from("a", "t4"), now, &mut start, &Viewer::Local);
+        let rest: Vec<String> = store
+            .list(page("a", "t1"), &Viewer::Local)
+            .tasks
+            .into_iter()
+            .map(|t| t.task_id)
+            .collect();
+        assert_eq!(rest, ["t3", "t4"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tasks_of_one_batch_share_their_names_and_raise_the_mark_once() {
+        let mut store = Store::new(limits(4, 100), None, ExecAllowList::default());
+        let mut start = Vec::new();
+        let mut cache = BatchCache::default();
+        let now = Now::read();
+        for (id, at) in [("t1", 200), ("t2", 100), ("t3", 300)] {
+            let task = proto::Task {
+                supervisor_id: "a".into(),
+                relator: "r".into(),
+                rule: "u".into(),
+                node: id.into(),
+                scheduled_unix_ms: at,
+                ..sim_task(id, 0)
+            };
+            store.admit_in_batch(task, now, &mut start, &Viewer::Local, &mut cache);
+        }
+        let origins: Vec<Arc<Origin>> = ["t1", "t2", "t3"]
+            .iter()
+            .map(|id| store.tasks[*id].origin.clone().unwrap())
+            .collect();
+        assert!(Arc::ptr_eq(&origins[0].relator, &origins[2].relator));
+        assert!(Arc::ptr_eq(&origins[0].rule, &origins[1].rule));
+        assert!(Arc::ptr_eq(&origins[0].supervisor, &origins[2].supervisor));
+        let marks = store.list(page("a", ""), &Viewer::Local).marks;
+        assert_eq!(marks.len(), 1);
+        assert_eq!(marks[0].latest_scheduled_unix_ms, 300);
     }
 }

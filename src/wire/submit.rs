@@ -120,6 +120,7 @@ pub async fn submit_turbo(
 ) -> SubmissionOutcome {
     let start = Instant::now();
     let mut outcome = SubmissionOutcome::new();
+    outcome.deliveries.reserve_exact(tasks.len());
     let mut batches = Vec::new();
     for tasks in split_into_batches(tasks, limits.batch_size) {
         fit_to_message_size(tasks, limits.max_message_bytes, &mut batches, &mut outcome);
@@ -260,10 +261,11 @@ async fn send_batch(
     }
 }
 
-/// Match an acknowledgement to its batch's tasks. The engine answers in the batch's order, so
-/// acks are matched by position; an ack that does not line up (another engine's order, a
-/// missing entry) falls back to matching by id.
-fn deliveries_from_ack(
+/// Match an acknowledgement to its batch's tasks, appending each task with what became of it to
+/// `deliveries`. The engine answers in the batch's order, so acks are matched by position; an
+/// ack that does not line up (another engine's order, a missing entry) falls back to matching
+/// by id.
+pub fn deliveries_from_ack(
     batch_id: u64,
     tasks: Vec<Task>,
     ack: SubmitAck,
