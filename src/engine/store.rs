@@ -31,9 +31,11 @@ use super::journal::{JournalOp, JournalQueue, OriginFields};
 use super::supervisors::{MAX_SUPERVISORS, Origin, Supervisors};
 use super::viewer::Viewer;
 
-/// Tasks the map is sized for up front, so that it does not rehash while it fills (capped: a huge
-/// `max_held_tasks` grows on demand beyond this).
-const PRESIZED_TASKS: usize = 1 << 17;
+/// Tasks the map is sized for up front; it grows on demand beyond. Small on purpose: tasks land
+/// in random slots, so a map sized for 131,072 tasks touched a page of memory per task held and
+/// an engine holding 2,000 tasks used 8 MB for them (8 GB for a farm of 1,000 engines). Growing
+/// by doubling costs one rehash per doubling, amortized a few nanoseconds per task.
+const PRESIZED_TASKS: usize = 1 << 10;
 
 /// The map of held tasks. foldhash with a per-map random seed: several times faster than SipHash
 /// on task ids, and still seeded so that ids cannot be chosen to collide in advance. The key is
