@@ -13,11 +13,6 @@ use turbomon::engine::{ConfigFile, Engine};
 use turbomon::link;
 use turbomon::supervisor::{Supervisor, SupervisorOptions};
 
-/// mimalloc: fewer cycles per allocation than glibc's malloc on the many small, short-lived
-/// allocations of decoding and acknowledging tasks, and no per-thread arena growth.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// turbomon: a supervisor that batches monitoring tasks to engines over gRPC, and the engines that
 /// run them, with loop-time and packet-size statistics.
 #[derive(Debug, Parser)]
