@@ -58,8 +58,11 @@ where
     ReceiverStream::new(answers_rx)
 }
 
-/// Spawns the task that handles every message of `inbound` with `handle` and puts the outcome
-/// (or the inbound error that ended the stream) into `out`.
+/// Spawns the tasks that handle every message of `inbound` with `handle` and put the outcome (or
+/// the inbound error that ended the stream) into `out`. Decoding (inside `inbound.message()`)
+/// and handling (under the store's lock) run in two tasks joined by a bounded queue, so that the
+/// next batch is decoded while one is handled, on the other core when there is one; the order of
+/// the answers is the order of the messages.
 fn read_each<Req, Out>(
     engine: Engine,
     mut inbound: Streaming<Req>,
@@ -69,6 +72,7 @@ fn read_each<Req, Out>(
     Req: Send + 'static,
     Out: Send + 'static,
 {
+    let (decoded, mut decoded_rx) = mpsc::channel::<Result<Req, Status>>(STREAM_BUFFER_MESSAGES);
     let mut closing = engine.closing();
     tokio::spawn(async move {
         let closed = async move {
@@ -83,17 +87,27 @@ fn read_each<Req, Out>(
             };
             match message {
                 Ok(Some(request)) => {
-                    let answer = handle(&engine, request);
-                    if out.send(Ok(answer)).await.is_err() {
+                    if decoded.send(Ok(request)).await.is_err() {
                         break;
                     }
                 }
                 Ok(None) => break,
                 Err(status) => {
                     debug!(target: LOG_TARGET, %status, "inbound stream ended with an error");
-                    let _ = out.send(Err(status)).await;
+                    let _ = decoded.send(Err(status)).await;
                     break;
                 }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        // Ends once the reader has stopped and every message it decoded is answered, or when
+        // the client stops reading the answers.
+        while let Some(message) = decoded_rx.recv().await {
+            let answer = message.map(|request| handle(&engine, request));
+            let ended = answer.is_err();
+            if out.send(answer).await.is_err() || ended {
+                break;
             }
         }
     });
