@@ -514,10 +514,10 @@ mod tests {
             templates.iter().map(|t| t.rule).collect::<Vec<_>>(),
             [0, 0, 0, 1, 1, 1]
         );
-        // One node name for all its rules; one check for the nodes of a rule that does not
-        // name the node.
+        // One node name for all its rules; both rules name the node (a tcp check's host is
+        // the node by default), so each node has its own check.
         assert!(Arc::ptr_eq(&templates[0].node, &templates[3].node));
-        assert!(Arc::ptr_eq(&templates[0].check, &templates[1].check));
+        assert!(!Arc::ptr_eq(&templates[0].check, &templates[1].check));
         assert!(!Arc::ptr_eq(&templates[3].check, &templates[4].check));
         let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
         let task = plans[0].task_of(3, at);
