@@ -90,11 +90,6 @@ impl fmt::Display for Mode {
     }
 }
 
-/// Highest loop time a histogram is sized for when first used (it grows beyond), in µs.
-const LOOP_TIME_HIGH_US: u64 = 10 * 1_000_000;
-/// Highest packet size a histogram is sized for when first used (it grows beyond), in bytes.
-const PACKET_HIGH_BYTES: u64 = 64 * 1024;
-
 /// Whole microseconds of `duration`, as the loop-time histograms hold them.
 fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
@@ -158,8 +153,8 @@ impl LoopStats {
     /// Empty statistics.
     pub fn new() -> Self {
         Self {
-            loop_time_us: WindowHistogram::new(LOOP_TIME_HIGH_US),
-            packet_bytes: WindowHistogram::new(PACKET_HIGH_BYTES),
+            loop_time_us: WindowHistogram::new(),
+            packet_bytes: WindowHistogram::new(),
             loops: 0,
             loop_time_total: Duration::ZERO,
             loop_time_min: Duration::MAX,

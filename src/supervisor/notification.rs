@@ -87,8 +87,14 @@ pub(crate) struct Notification {
 pub(crate) struct About<'a> {
     /// Engine that ran the task.
     pub engine: &'a str,
-    /// The task.
-    pub task: &'a crate::proto::Task,
+    /// The task's id.
+    pub task_id: &'a str,
+    /// Its relator.
+    pub relator: &'a str,
+    /// Its rule.
+    pub rule: &'a str,
+    /// Its node.
+    pub node: &'a str,
     /// The check's output.
     pub output: &'a str,
     /// Its performance data.
@@ -104,10 +110,10 @@ impl Notification {
     pub(crate) fn new(notify: Notify, about: About<'_>) -> Self {
         Self {
             engine: about.engine.to_string(),
-            relator: about.task.relator.clone(),
-            rule: about.task.rule.clone(),
-            node: about.task.node.clone(),
-            task_id: about.task.id.clone(),
+            relator: about.relator.to_string(),
+            rule: about.rule.to_string(),
+            node: about.node.to_string(),
+            task_id: about.task_id.to_string(),
             state: notify.state,
             previous_state: notify.previous_state,
             state_type: StateType::Hard,
@@ -228,7 +234,10 @@ mod tests {
             },
             About {
                 engine: "e1",
-                task: &task,
+                task_id: &task.id,
+                relator: &task.relator,
+                rule: &task.rule,
+                node: &task.node,
                 output: "DISK CRITICAL - / 97%",
                 perfdata,
                 value: 97.5,

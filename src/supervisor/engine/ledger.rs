@@ -26,7 +26,7 @@ use crate::stats::Stage;
 use crate::supervisor::completion::Completion;
 use crate::supervisor::counters::{Bump, DeliveryCounters};
 use crate::supervisor::notification::{About, Notification};
-use crate::supervisor::schedule::plan::{RelatorPlan, unix_ms};
+use crate::supervisor::schedule::plan::{RelatorPlan, unix_ms, wire_priority};
 use crate::supervisor::states::{NotificationKind, Observation, ServiceState, StateBook, Verdict};
 use crate::wire::status::TaskId;
 use crate::wire::submit::Delivery;
@@ -42,14 +42,212 @@ const ADOPTED_MIN_KEEP: Duration = Duration::from_secs(300);
 /// Start window assumed for an adopted task whose relator is no longer planned.
 const UNPLANNED_WINDOW: Duration = Duration::from_secs(3600);
 
-/// A submitted task the supervisor waits to hear the end of.
+/// A submitted task the supervisor waits to hear the end of, kept compact: an engine holds
+/// every task sent since its last monitor loop (some 30,000 at 100 engines and 100,000 tasks a
+/// minute, ten times that at 1,000 engines), so a whole [`Task`] here (five strings and a
+/// check, some 700 bytes with the table's share) was most of the supervisor's memory. Its id is
+/// the ledger's key.
 #[derive(Debug)]
 struct Unfinished {
-    task: Task,
+    held: Held,
     /// Index of its relator's plan (none for tasks of relators no longer planned).
-    relator: Option<usize>,
+    relator: Option<u32>,
     /// When its batch left the supervisor (unknown for a task adopted at a reconciliation).
     sent_at: Option<SystemTime>,
+}
+
+/// What the ledger keeps of an unfinished task.
+#[derive(Debug)]
+enum Held {
+    /// A task its relator's plan rebuilds: rule number `rule` of that relator, an id of the
+    /// standard form `relator/rule/node/scheduled instant` (the node is read back from it) and
+    /// the plan's timeout, priority and supervisor id. The whole task is rebuilt only when it
+    /// must be sent again.
+    Planned {
+        rule: u16,
+        attempt: u32,
+        scheduled_unix_ms: i64,
+    },
+    /// Any other task (of a relator no longer planned, or adopted under an id or with fields
+    /// the plan would not give it), whole.
+    Whole(Box<Task>),
+}
+
+/// The names, instant and attempt of a task, borrowed from a whole task or from its plan and
+/// id.
+#[derive(Debug, Clone, Copy)]
+struct Names<'a> {
+    id: &'a str,
+    relator: &'a str,
+    rule: &'a str,
+    node: &'a str,
+    scheduled_unix_ms: i64,
+    attempt: u32,
+}
+
+impl<'a> Names<'a> {
+    fn of(task: &'a Task) -> Self {
+        Self {
+            id: &task.id,
+            relator: &task.relator,
+            rule: &task.rule,
+            node: &task.node,
+            scheduled_unix_ms: task.scheduled_unix_ms,
+            attempt: task.attempt,
+        }
+    }
+}
+
+impl Unfinished {
+    /// `task` of plan number `relator`, kept compact when the plan can rebuild it.
+    fn new(
+        task: Task,
+        relator: Option<usize>,
+        sent_at: Option<SystemTime>,
+        plans: &[RelatorPlan],
+    ) -> Self {
+        let relator = relator.and_then(|r| u32::try_from(r).ok());
+        let plan = relator.and_then(|r| plans.get(r as usize));
+        let held = match plan.and_then(|plan| planned_rule(plan, &task)) {
+            Some(rule) => Held::Planned {
+                rule,
+                attempt: task.attempt,
+                scheduled_unix_ms: task.scheduled_unix_ms,
+            },
+            None => Held::Whole(Box::new(task)),
+        };
+        Self {
+            held,
+            relator,
+            sent_at,
+        }
+    }
+
+    fn relator(&self) -> Option<usize> {
+        self.relator.map(|r| r as usize)
+    }
+
+    fn attempt(&self) -> u32 {
+        match &self.held {
+            Held::Planned { attempt, .. } => *attempt,
+            Held::Whole(task) => task.attempt,
+        }
+    }
+
+    fn scheduled_unix_ms(&self) -> i64 {
+        match &self.held {
+            Held::Planned {
+                scheduled_unix_ms, ..
+            } => *scheduled_unix_ms,
+            Held::Whole(task) => task.scheduled_unix_ms,
+        }
+    }
+
+    /// A later attempt than the one sent is the one waited for now.
+    fn raise_attempt(&mut self, later: u32) {
+        match &mut self.held {
+            Held::Planned { attempt, .. } => *attempt = (*attempt).max(later),
+            Held::Whole(task) => task.attempt = task.attempt.max(later),
+        }
+    }
+
+    /// Its names, `id` being its key in the ledger.
+    fn names<'a>(&'a self, id: &'a str, plans: &'a [RelatorPlan]) -> Names<'a> {
+        match &self.held {
+            Held::Whole(task) => Names::of(task),
+            Held::Planned {
+                rule,
+                attempt,
+                scheduled_unix_ms,
+            } => {
+                let plan = self.relator().and_then(|r| plans.get(r));
+                let relator = plan.map_or("", |plan| plan.name.as_str());
+                let rule = plan
+                    .and_then(|plan| plan.rules.get(usize::from(*rule)))
+                    .map_or("", |rule| rule.config.name.as_str());
+                Names {
+                    id,
+                    relator,
+                    rule,
+                    node: node_in_id(id, relator, rule, *scheduled_unix_ms).unwrap_or(""),
+                    scheduled_unix_ms: *scheduled_unix_ms,
+                    attempt: *attempt,
+                }
+            }
+        }
+    }
+
+    /// The task as it was sent (its id `id`), to send it again.
+    fn to_task(&self, id: &str, plans: &[RelatorPlan]) -> Task {
+        if let Held::Whole(task) = &self.held {
+            return Task::clone(task);
+        }
+        let names = self.names(id, plans);
+        let rebuilt = self.relator().and_then(|r| plans.get(r)).and_then(|plan| {
+            plan.rebuilt_task(
+                names.rule,
+                names.node,
+                names.scheduled_unix_ms,
+                names.attempt,
+            )
+        });
+        let mut task = rebuilt.unwrap_or_else(|| Task {
+            relator: names.relator.to_string(),
+            rule: names.rule.to_string(),
+            node: names.node.to_string(),
+            scheduled_unix_ms: names.scheduled_unix_ms,
+            attempt: names.attempt,
+            ..Task::default()
+        });
+        id.clone_into(&mut task.id);
+        task
+    }
+}
+
+/// The number of `task`'s rule in `plan` when the plan rebuilds `task` exactly
+/// ([`RelatorPlan::rebuilt_task`]): a standard id, the plan's timeout, priority and supervisor
+/// id, a check, an attempt. A cluster's epoch is not kept: it is stamped again at each send.
+fn planned_rule(plan: &RelatorPlan, task: &Task) -> Option<u16> {
+    let index = plan
+        .rules
+        .iter()
+        .position(|rule| rule.config.name == task.rule)?;
+    let rule = &plan.rules[index].config;
+    let timeout_ms: u64 = rule.timeout.as_millis().try_into().unwrap_or(u64::MAX);
+    let rebuilt = task.relator == plan.name
+        && task.attempt >= 1
+        && task.check.is_some()
+        && task.timeout_ms == timeout_ms
+        && task.priority == wire_priority(plan.priority) as i32
+        && task.supervisor_id == plan.supervisor_id
+        && node_in_id(&task.id, &task.relator, &task.rule, task.scheduled_unix_ms)
+            == Some(task.node.as_str());
+    if rebuilt {
+        u16::try_from(index).ok()
+    } else {
+        None
+    }
+}
+
+/// The node named by a standard task id `relator/rule/node/scheduled_unix_ms` (see
+/// [`task_id`](crate::supervisor::schedule::plan::task_id)) whose relator, rule and instant
+/// are known; `None` when `id` is not of that form.
+fn node_in_id<'a>(
+    id: &'a str,
+    relator: &str,
+    rule: &str,
+    scheduled_unix_ms: i64,
+) -> Option<&'a str> {
+    let rest = id
+        .strip_prefix(relator)?
+        .strip_prefix('/')?
+        .strip_prefix(rule)?
+        .strip_prefix('/')?;
+    let (node, instant) = rest.rsplit_once('/')?;
+    // The instant exactly as `i64`'s Display writes it: no sign, no leading zero.
+    let canonical =
+        instant == "0" || !(instant.starts_with(['+', '0']) || instant.starts_with("-0"));
+    (canonical && instant.parse::<i64>().ok()? == scheduled_unix_ms).then_some(node)
 }
 
 /// An adopted task id: its attempt then, and until when it is remembered.
@@ -262,14 +460,8 @@ impl Ledger {
                     if !self.early.is_empty() {
                         accepted.push(Arc::clone(&id));
                     }
-                    self.unfinished.insert(
-                        id,
-                        Unfinished {
-                            task,
-                            relator,
-                            sent_at: Some(sent_at),
-                        },
-                    );
+                    let held = Unfinished::new(task, relator, Some(sent_at), &self.plans);
+                    self.unfinished.insert(id, held);
                 }
                 Delivery::Rejected { reason } => {
                     self.counters.rejected.bump(1);
@@ -278,7 +470,13 @@ impl Ledger {
                         reason: reason.clone(),
                     });
                     let relator = self.plan_index.get(&task.relator).copied();
-                    self.ended(&mut settled, relator, &task, Final::failed(&reason), now);
+                    self.ended(
+                        &mut settled,
+                        relator,
+                        Names::of(&task),
+                        Final::failed(&reason),
+                        now,
+                    );
                 }
                 // Another member runs the engine now: it sends or has sent the task.
                 Delivery::Stale { .. } => self.counters.stale_epoch.bump(1),
@@ -316,7 +514,7 @@ impl Ledger {
             statuses.sort_by_cached_key(|status| {
                 self.unfinished
                     .get(status.task_id.as_str())
-                    .map_or(i64::MIN, |held| held.task.scheduled_unix_ms)
+                    .map_or(i64::MIN, Unfinished::scheduled_unix_ms)
             });
         }
         for status in statuses {
@@ -339,11 +537,10 @@ impl Ledger {
                 | TaskState::LostInRestart => {
                     // The outcome of an earlier attempt (sent before a retry replaced it) is not
                     // this attempt's; attempt 0 comes from engines that do not report attempts.
-                    if status.attempt != 0 && status.attempt != held.task.attempt {
+                    if status.attempt != 0 && status.attempt != held.attempt() {
                         continue;
                     }
-                    if let Some((_, entry)) = self.unfinished.remove_entry(status.task_id.as_str())
-                    {
+                    if let Some(entry) = self.unfinished.remove(status.task_id.as_str()) {
                         self.finished(&mut settled, entry, state, status, now);
                     }
                 }
@@ -352,10 +549,12 @@ impl Ledger {
                     // journal): send it again rather than lose it.
                     if let Some(entry) = self.unfinished.remove(status.task_id.as_str()) {
                         self.counters.resubmitted.bump(1);
+                        settled
+                            .resend
+                            .push(entry.to_task(&status.task_id, &self.plans));
                         settled.notices.push(Notice::Forgotten {
                             task_id: status.task_id,
                         });
-                        settled.resend.push(entry.task);
                     }
                 }
                 // Still on its way: asked again next loop.
@@ -387,7 +586,7 @@ impl Ledger {
             match self.unfinished.get_mut(entry.task_id.as_str()) {
                 Some(held) => {
                     // A later attempt than the one sent (a retry the previous run made).
-                    held.task.attempt = held.task.attempt.max(entry.attempt);
+                    held.raise_attempt(entry.attempt);
                 }
                 None => adopted.push(self.adopt(&entry, now)),
             }
@@ -437,12 +636,7 @@ impl Ledger {
                 until,
             },
         );
-        let unfinished = Unfinished {
-            task,
-            relator,
-            sent_at: None,
-        };
-        (id, unfinished)
+        (id, Unfinished::new(task, relator, None, &self.plans))
     }
 
     /// Whether `task` (this attempt or an earlier one) was adopted at a reconciliation.
@@ -465,7 +659,7 @@ impl Ledger {
             let waited = self
                 .unfinished
                 .get(task.id.as_str())
-                .is_some_and(|held| task.attempt <= held.task.attempt);
+                .is_some_and(|held| task.attempt <= held.attempt());
             let sent_before_takeover = task.attempt <= 1
                 && self
                     .taken_marks
@@ -518,7 +712,13 @@ impl Ledger {
                 reason: reason.to_string(),
             });
             let relator = self.plan_index.get(&task.relator).copied();
-            self.ended(&mut settled, relator, &task, Final::failed(reason), now);
+            self.ended(
+                &mut settled,
+                relator,
+                Names::of(&task),
+                Final::failed(reason),
+                now,
+            );
         }
         settled
     }
@@ -533,13 +733,14 @@ impl Ledger {
             };
             self.counters.failed_unreadable.bump(1);
             settled.notices.push(Notice::Unreadable {
-                task_id: entry.task.id.clone(),
+                task_id: id.to_string(),
                 reason: reason.to_string(),
             });
+            let plans = Arc::clone(&self.plans);
             self.ended(
                 &mut settled,
-                entry.relator,
-                &entry.task,
+                entry.relator(),
+                entry.names(&id, &plans),
                 Final::failed(reason),
                 now,
             );
@@ -588,11 +789,13 @@ impl Ledger {
                 .lateness
                 .push((Stage::FinishedToKnown, elapsed(done, now)));
         }
-        let plan = entry.relator.and_then(|r| self.plans.get(r));
+        let plans = Arc::clone(&self.plans);
+        let plan = entry.relator().and_then(|r| plans.get(r));
+        let names = entry.names(&status.task_id, &plans);
         if state == TaskState::LostInRestart {
             self.counters.lost_in_restart.bump(1);
             settled.notices.push(Notice::LostInRestart {
-                task_id: entry.task.id.clone(),
+                task_id: names.id.to_string(),
             });
         }
         let failed = matches!(
@@ -601,7 +804,7 @@ impl Ledger {
         );
         if failed
             && let Some(plan) = plan
-            && let Some((next, delay)) = self.next_attempt(settled, plan, &entry.task, now)
+            && let Some((next, delay)) = self.next_attempt(settled, plan, &entry, names, now)
         {
             // Not final: the next attempt replaces this one on the engine, so nothing is
             // released or reported yet. Until it is acknowledged, the failed attempt the engine
@@ -627,8 +830,8 @@ impl Ledger {
         {
             settled.perfdata.push((
                 plan.name.clone(),
-                entry.task.rule.clone(),
-                entry.task.node.clone(),
+                names.rule.to_string(),
+                names.node.to_string(),
                 status.perfdata.clone(),
             ));
         }
@@ -639,7 +842,7 @@ impl Ledger {
             perfdata: &status.perfdata,
             finished_unix_ms: status.finished_unix_ms,
         };
-        self.ended(settled, entry.relator, &entry.task, result, now);
+        self.ended(settled, entry.relator(), names, result, now);
         if let Some(plan) = plan {
             let next = match state {
                 TaskState::Ok => plan.on_ok.as_slice(),
@@ -648,7 +851,7 @@ impl Ledger {
             };
             for &relator in next {
                 self.counters.chained.bump(1);
-                settled.chains.push((relator, entry.task.node.clone()));
+                settled.chains.push((relator, names.node.to_string()));
             }
         }
         self.release.push(Arc::from(status.task_id));
@@ -660,7 +863,8 @@ impl Ledger {
         &self,
         settled: &mut Settled,
         plan: &RelatorPlan,
-        task: &Task,
+        entry: &Unfinished,
+        task: Names<'_>,
         now: SystemTime,
     ) -> Option<(Task, Duration)> {
         if task.attempt > plan.max_retries {
@@ -672,16 +876,16 @@ impl Ledger {
             // so that an operator sees why a retry policy did not apply.
             self.counters.retries_past_window.bump(1);
             settled.notices.push(Notice::RetryPastWindow {
-                task_id: task.id.clone(),
+                task_id: task.id.to_string(),
                 attempt: task.attempt,
             });
             return None;
         }
-        let mut next = task.clone();
+        let mut next = entry.to_task(task.id, &self.plans);
         next.attempt += 1;
         self.counters.retries.bump(1);
         settled.notices.push(Notice::Retrying {
-            task_id: task.id.clone(),
+            task_id: task.id.to_string(),
             attempt: next.attempt,
         });
         Some((next, plan.retry_period))
@@ -693,16 +897,16 @@ impl Ledger {
         &self,
         settled: &mut Settled,
         relator: Option<usize>,
-        task: &Task,
+        task: Names<'_>,
         result: Final<'_>,
         now: SystemTime,
     ) {
         if self.observed {
             settled.completions.push(Completion {
                 engine: self.engine.clone(),
-                task_id: task.id.clone(),
-                relator: task.relator.clone(),
-                node: task.node.clone(),
+                task_id: task.id.to_string(),
+                relator: task.relator.to_string(),
+                node: task.node.to_string(),
                 attempt: task.attempt,
                 state: result.state,
                 value: result.value,
@@ -738,7 +942,7 @@ impl Ledger {
             .states
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .observe(relator, &task.rule, &task.node, observation);
+            .observe(relator, task.rule, task.node, observation);
         let notify = match verdict {
             Verdict::Notify(notify) => notify,
             Verdict::Soft { .. } => {
@@ -761,7 +965,10 @@ impl Ledger {
         }
         let about = About {
             engine: &self.engine,
-            task,
+            task_id: task.id,
+            relator: task.relator,
+            rule: task.rule,
+            node: task.node,
             output: result.message,
             perfdata: result.perfdata,
             value: result.value,
@@ -833,10 +1040,9 @@ mod tests {
             }],
             templates: ["a", "b", "c"]
                 .map(|node| TaskTemplate {
-                    rule: "http".into(),
+                    rule: 0,
                     node: node.into(),
                     check: std::sync::Arc::new(crate::proto::Check::default()),
-                    timeout: Duration::from_secs(1),
                 })
                 .to_vec(),
             supervisor_id: "sup".into(),
@@ -1327,7 +1533,7 @@ mod tests {
         let (ids, _) = ledger.next_query();
         assert_eq!(ids, vec![Arc::<str>::from(a.id.as_str())]);
         // Rebuilt from the plan: the check and the supervisor id are back.
-        let adopted = &ledger.unfinished[a.id.as_str()].task;
+        let adopted = ledger.unfinished[a.id.as_str()].to_task(&a.id, &ledger.plans);
         assert!(adopted.check.is_some());
         assert_eq!(adopted.supervisor_id, "sup");
         let settled = ledger.statuses(vec![status(&a, TaskState::Ok)], false, at(6000));
@@ -1451,5 +1657,139 @@ mod tests {
             vec![firing("c", 2), retry],
             "later firings and retries go"
         );
+    }
+
+    /// A plan whose templates hold the checks its rule gives each node, as
+    /// [`plan_relators`](crate::supervisor::schedule::plan::plan_relators) builds them (nodes
+    /// with a slash in their names among them).
+    fn real_plan(max_retries: u32, alerts: &[&str]) -> RelatorPlan {
+        let rule = crate::supervisor::schedule::plan::PlannedRule {
+            config: RuleConfig::sim(
+                "http",
+                Duration::from_millis(10),
+                crate::config::SimOutcome::Ok,
+                1.0,
+            ),
+            ca_pem: String::new(),
+        };
+        let templates = ["a", "b/c", "d/1700000000000"]
+            .map(|node| TaskTemplate {
+                rule: 0,
+                node: node.into(),
+                check: Arc::new(
+                    crate::supervisor::schedule::plan::check_for(&rule, node)
+                        .unwrap_or_else(|e| panic!("{e}")),
+                ),
+            })
+            .to_vec();
+        RelatorPlan {
+            rules: vec![rule],
+            templates,
+            ..plan(max_retries, alerts, vec![])
+        }
+    }
+
+    #[test]
+    fn a_planned_task_is_kept_compact_and_rebuilt_as_it_was_sent() {
+        let (mut ledger, _) = ledger(vec![real_plan(1, &["page"])]);
+        let tasks: Vec<Task> = ledger.plans[0]
+            .tasks_at(at(0))
+            .into_iter()
+            .map(|due| due.task)
+            .collect();
+        accept(&mut ledger, &tasks);
+        for task in &tasks {
+            let held = &ledger.unfinished[task.id.as_str()];
+            assert!(
+                matches!(held.held, Held::Planned { .. }),
+                "{} is kept whole",
+                task.id
+            );
+            let names = held.names(&task.id, &ledger.plans);
+            assert_eq!(
+                (names.relator, names.rule, names.node),
+                ("web", "http", task.node.as_str())
+            );
+            assert_eq!(held.to_task(&task.id, &ledger.plans), *task);
+        }
+        assert!(
+            std::mem::size_of::<Unfinished>() <= 48,
+            "{} bytes",
+            std::mem::size_of::<Unfinished>()
+        );
+        // Forgotten by the engine: sent again exactly as it was.
+        let settled = ledger.statuses(vec![status(&tasks[0], TaskState::Unknown)], false, at(1000));
+        assert_eq!(settled.resend, vec![tasks[0].clone()]);
+        // Failed: its next attempt is the same task, one attempt later.
+        let settled = ledger.statuses(vec![status(&tasks[1], TaskState::Failed)], false, at(1000));
+        let retry = Task {
+            attempt: 2,
+            ..tasks[1].clone()
+        };
+        assert_eq!(settled.retries, vec![(retry, Duration::from_secs(5))]);
+        // Broken: the alert names its relator, rule and node.
+        let settled = ledger.statuses(vec![status(&tasks[2], TaskState::Broken)], false, at(1000));
+        let (_, alert) = &settled.alerts[0];
+        assert_eq!(
+            (
+                alert.relator.as_str(),
+                alert.rule.as_str(),
+                alert.node.as_str()
+            ),
+            ("web", "http", "d/1700000000000")
+        );
+        assert_eq!(alert.task_id, tasks[2].id);
+        assert_eq!(settled.completions[0].node, "d/1700000000000");
+    }
+
+    #[test]
+    fn a_task_the_plan_would_not_rebuild_is_kept_whole() {
+        let (ledger, _) = ledger(vec![real_plan(0, &[])]);
+        let planned = ledger.plans[0].task_of(0, at(0));
+        let odd = [
+            Task {
+                id: format!("{}-copy", planned.id),
+                ..planned.clone()
+            },
+            Task {
+                timeout_ms: 1,
+                ..planned.clone()
+            },
+            Task {
+                check: None,
+                ..planned.clone()
+            },
+            Task {
+                supervisor_id: "another".into(),
+                ..planned.clone()
+            },
+        ];
+        for task in odd {
+            let held = Unfinished::new(task.clone(), Some(0), None, &ledger.plans);
+            assert!(matches!(held.held, Held::Whole(_)), "{task:?}");
+            assert_eq!(held.to_task(&task.id, &ledger.plans), task);
+        }
+        let planned_held = Unfinished::new(planned.clone(), Some(0), None, &ledger.plans);
+        assert!(matches!(planned_held.held, Held::Planned { .. }));
+        let unplanned = Unfinished::new(planned.clone(), None, None, &ledger.plans);
+        assert!(matches!(unplanned.held, Held::Whole(_)));
+    }
+
+    #[test]
+    fn the_node_is_read_back_from_a_standard_id_only() {
+        assert_eq!(node_in_id("web/http/a/17", "web", "http", 17), Some("a"));
+        assert_eq!(
+            node_in_id("web/http/a/b/17", "web", "http", 17),
+            Some("a/b")
+        );
+        assert_eq!(node_in_id("web/http//17", "web", "http", 17), Some(""));
+        assert_eq!(node_in_id("web/http/a/-17", "web", "http", -17), Some("a"));
+        assert_eq!(node_in_id("web/http/a/0", "web", "http", 0), Some("a"));
+        assert_eq!(node_in_id("web/http/a/017", "web", "http", 17), None);
+        assert_eq!(node_in_id("web/http/a/+17", "web", "http", 17), None);
+        assert_eq!(node_in_id("web/http/a/18", "web", "http", 17), None);
+        assert_eq!(node_in_id("web/https/a/17", "web", "http", 17), None);
+        assert_eq!(node_in_id("webs/http/a/17", "web", "http", 17), None);
+        assert_eq!(node_in_id("web/http/17", "web", "http", 17), None);
     }
 }
