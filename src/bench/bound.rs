@@ -102,22 +102,38 @@ pub fn loop_bound(
 
 /// Bytes of one submission packet (framed batch plus framed ack) of `batch_size` bench tasks.
 pub fn submit_packet_bytes(batch_size: usize) -> u64 {
+    let (request, reply) = submit_message_bytes(batch_size);
+    request + reply
+}
+
+/// Framed bytes of one submission batch of `batch_size` bench tasks, and of its ack.
+pub fn submit_message_bytes(batch_size: usize) -> (u64, u64) {
     let tasks = bench_tasks(0, batch_size);
     let ack = SubmitAck {
         batch_id: u64::MAX,
         acks: tasks.iter().map(accepted).collect(),
         error: None,
     };
-    framed_bytes(&SubmitBatch {
-        batch_id: u64::MAX,
-        tasks,
-    }) + framed_bytes(&ack)
+    (
+        framed_bytes(&SubmitBatch {
+            batch_id: u64::MAX,
+            tasks,
+        }),
+        framed_bytes(&ack),
+    )
 }
 
 /// Bytes of one status packet of `batch_size` ids (and as many release ids, as a steady monitor
 /// loop carries) with its reply. The engine's status messages are not known in advance, so this
 /// counts them empty: a lower estimate.
 pub fn status_packet_bytes(batch_size: usize) -> u64 {
+    let (request, reply) = status_message_bytes(batch_size);
+    request + reply
+}
+
+/// Framed bytes of one status query of `batch_size` ids (and as many release ids), and of its
+/// reply (finished statuses without messages or perfdata).
+pub fn status_message_bytes(batch_size: usize) -> (u64, u64) {
     let ids: Vec<String> = bench_tasks(0, batch_size)
         .into_iter()
         .map(|t| t.id)
@@ -127,11 +143,55 @@ pub fn status_packet_bytes(batch_size: usize) -> u64 {
         statuses: ids.iter().map(|id| finished_status(id)).collect(),
         error: None,
     };
-    framed_bytes(&StatusQuery {
-        batch_id: u64::MAX,
-        task_ids: ids.clone(),
-        release_ids: ids,
-    }) + framed_bytes(&reply)
+    (
+        framed_bytes(&StatusQuery {
+            batch_id: u64::MAX,
+            task_ids: ids.clone(),
+            release_ids: ids,
+        }),
+        framed_bytes(&reply),
+    )
+}
+
+/// What one message costs on the wire besides its gRPC frame, counted as if each message went
+/// in its own HTTP/2 DATA frame and its own TLS record: the frame header (9 bytes) and the
+/// record's header, content type and tag (22 bytes).
+pub const MESSAGE_OVERHEAD_BYTES: u64 = HTTP2_FRAME_HEADER_BYTES + TLS_RECORD_OVERHEAD_BYTES;
+
+/// TLS 1.3 record header (5), inner content type (1) and AEAD tag (16).
+const TLS_RECORD_OVERHEAD_BYTES: u64 = 22;
+
+/// The link's share of one turbo-on loop of `items` in batches of `batch_size`, at most
+/// `in_flight` batches at a time: a round trip per round of batches in flight, plus the busier
+/// direction's bytes ÷ bandwidth, the bytes being each message as `message_bytes` sizes it
+/// (request, reply) plus [`MESSAGE_OVERHEAD_BYTES`]. Processing on either side is left out: it
+/// is what the link alone makes the loop cost, and what two batch sizes differ by on this link.
+pub fn turbo_loop_model(
+    link: &LinkShape,
+    message_bytes: impl Fn(usize) -> (u64, u64),
+    items: usize,
+    batch_size: usize,
+    in_flight: usize,
+) -> Duration {
+    let batch_size = batch_size.clamp(1, items.max(1));
+    let full = items / batch_size;
+    let rest = items % batch_size;
+    let (mut requests, mut replies) = (0u64, 0u64);
+    let mut add = |size: usize, count: usize| {
+        let (request, reply) = message_bytes(size);
+        let count = count as u64;
+        requests += (request + MESSAGE_OVERHEAD_BYTES) * count;
+        replies += (reply + MESSAGE_OVERHEAD_BYTES) * count;
+    };
+    add(batch_size, full);
+    if rest > 0 {
+        add(rest, 1);
+    }
+    let batches = items.div_ceil(batch_size).max(1);
+    let rounds = batches.div_ceil(in_flight.max(1));
+    link.round_trip()
+        .saturating_mul(u32::try_from(rounds).unwrap_or(u32::MAX))
+        + link.transfer_time(requests.max(replies))
 }
 
 fn accepted(task: &Task) -> TaskAck {
@@ -322,6 +382,24 @@ mod tests {
         assert_eq!(
             loop_bound(&wan(), TurboMode::Bare, bytes, 300, 10, true),
             None
+        );
+    }
+
+    #[test]
+    fn the_loop_model_counts_a_round_trip_per_round_and_the_busier_direction() {
+        // Two messages of 1,000 and 200 bytes per batch: 10 batches, 4 in flight, 3 rounds.
+        let messages = |size: usize| (100 * size as u64, 20 * size as u64);
+        let link = wan();
+        let requests = 10 * (1_000 + MESSAGE_OVERHEAD_BYTES);
+        assert_eq!(
+            turbo_loop_model(&link, messages, 100, 10, 4),
+            Duration::from_millis(150) + link.transfer_time(requests)
+        );
+        // A last, partial batch is counted at its own size.
+        let partial = 9 * (900 + MESSAGE_OVERHEAD_BYTES) + (100 + MESSAGE_OVERHEAD_BYTES);
+        assert_eq!(
+            turbo_loop_model(&link, messages, 82, 9, 64),
+            Duration::from_millis(50) + link.transfer_time(partial)
         );
     }
 
