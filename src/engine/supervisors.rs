@@ -31,6 +31,10 @@ pub(crate) const MAX_MARKS_PER_SUPERVISOR: usize = 10_000;
 /// task keeps a copy of its own.
 pub(crate) const MAX_SHARED_NAMES: usize = 65_536;
 
+/// Longer names are not shared (each task keeps its own copy), so the shared set stays within a
+/// few megabytes whatever clients send.
+const MAX_SHARED_NAME_BYTES: usize = 128;
+
 /// foldhash, seeded per map: the keys are names clients choose.
 type Hasher = foldhash::fast::RandomState;
 
@@ -133,13 +137,13 @@ impl Supervisors {
     }
 
     /// `name` (a relator's or a rule's) shared with the tasks already holding it; a copy of its
-    /// own once [`MAX_SHARED_NAMES`] names are shared.
+    /// own once [`MAX_SHARED_NAMES`] names are shared, or for a name over 128 bytes.
     pub(crate) fn name(&mut self, name: &str) -> Arc<str> {
         if let Some(shared) = self.names.get(name) {
             return Arc::clone(shared);
         }
         let name: Arc<str> = Arc::from(name);
-        if self.names.len() < MAX_SHARED_NAMES {
+        if self.names.len() < MAX_SHARED_NAMES && name.len() <= MAX_SHARED_NAME_BYTES {
             self.names.insert(Arc::clone(&name));
         }
         name
@@ -406,6 +410,11 @@ mod tests {
         for i in 1..MAX_SHARED_NAMES {
             supervisors.name(&format!("n{i}"));
         }
+        let long = "x".repeat(MAX_SHARED_NAME_BYTES + 1);
+        assert!(!Arc::ptr_eq(
+            &supervisors.name(&long),
+            &supervisors.name(&long)
+        ));
         let late = supervisors.name("late");
         assert_eq!(&*late, "late");
         assert!(!Arc::ptr_eq(&late, &supervisors.name("late")));
