@@ -15,7 +15,9 @@
 //!   long stretch, not one per loop.
 //! - **Jump** when the loop needed several rounds (more batches than may be in flight): a size
 //!   that leaves batches waiting for a round trip is slower for sure, so the size goes straight
-//!   to the step that carries the loop in one round.
+//!   to the step that carries the loop in one round, and the sizes below it are out of the
+//!   running (a time they measured on a lighter loop, such as a first monitor loop that
+//!   releases nothing, must not win the comparison).
 //! - **Climb or descend one step per loop** on a ladder of doubling sizes while that keeps
 //!   improving (up) or stays within tolerance (down), then **settle** on the smallest size
 //!   within tolerance of the best.
@@ -278,6 +280,10 @@ impl AutoSize {
             let one_round = sample.items.div_ceil(sample.in_flight.max(1));
             let target = self.rung_at_least(one_round);
             if target > self.size {
+                // Sizes that need several rounds are out of the running: their loop times,
+                // measured on another loop's workload (a first monitor loop releases nothing),
+                // must not outbid the one-round size.
+                self.times.retain(|&size, _| size >= target);
                 self.size = target;
                 self.phase = Phase::Up;
                 return self.change(before, Reason::SeveralRounds);
@@ -359,8 +365,9 @@ impl AutoSize {
             self.size = next;
             return Some(Reason::Climbing);
         }
-        if below.is_none() && used > self.min {
-            // At the top before anything below was measured: explore downwards instead.
+        if below.is_none() && used > self.min && !self.descended {
+            // At the top before anything below was measured: explore downwards instead (once:
+            // what lies below may have been ruled out for needing several rounds).
             self.phase = Phase::Down;
             return self.step_down(used, items);
         }
@@ -562,6 +569,36 @@ mod tests {
         assert!(model(640, settled, 64) <= best.mul_f64(1.1), "{sizes:?}");
         let changes = sizes[20..].windows(2).filter(|w| w[0] != w[1]).count();
         assert!(changes <= 4, "a settled controller moves rarely: {sizes:?}");
+    }
+
+    #[test]
+    fn a_size_that_needed_several_rounds_never_wins_on_a_lighter_first_loop() {
+        // A monitor loop's first run releases nothing and is light; the ones after it carry
+        // the releases too. Size 1 measured on the light loop must not outbid size 8.
+        let mut auto = AutoSize::new(1, 1, 1000, 64);
+        let sample = |batch_size: usize, millis: u64| LoopSample {
+            items: 300,
+            batch_size,
+            in_flight: 64,
+            elapsed: Duration::from_millis(millis),
+            bytes: 0,
+            completed: true,
+            timed_out: false,
+        };
+        let mut sizes = Vec::new();
+        auto.observe(&sample(1, 1_000));
+        for _ in 0..30 {
+            let size = auto.size();
+            sizes.push(size);
+            // Every loop after the first is 20 % heavier; one round from 5 a batch up.
+            let rounds = 300usize.div_ceil(size).div_ceil(64) as u64;
+            auto.observe(&sample(size, 1_200 * rounds));
+        }
+        assert!(sizes.iter().skip(4).all(|&s| s >= 5), "{sizes:?}");
+        assert!(
+            sizes[8..].iter().all(|&s| s == sizes[8]),
+            "settled: {sizes:?}"
+        );
     }
 
     #[test]
