@@ -2,8 +2,9 @@
 //!
 //! Each bidirectional stream follows tonic's pattern, in two spawned tasks: one reads (decodes)
 //! the inbound stream, the other handles each message in order and puts the answer into a
-//! bounded channel, which the handler returns as the response stream. An inbound error (a client gone, a message over the size
-//! limit) ends that stream only; the tasks it already submitted stay held and run.
+//! bounded channel, which the handler returns as the response stream. An inbound error (a
+//! client gone, a message over the size limit) ends that stream only; the tasks it already
+//! submitted stay held and run.
 //!
 //! With a journal, an acknowledgement of accepted tasks leaves only once the tasks are committed
 //! to it, so a supervisor never holds an ack for a task a crash could forget.
