@@ -23,6 +23,7 @@ mod report;
 mod sizing;
 mod submit_loop;
 mod tunables;
+mod unfinished;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
