@@ -903,7 +903,7 @@ impl Store {
         match self.tasks.get(task_id) {
             Some(held) if held.is_finished() && viewer.may_see(held.owner.as_ref()) => {
                 if let Some(origin) = &held.origin {
-                    self.supervisors.remove(task_id, origin);
+                    self.supervisors.remove(origin);
                 }
                 self.tasks.remove(task_id);
                 self.counters.results_released += 1;
@@ -1005,13 +1005,13 @@ impl Store {
                     expired_ids.push(task_id.clone());
                 }
                 if let Some(origin) = held.origin.take() {
-                    unindex.push((task_id.clone(), origin));
+                    unindex.push(origin);
                 }
             }
             keep
         });
-        for (task_id, origin) in unindex {
-            self.supervisors.remove(&task_id, &origin);
+        for origin in unindex {
+            self.supervisors.remove(&origin);
         }
         for task_id in expired_ids {
             self.journal_op(JournalOp::Delete(task_id.to_string()));

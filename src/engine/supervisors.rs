@@ -163,9 +163,9 @@ impl Supervisors {
         }
     }
 
-    /// `task_id` is no longer held for its supervisor (it leaves the index at the next
+    /// A task of `origin`'s supervisor is no longer held (its id leaves the index at the next
     /// compaction).
-    pub(crate) fn remove(&mut self, _task_id: &str, origin: &Origin) {
+    pub(crate) fn remove(&mut self, origin: &Origin) {
         if let Some(held) = self.by_id.get_mut(&origin.supervisor) {
             held.ids.live = held.ids.live.saturating_sub(1);
         }
@@ -329,7 +329,7 @@ mod tests {
         assert_eq!(ids(&mut supervisors, "t3"), Vec::<String>::new());
         assert_eq!(supervisors.ids_after("c", "", &is_live).count(), 0);
         // Released: gone from the next first page.
-        supervisors.remove("t2", &a);
+        supervisors.remove(&a);
         held.borrow_mut().retain(|id| *id != "t2");
         assert_eq!(ids(&mut supervisors, ""), ["t1", "t3"]);
         // Added between two pages: sorted in before the next one.
@@ -353,7 +353,7 @@ mod tests {
                 let newest = Arc::clone(&id);
                 supervisors.compact("a", &|held| held == &*newest);
             }
-            supervisors.remove(&id, &a);
+            supervisors.remove(&a);
         }
         assert!(asked, "the index asked to be compacted");
         let held = &supervisors.by_id["a"].ids;
