@@ -49,6 +49,7 @@ mod journal;
 mod service;
 mod store;
 mod supervisors;
+mod task_map;
 mod tuning;
 mod viewer;
 
@@ -81,7 +82,7 @@ pub use counters::EngineCounters;
 use journal::Journal;
 pub use journal::{JOURNAL_FILE_NAME, JournalError};
 pub use service::EngineService;
-use store::{Admission, BatchCache, Job, Limits, Now, PageRequest, Store};
+use store::{Admission, BatchCache, Job, Limits, Now, PageRequest, Prepared, Store};
 use tuning::LOG_TARGET;
 use viewer::Viewer;
 
@@ -601,23 +602,44 @@ impl Engine {
     /// ack only once they are committed; a direct caller can wait with
     /// [`Engine::flush_journal`].
     pub fn submit_batch(&self, batch: proto::SubmitBatch) -> proto::SubmitAck {
+        let batch = self.prepare_batch(batch);
         self.submit_batch_tracked(batch, &Caller::default()).0
+    }
+
+    /// Checks `batch`'s shape and prepares its tasks ([`Prepared`]), without the store's lock:
+    /// the `Submit` stream does it in the task that decodes the batches.
+    fn prepare_batch(&self, batch: proto::SubmitBatch) -> PreparedBatch {
+        let batch_id = batch.batch_id;
+        let task_count = batch.tasks.len();
+        let tasks = check_batch_shape(batch_id, &batch.tasks, self.max_batch_tasks())
+            .map(|()| batch.tasks.into_iter().map(Prepared::new).collect());
+        PreparedBatch {
+            batch_id,
+            task_count,
+            tasks,
+        }
     }
 
     /// [`Engine::submit_batch`], plus the journal sequence number that must be committed before
     /// the ack is sent (0 when nothing is to wait for).
     fn submit_batch_tracked(
         &self,
-        batch: proto::SubmitBatch,
+        batch: PreparedBatch,
         caller: &Caller,
     ) -> (proto::SubmitAck, u64) {
-        let batch_id = batch.batch_id;
-        let task_count = batch.tasks.len();
-        if let Err(message) = check_batch_shape(batch_id, &batch.tasks, self.max_batch_tasks()) {
-            let refused =
-                self.refuse_batch(batch_id, task_count, tonic::Code::InvalidArgument, message);
-            return (refused, 0);
-        }
+        let PreparedBatch {
+            batch_id,
+            task_count,
+            tasks,
+        } = batch;
+        let tasks = match tasks {
+            Ok(tasks) => tasks,
+            Err(message) => {
+                let refused =
+                    self.refuse_batch(batch_id, task_count, tonic::Code::InvalidArgument, message);
+                return (refused, 0);
+            }
+        };
 
         let now = Now::read();
         let mut acks = Vec::with_capacity(task_count);
@@ -638,7 +660,7 @@ impl Engine {
             }
             store.sweep_if_due(now.instant);
             let mut cache = BatchCache::default();
-            for task in batch.tasks {
+            for task in tasks {
                 let admitted = store.admit_in_batch(task, now, &mut start_now, &viewer, &mut cache);
                 count_admission(&self.shared.metrics, &admitted.1);
                 let task_ack = match admitted {
@@ -1159,6 +1181,15 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// A submission batch made ready outside the store's lock by [`Engine::prepare_batch`].
+#[derive(Debug)]
+struct PreparedBatch {
+    batch_id: u64,
+    task_count: usize,
+    /// Its tasks, or why the batch is refused as a whole (INVALID_ARGUMENT).
+    tasks: Result<Vec<Prepared>, String>,
 }
 
 /// Refuses a batch that is too big, has an empty id, or has an id twice.

@@ -55,26 +55,29 @@ where
     Resp: Send + 'static,
 {
     let (answers, answers_rx) = mpsc::channel(STREAM_BUFFER_MESSAGES);
-    read_each(engine, inbound, answers, handle);
+    read_each(engine, inbound, answers, |_, request| request, handle);
     ReceiverStream::new(answers_rx)
 }
 
 /// Spawns the tasks that handle every message of `inbound` with `handle` and put the outcome (or
 /// the inbound error that ended the stream) into `out`. Decoding (inside `inbound.message()`)
-/// and handling (under the store's lock) run in two tasks joined by a bounded queue, so that the
-/// next batch is decoded while one is handled, on the other core when there is one; the order of
-/// the answers is the order of the messages.
-fn read_each<Req, Out>(
+/// and `prepare` run in one task, handling (under the store's lock) in another, joined by a
+/// bounded queue, so that the next batch is decoded and prepared while one is handled, on the
+/// other core when there is one; the order of the answers is the order of the messages.
+fn read_each<Req, Prep, Out>(
     engine: Engine,
     mut inbound: Streaming<Req>,
     out: mpsc::Sender<Result<Out, Status>>,
-    handle: impl Fn(&Engine, Req) -> Out + Send + 'static,
+    prepare: impl Fn(&Engine, Req) -> Prep + Send + 'static,
+    handle: impl Fn(&Engine, Prep) -> Out + Send + 'static,
 ) where
     Req: Send + 'static,
+    Prep: Send + 'static,
     Out: Send + 'static,
 {
-    let (decoded, mut decoded_rx) = mpsc::channel::<Result<Req, Status>>(STREAM_BUFFER_MESSAGES);
+    let (decoded, mut decoded_rx) = mpsc::channel::<Result<Prep, Status>>(STREAM_BUFFER_MESSAGES);
     let mut closing = engine.closing();
+    let reader = engine.clone();
     tokio::spawn(async move {
         let closed = async move {
             let _ = closing.wait_for(|closing| *closing).await;
@@ -88,7 +91,7 @@ fn read_each<Req, Out>(
             };
             match message {
                 Ok(Some(request)) => {
-                    if decoded.send(Ok(request)).await.is_err() {
+                    if decoded.send(Ok(prepare(&reader, request))).await.is_err() {
                         break;
                     }
                 }
@@ -123,15 +126,25 @@ fn answer_submissions(
     caller: Caller,
 ) -> ReceiverStream<Result<proto::SubmitAck, Status>> {
     if !engine.has_journal() {
-        return answer_each(engine, inbound, move |engine, batch| {
-            engine.submit_batch_tracked(batch, &caller).0
-        });
+        let (answers, answers_rx) = mpsc::channel(STREAM_BUFFER_MESSAGES);
+        read_each(
+            engine,
+            inbound,
+            answers,
+            Engine::prepare_batch,
+            move |engine, batch| engine.submit_batch_tracked(batch, &caller).0,
+        );
+        return ReceiverStream::new(answers_rx);
     }
     let (answers, answers_rx) = mpsc::channel(STREAM_BUFFER_MESSAGES);
     let (handled, mut handled_rx) = mpsc::channel(STREAM_BUFFER_MESSAGES);
-    read_each(engine.clone(), inbound, handled, move |engine, batch| {
-        engine.submit_batch_tracked(batch, &caller)
-    });
+    read_each(
+        engine.clone(),
+        inbound,
+        handled,
+        Engine::prepare_batch,
+        move |engine, batch| engine.submit_batch_tracked(batch, &caller),
+    );
     tokio::spawn(async move {
         while let Some(handled) = handled_rx.recv().await {
             let answer = match handled {

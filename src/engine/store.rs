@@ -10,7 +10,6 @@
 //! attempt while the held one is still pending or running is refused for now ("attempt N still
 //! running"), and the supervisor retries later.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +20,7 @@ use tokio::time::Instant;
 use prost::Message;
 
 use crate::check::allow::ExecAllowList;
-use crate::check::{Check, CheckResult};
+use crate::check::{Check, CheckError, CheckResult};
 use crate::config::{EngineConfig, MAX_SUPERVISOR_ID_BYTES, defaults};
 use crate::proto::{self, Priority, TaskState};
 
@@ -29,6 +28,7 @@ use super::completions::Subscribers;
 use super::counters::EngineCounters;
 use super::journal::{JournalOp, JournalQueue, OriginFields};
 use super::supervisors::{MAX_SUPERVISORS, Origin, Supervisors};
+use super::task_map::Entry;
 use super::viewer::Viewer;
 
 /// Tasks the map is sized for up front; it grows on demand beyond. Small on purpose: tasks land
@@ -37,13 +37,11 @@ use super::viewer::Viewer;
 /// doubling costs one rehash of the small slots per doubling.
 const PRESIZED_TASKS: usize = 1 << 12;
 
-/// The map of held tasks. foldhash with a per-map random seed: several times faster than SipHash
-/// on task ids, and still seeded so that ids cannot be chosen to collide in advance. The key is
-/// the one copy of the id the engine keeps: the per-supervisor index and running checks share it.
-/// Each task is boxed: a slot is 24 bytes, so that growing the map (a rehash of every slot, under
-/// the lock) moves 24 bytes a task rather than the whole task (it took longer than admitting
-/// 30,000 tasks when the map grew past 114,688 of them).
-type TaskMap = HashMap<Arc<str>, Box<HeldTask>, foldhash::fast::RandomState>;
+/// The map of held tasks ([`task_map`](super::task_map): seeded hashes kept with the ids). The
+/// key is the one copy of the id the engine keeps: the per-supervisor index and running checks
+/// share it. Each task is boxed: a slot is 32 bytes, so that growing the map (under the lock)
+/// moves 32 bytes a task rather than the whole task.
+type TaskMap = super::task_map::TaskMap<Box<HeldTask>>;
 
 /// Sweeps for expired results run at most this often...
 const MIN_SWEEP_PERIOD: Duration = Duration::from_millis(100);
@@ -74,6 +72,28 @@ struct HeldTask {
 }
 
 impl HeldTask {
+    /// A task admitted now, not yet started.
+    fn pending(
+        attempt: u32,
+        seq: u64,
+        owner: Option<Arc<str>>,
+        origin: Option<Arc<Origin>>,
+    ) -> Self {
+        HeldTask {
+            state: TaskState::Pending,
+            attempt,
+            value: 0.0,
+            message: String::new(),
+            perfdata: Vec::new(),
+            started_unix_ms: 0,
+            finished_unix_ms: 0,
+            finished_at: None,
+            seq,
+            owner,
+            origin,
+        }
+    }
+
     fn is_finished(&self) -> bool {
         self.finished_at.is_some()
     }
@@ -120,6 +140,46 @@ pub(crate) struct PageRequest<'a> {
     pub(crate) limit: usize,
     /// The page's encoded tasks stop short of this (one task always goes).
     pub(crate) byte_budget: usize,
+}
+
+/// A task made ready for [`Store::admit_in_batch`] before the store's lock is taken: its size
+/// measured, its id shared, its check converted and the box that will hold it allocated. The
+/// engine prepares a stream's tasks in the task that decodes them, so that the lock (one at a
+/// time, per engine) is held only to look a task up and keep it.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// The rest of the task: its id, check and node are taken out below.
+    task: proto::Task,
+    /// The id as sent, which goes back in the ack.
+    id: String,
+    /// The map's shared copy of the id.
+    key: Arc<str>,
+    /// The task's encoded size, for `max_task_bytes`.
+    size: usize,
+    check: Result<Check, CheckError>,
+    node: Box<str>,
+    /// Where the task will be kept, allocated here rather than under the lock.
+    held: Box<HeldTask>,
+}
+
+impl Prepared {
+    /// Prepares `task`; nothing is refused here: [`Store::admit_in_batch`] judges it.
+    pub(crate) fn new(mut task: proto::Task) -> Self {
+        let size = task.encoded_len();
+        let id = std::mem::take(&mut task.id);
+        let key = Arc::from(id.as_str());
+        let check = Check::try_from(task.check.take());
+        let node = std::mem::take(&mut task.node).into_boxed_str();
+        Self {
+            task,
+            id,
+            key,
+            size,
+            check,
+            node,
+            held: Box::new(HeldTask::pending(1, 0, None, None)),
+        }
+    }
 }
 
 /// What the tasks of one batch (one caller, almost always one supervisor and a few relators and
@@ -335,10 +395,7 @@ impl Store {
     ) -> Self {
         Self {
             limits,
-            tasks: TaskMap::with_capacity_and_hasher(
-                limits.max_held_tasks.min(PRESIZED_TASKS),
-                foldhash::fast::RandomState::default(),
-            ),
+            tasks: TaskMap::with_capacity(limits.max_held_tasks.min(PRESIZED_TASKS)),
             queue: WaitingQueue::default(),
             running: 0,
             next_seq: 0,
@@ -521,21 +578,30 @@ impl Store {
         start_now: &mut Vec<Job>,
         viewer: &Viewer,
     ) -> (String, Admission) {
-        self.admit_in_batch(task, now, start_now, viewer, &mut BatchCache::default())
+        let prepared = Prepared::new(task);
+        self.admit_in_batch(prepared, now, start_now, viewer, &mut BatchCache::default())
     }
 
     /// [`Store::admit`] for one task of a batch: what the batch's tasks share (supervisor,
     /// names, the mark raised) is looked up once, in `cache`, which lives for the batch.
     pub(crate) fn admit_in_batch(
         &mut self,
-        mut task: proto::Task,
+        prepared: Prepared,
         now: Now,
         start_now: &mut Vec<Job>,
         viewer: &Viewer,
         cache: &mut BatchCache,
     ) -> (String, Admission) {
+        let Prepared {
+            task,
+            id,
+            key,
+            size,
+            check,
+            node,
+            held: held_box,
+        } = prepared;
         self.counters.tasks_received += 1;
-        let size = task.encoded_len();
         if size > self.limits.max_task_bytes {
             // Refused before anything of it is kept: memory stays bounded by max_held_tasks
             // times a small size, whatever a client sends.
@@ -544,7 +610,7 @@ impl Store {
                 "task is {size} bytes, over max_task_bytes {}",
                 self.limits.max_task_bytes
             );
-            return (clip_id(task.id), Admission::Invalid(reason));
+            return (clip_id(id), Admission::Invalid(reason));
         }
         if task.supervisor_id.len() > MAX_SUPERVISOR_ID_BYTES {
             self.counters.tasks_rejected += 1;
@@ -552,18 +618,17 @@ impl Store {
                 "supervisor_id is {} bytes, over {MAX_SUPERVISOR_ID_BYTES}",
                 task.supervisor_id.len()
             );
-            return (clip_id(task.id), Admission::Invalid(reason));
+            return (clip_id(id), Admission::Invalid(reason));
         }
         if let Some(reason) = self.stale_epoch(&task) {
             self.counters.tasks_rejected += 1;
             self.counters.stale_epochs += 1;
-            return (clip_id(task.id), Admission::StaleEpoch(reason));
+            return (clip_id(id), Admission::StaleEpoch(reason));
         }
         let attempt = task.attempt.max(1);
         let held_count = self.tasks.len();
         // The id goes back in the ack; the map keeps a shared copy.
-        let id = std::mem::take(&mut task.id);
-        let entry = self.tasks.entry(Arc::from(id.as_str()));
+        let entry = self.tasks.entry(key);
         let retry = match &entry {
             Entry::Occupied(occupied) => {
                 let held = occupied.get();
@@ -607,7 +672,7 @@ impl Store {
         };
         // A retry of a task indexed under its supervisor stays indexed once.
         let indexed = matches!(&entry, Entry::Occupied(held) if held.get().origin.is_some());
-        let mut check = match Check::try_from(task.check) {
+        let mut check = match check {
             Ok(check) => check,
             Err(error) => {
                 self.counters.tasks_rejected += 1;
@@ -648,7 +713,7 @@ impl Store {
                         &task.relator,
                     ),
                     rule: BatchCache::name(&mut cache.rule, &mut self.supervisors, &task.rule),
-                    node: task.node.into(),
+                    node,
                     scheduled_unix_ms: task.scheduled_unix_ms,
                 })),
                 Err(reason) => {
@@ -666,22 +731,11 @@ impl Store {
         } else {
             Admission::Accepted
         };
-        let key = Arc::clone(entry.key());
+        let key = Arc::clone(entry.key().id());
         let seq = self.next_seq;
         self.next_seq += 1;
-        let mut held = HeldTask {
-            state: TaskState::Pending,
-            attempt,
-            value: 0.0,
-            message: String::new(),
-            perfdata: Vec::new(),
-            started_unix_ms: 0,
-            finished_unix_ms: 0,
-            finished_at: None,
-            seq,
-            owner: viewer.owner(),
-            origin,
-        };
+        let mut held = held_box;
+        *held = HeldTask::pending(attempt, seq, viewer.owner(), origin);
         let mut compact = None;
         if let Some(origin) = &held.origin {
             if !indexed && self.supervisors.insert(&key, origin) {
@@ -702,7 +756,7 @@ impl Store {
             self.counters.checks_finished += 1;
             held.started_unix_ms = now.unix_ms;
             record(&mut held, result, now);
-            entry.insert_entry(Box::new(held));
+            entry.insert(held);
             self.compact_index(compact);
             self.publish_final(&key);
             return (id, admission);
@@ -741,7 +795,7 @@ impl Store {
         } else {
             self.queue.push(job);
         }
-        entry.insert_entry(Box::new(held));
+        entry.insert(held);
         self.compact_index(compact);
         (id, admission)
     }
@@ -831,7 +885,7 @@ impl Store {
     pub(crate) fn abandon_unfinished(&mut self, now: Now) -> u64 {
         self.queue.clear();
         let mut abandoned = Vec::new();
-        for (task_id, held) in &mut self.tasks {
+        for (task_id, held) in self.tasks.iter_mut() {
             if held.is_finished() {
                 continue;
             }
@@ -1260,11 +1314,11 @@ mod tests {
                 scheduled_unix_ms: at,
                 ..sim_task(id, 0)
             };
-            store.admit_in_batch(task, now, &mut start, &Viewer::Local, &mut cache);
+            store.admit_in_batch(Prepared::new(task), now, &mut start, &Viewer::Local, &mut cache);
         }
         let origins: Vec<Arc<Origin>> = ["t1", "t2", "t3"]
             .iter()
-            .map(|id| store.tasks[*id].origin.clone().unwrap())
+            .map(|id| store.tasks.get(id).unwrap().origin.clone().unwrap())
             .collect();
         assert!(Arc::ptr_eq(&origins[0].relator, &origins[2].relator));
         assert!(Arc::ptr_eq(&origins[0].rule, &origins[1].rule));
