@@ -148,8 +148,8 @@ pub(crate) struct PageRequest<'a> {
 /// time, per engine) is held only to look a task up and keep it.
 #[derive(Debug)]
 pub(crate) struct Prepared {
-    /// The rest of the task: its id, check and node are taken out below.
-    task: proto::Task,
+    /// The rest of what the task says.
+    task: Sent,
     /// The id as sent, which goes back in the ack.
     id: String,
     /// The map's shared copy of the id.
@@ -162,6 +162,20 @@ pub(crate) struct Prepared {
     held: Box<HeldTask>,
 }
 
+/// The fields of a task that [`Store::admit_in_batch`] reads besides its id, check and node
+/// (kept apart so that a prepared task is small to move).
+#[derive(Debug)]
+struct Sent {
+    supervisor_id: String,
+    relator: String,
+    rule: String,
+    scheduled_unix_ms: i64,
+    timeout_ms: u64,
+    assignment_epoch: u64,
+    attempt: u32,
+    priority: i32,
+}
+
 impl Prepared {
     /// Prepares `task`; nothing is refused here: [`Store::admit_in_batch`] judges it.
     pub(crate) fn new(mut task: proto::Task) -> Self {
@@ -170,6 +184,16 @@ impl Prepared {
         let key = Arc::from(id.as_str());
         let check = Check::try_from(task.check.take());
         let node = std::mem::take(&mut task.node).into_boxed_str();
+        let task = Sent {
+            supervisor_id: task.supervisor_id,
+            relator: task.relator,
+            rule: task.rule,
+            scheduled_unix_ms: task.scheduled_unix_ms,
+            timeout_ms: task.timeout_ms,
+            assignment_epoch: task.assignment_epoch,
+            attempt: task.attempt,
+            priority: task.priority,
+        };
         Self {
             task,
             id,
@@ -547,7 +571,7 @@ impl Store {
     /// the task, for the acknowledgement) and what became of the task.
     /// Why `task` comes from a member that no longer runs this engine, if it does: its epoch
     /// is older than the newest seen for its supervisor. A newer epoch becomes the newest.
-    fn stale_epoch(&mut self, task: &proto::Task) -> Option<String> {
+    fn stale_epoch(&mut self, task: &Sent) -> Option<String> {
         let epoch = task.assignment_epoch;
         if epoch == 0 || task.supervisor_id.is_empty() {
             return None;
@@ -1314,7 +1338,13 @@ mod tests {
                 scheduled_unix_ms: at,
                 ..sim_task(id, 0)
             };
-            store.admit_in_batch(Prepared::new(task), now, &mut start, &Viewer::Local, &mut cache);
+            store.admit_in_batch(
+                Prepared::new(task),
+                now,
+                &mut start,
+                &Viewer::Local,
+                &mut cache,
+            );
         }
         let origins: Vec<Arc<Origin>> = ["t1", "t2", "t3"]
             .iter()
