@@ -217,7 +217,7 @@ impl RelatorPlan {
         self.templates
             .iter()
             .map(|t| {
-                let offset = splay_offset(&self.name, &t.node, self.start_window, self.randomize);
+                let offset = splay_offset(&self.name, t.node, self.start_window, self.randomize);
                 DueTask {
                     due_after_firing: offset,
                     task: self.task(&t, fired + offset),
@@ -301,7 +301,7 @@ impl RelatorPlan {
 
     fn task(&self, t: &TaskTemplate<'_>, scheduled: SystemTime) -> Task {
         let rule = &self.rules[t.rule as usize].config;
-        self.task_on(rule, &t.node, proto::Check::clone(&t.check), scheduled)
+        self.task_on(rule, t.node, proto::Check::clone(t.check), scheduled)
     }
 
     /// The first attempt of `rule`'s `check` on `node`, scheduled at `scheduled`.
