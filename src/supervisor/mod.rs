@@ -12,6 +12,7 @@
 //! - [`autosize`]: the automatic batch size, one controller per engine and kind of loop (pure).
 //! - `counters`, `completion`: what is counted per engine, and the outcome handed to an
 //!   observer.
+//! - `trim`: freed memory handed back to the system periodically.
 //!
 //! Every request to an engine goes through [`crate::wire`]; only the reachability probe (gRPC
 //! health) goes through [`crate::transport`] directly.
@@ -24,6 +25,7 @@ mod engine;
 mod notification;
 pub mod schedule;
 mod states;
+mod trim;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -243,6 +245,7 @@ impl Supervisor {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        tasks.spawn(trim::run(stop_rx.clone()));
         tasks.spawn(
             schedule::scheduler::Scheduler {
                 plans,

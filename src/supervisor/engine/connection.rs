@@ -171,7 +171,8 @@ pub(crate) async fn probe_while_unreachable(
             _ = stop.wait_for(|s| *s) => return,
             () = tokio::time::sleep(PROBE_PERIOD) => {}
         }
-        if !contact.is_reachable() && contact.dialer.health_check().await.is_ok() {
+        // Boxed: the prober of every engine holds only its idle state while the engine answers.
+        if !contact.is_reachable() && Box::pin(contact.dialer.health_check()).await.is_ok() {
             contact.set_reachable(true);
         }
     }

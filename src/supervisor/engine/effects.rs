@@ -6,6 +6,7 @@ use tokio::time::Instant;
 
 use super::handle::EngineHandle;
 use super::ledger::{Notice, Settled};
+use crate::supervisor::schedule::outgoing::Outgoing;
 use crate::supervisor::schedule::scheduler::ScheduleEvent;
 
 /// Apply `settled` for `engine`.
@@ -37,7 +38,9 @@ pub(crate) fn apply(engine: &EngineHandle, settled: Settled) {
     }
     let outlets = &engine.outlets;
     if !resend.is_empty() {
-        let _ = outlets.resend.send(resend);
+        let _ = outlets
+            .resend
+            .send(resend.into_iter().map(Outgoing::whole).collect());
     }
     let now = Instant::now();
     for (task, delay) in retries {

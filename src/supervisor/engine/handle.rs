@@ -9,11 +9,11 @@ use tokio::sync::{Notify, mpsc};
 use super::connection::Contact;
 use super::ledger::Ledger;
 use crate::metrics::EngineProbe;
-use crate::proto::Task;
 use crate::stats::EngineStats;
 use crate::supervisor::alert::AlertActions;
 use crate::supervisor::completion::Completion;
 use crate::supervisor::counters::DeliveryCounters;
+use crate::supervisor::schedule::outgoing::Outgoing;
 use crate::supervisor::schedule::plan::RelatorPlan;
 use crate::supervisor::schedule::scheduler::ScheduleEvent;
 use crate::wire::batch::BatchIds;
@@ -52,7 +52,7 @@ pub(crate) struct EngineHandle {
 /// Where the effects of outcomes go.
 pub(crate) struct Outlets {
     /// Tasks to submit again to this engine (its own submission loop's inbox).
-    pub(crate) resend: mpsc::UnboundedSender<Vec<Task>>,
+    pub(crate) resend: mpsc::UnboundedSender<Vec<Outgoing>>,
     /// Retries and chains, for the scheduler.
     pub(crate) events: mpsc::UnboundedSender<ScheduleEvent>,
     /// Alert actions by name.

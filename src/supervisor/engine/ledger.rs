@@ -802,7 +802,7 @@ mod tests {
     use super::*;
     use crate::config::{CatchUp, CheckKind, Priority, RuleConfig};
     use crate::supervisor::engine::unfinished::Held;
-    use crate::supervisor::schedule::plan::{TaskTemplate, watches};
+    use crate::supervisor::schedule::plan::{Templates, watches};
     use crate::supervisor::states::AlertPolicy;
     use NotificationKind::{Problem, Recovery};
     use ServiceState::{Critical, Ok as Fine, Unknown};
@@ -833,13 +833,11 @@ mod tests {
                 config: rule("http"),
                 ca_pem: String::new(),
             }],
-            templates: ["a", "b", "c"]
-                .map(|node| TaskTemplate {
-                    rule: 0,
-                    node: node.into(),
-                    check: std::sync::Arc::new(crate::proto::Check::default()),
-                })
-                .to_vec(),
+            templates: {
+                let mut templates = Templates::new(["a", "b", "c"].map(Arc::from).to_vec());
+                templates.push_rule([(); 3].map(|()| crate::proto::Check::default()));
+                templates
+            },
             supervisor_id: "sup".into(),
         }
     }
@@ -1467,16 +1465,12 @@ mod tests {
             ),
             ca_pem: String::new(),
         };
-        let templates = ["a", "b/c", "d/1700000000000"]
-            .map(|node| TaskTemplate {
-                rule: 0,
-                node: node.into(),
-                check: Arc::new(
-                    crate::supervisor::schedule::plan::check_for(&rule, node)
-                        .unwrap_or_else(|e| panic!("{e}")),
-                ),
-            })
-            .to_vec();
+        let nodes = ["a", "b/c", "d/1700000000000"];
+        let mut templates = Templates::new(nodes.map(Arc::from).to_vec());
+        templates.push_rule(nodes.map(|node| {
+            crate::supervisor::schedule::plan::check_for(&rule, node)
+                .unwrap_or_else(|e| panic!("{e}"))
+        }));
         RelatorPlan {
             rules: vec![rule],
             templates,

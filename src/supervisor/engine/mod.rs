@@ -38,11 +38,11 @@ pub(crate) use handle::EngineHandle;
 
 use crate::config::SupervisorConfig;
 use crate::metrics::PerfdataExport;
-use crate::proto::Task;
 use crate::stats::{EngineStats, StatsMirror, SummaryStats};
 use crate::supervisor::alert::AlertActions;
 use crate::supervisor::completion::Completion;
 use crate::supervisor::counters::DeliveryCounters;
+use crate::supervisor::schedule::outgoing::Outgoing;
 use crate::supervisor::schedule::plan::RelatorPlan;
 use crate::supervisor::schedule::scheduler::ScheduleEvent;
 use crate::supervisor::states::StateBook;
@@ -94,7 +94,7 @@ pub(crate) struct Setup {
 pub(crate) fn start(
     setup: Setup,
     tasks: &mut JoinSet<()>,
-) -> (Arc<EngineHandle>, mpsc::UnboundedSender<Vec<Task>>) {
+) -> (Arc<EngineHandle>, mpsc::UnboundedSender<Vec<Outgoing>>) {
     let (due_tx, due_rx) = mpsc::unbounded_channel();
     let contact = Arc::new(Contact::new(
         setup.name.clone(),

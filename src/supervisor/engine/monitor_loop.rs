@@ -64,9 +64,10 @@ pub(crate) async fn run(
         if *stop.borrow() {
             break;
         }
-        monitor_once(engine, &mut source, &mut monitor).await;
+        // Boxed: the engine's task holds only the idle state between loops.
+        Box::pin(monitor_once(engine, &mut source, &mut monitor)).await;
     }
-    monitor_once(engine, &mut source, &mut monitor).await;
+    Box::pin(monitor_once(engine, &mut source, &mut monitor)).await;
     let left = engine.unfinished_count();
     if left > 0 {
         tracing::warn!(target: "turbomon::supervisor", engine = %engine.name(), tasks = left, supervisor_id = %engine.supervisor_id, "stopping with submitted tasks whose outcome is not known yet; the engine keeps their results, and the next start with this supervisor_id collects them");

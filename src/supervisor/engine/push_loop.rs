@@ -33,10 +33,11 @@ pub(crate) async fn run(
         let pause = if source.current().status_mode != StatusMode::Push {
             MODE_CHECK_PERIOD
         } else {
-            match subscribe(engine, source.config().push_flush_window).await {
+            // Boxed: the engine's task holds only the idle state while not subscribed.
+            match Box::pin(subscribe(engine, source.config().push_flush_window)).await {
                 Ok(feed) => {
                     backoff.succeeded();
-                    if !drain(engine, feed, &mut source, &mut stop).await {
+                    if !Box::pin(drain(engine, feed, &mut source, &mut stop)).await {
                         return;
                     }
                     continue;

@@ -62,7 +62,7 @@ pub(crate) async fn run(
     if let Some(ownership) = ownership {
         // Nothing runs before the engine is this member's (`running` is false): the loops may go.
         drop(first);
-        run_clustered(engine, ownership, source, stop).await;
+        Box::pin(run_clustered(engine, ownership, source, stop)).await;
         return;
     }
     let mut reconnects = engine.contact.watch_generation();
@@ -72,13 +72,14 @@ pub(crate) async fn run(
     // Until the scheduler has been told about the start.
     let mut start_deadline = Some(Instant::now() + START_GRACE);
     loop {
-        let Some((outcome, gate)) = reconcile_gated(
+        // Boxed: the engine's task holds only the idle state between reconciliations.
+        let Some((outcome, gate)) = Box::pin(reconcile_gated(
             engine,
             first.take(),
             &mut source,
             &mut reconnects,
             &mut stop,
-        )
+        ))
         .await
         else {
             return;

@@ -17,6 +17,7 @@ use crate::config::Tunables;
 use crate::proto::Task;
 use crate::supervisor::autosize::LoopSample;
 use crate::supervisor::counters::Bump;
+use crate::supervisor::schedule::outgoing::{Outgoing, build};
 use crate::supervisor::schedule::plan::priority_rank;
 use crate::wire::stream::SubmitStream;
 use crate::wire::submit::{Delivery, SubmissionOutcome, submit_turbo, submit_unary};
@@ -27,7 +28,8 @@ pub(crate) const MAX_OUTBOX_TASKS: usize = 200_000;
 
 /// What the loop keeps between two submission loops.
 struct Sender {
-    outbox: Vec<Task>,
+    /// Tasks waiting to go, compact until the loop that sends them.
+    outbox: Vec<Outgoing>,
     backoff: Backoff,
     stream: Option<SubmitStream>,
     shrink: Shrink,
@@ -37,7 +39,7 @@ struct Sender {
 /// Run until the supervisor stops; then report the tasks never acknowledged.
 pub(crate) async fn run(
     engine: &EngineHandle,
-    mut due: mpsc::UnboundedReceiver<Vec<Task>>,
+    mut due: mpsc::UnboundedReceiver<Vec<Outgoing>>,
     mut source: TunablesSource,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -70,17 +72,19 @@ pub(crate) async fn run(
             sender.backoff.succeeded();
             continue;
         }
-        let known = engine
-            .ledger()
-            .drop_known(&mut sender.outbox, SystemTime::now());
+        // Built whole only now, as they go out.
+        let mut tasks = build(std::mem::take(&mut sender.outbox), &engine.plans);
+        let known = engine.ledger().drop_known(&mut tasks, SystemTime::now());
         if known > 0 {
             tracing::debug!(target: "turbomon::supervisor", engine = %engine.name(), tasks = known, "not sent: the engine already holds them (found at a reconciliation)");
         }
-        if sender.outbox.is_empty() {
+        if tasks.is_empty() {
             continue;
         }
         let tunables = source.current();
-        send_outbox(engine, &mut sender, &tunables, &source).await;
+        // Boxed, like every loop's work, so that the engine's task holds only its idle state
+        // between loops (a few hundred bytes, not kilobytes, times every engine).
+        Box::pin(send_outbox(engine, &mut sender, tasks, &tunables, &source)).await;
     }
     if !sender.outbox.is_empty() {
         let left = sender.outbox.len() as u64;
@@ -94,7 +98,7 @@ pub(crate) async fn run(
 /// tasks are gathered meanwhile). False when stopping.
 async fn wait_for_work(
     sender: &mut Sender,
-    due: &mut mpsc::UnboundedReceiver<Vec<Task>>,
+    due: &mut mpsc::UnboundedReceiver<Vec<Outgoing>>,
     reachable: &mut watch::Receiver<bool>,
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
@@ -139,10 +143,11 @@ async fn wait_for_work(
     }
 }
 
-/// One submission loop over everything in the outbox.
+/// One submission loop over `tasks` (everything the outbox held).
 async fn send_outbox(
     engine: &EngineHandle,
     sender: &mut Sender,
+    mut tasks: Vec<Task>,
     tunables: &Tunables,
     source: &TunablesSource,
 ) {
@@ -154,7 +159,6 @@ async fn send_outbox(
         &mut engine.stats().submission,
     );
     let limits = sender.shrink.apply(sized);
-    let mut tasks = std::mem::take(&mut sender.outbox);
     tasks.sort_by_key(|t| priority_rank(t.priority));
     // Cluster: the epoch this member runs the engine under (0 without a cluster).
     let epoch = engine.epoch.load(Ordering::Relaxed);
@@ -167,7 +171,7 @@ async fn send_outbox(
             Ok(stream) => submit_turbo(stream, tasks, limits, &engine.batch_ids).await,
             Err(reason) => {
                 // Not even a stream: keep every task and try again after the backoff.
-                sender.outbox = tasks;
+                sender.outbox.extend(tasks.into_iter().map(Outgoing::whole));
                 engine.stats().submission.record_failed_loop();
                 engine.contact.set_reachable(false);
                 let delay = sender.backoff.failed();
@@ -291,7 +295,7 @@ async fn settle(
     } else if timed_out.is_some() && (retry.len() < count || oversized) {
         // Part of the loop got through, or the engine answered that a batch was too large: the
         // engine is up; resend at once, smaller.
-        sender.outbox.extend(retry);
+        sender.outbox.extend(retry.into_iter().map(Outgoing::whole));
     } else {
         engine.counters.retried.bump(retry.len() as u64);
         if sender.stream.as_ref().is_some_and(SubmitStream::is_closed) {
@@ -302,7 +306,7 @@ async fn settle(
         }
         let delay = sender.backoff.failed();
         tracing::warn!(target: "turbomon::supervisor", engine = %engine.name(), reason = failure.as_deref().unwrap_or(""), unacknowledged = retry.len(), retry_in = %humantime::format_duration(delay), "submission loop incomplete; unacknowledged tasks will be sent again");
-        sender.outbox.extend(retry);
+        sender.outbox.extend(retry.into_iter().map(Outgoing::whole));
     }
 }
 
@@ -337,11 +341,11 @@ fn record(engine: &EngineHandle, outcome: &SubmissionOutcome) {
 }
 
 /// Over the cap, shed low priority first, then normal, then high; the oldest first within each.
-fn shed_outbox(engine: &EngineHandle, outbox: &mut Vec<Task>) {
+fn shed_outbox(engine: &EngineHandle, outbox: &mut Vec<Outgoing>) {
     if outbox.len() <= MAX_OUTBOX_TASKS {
         return;
     }
-    let shed = shed_over(outbox, MAX_OUTBOX_TASKS);
+    let shed = shed_over(outbox, MAX_OUTBOX_TASKS, |t| t.priority_rank(&engine.plans));
     let total: usize = shed.iter().sum();
     engine.counters.shed.bump(total as u64);
     tracing::error!(target: "turbomon::supervisor", engine = %engine.name(), shed_high = shed[0], shed_normal = shed[1], shed_low = shed[2], "engine down too long: waiting tasks over the cap were shed, low priority first");
@@ -349,7 +353,11 @@ fn shed_outbox(engine: &EngineHandle, outbox: &mut Vec<Task>) {
 
 /// Drop tasks until `cap` remain, lowest priority first and oldest first within a priority.
 /// Returns how many were dropped per priority rank (high, normal, low).
-fn shed_over(outbox: &mut Vec<Task>, cap: usize) -> [usize; 3] {
+fn shed_over(
+    outbox: &mut Vec<Outgoing>,
+    cap: usize,
+    rank_of: impl Fn(&Outgoing) -> u8,
+) -> [usize; 3] {
     let mut excess = outbox.len().saturating_sub(cap);
     let mut shed = [0usize; 3];
     for rank in (0..=2u8).rev() {
@@ -357,7 +365,7 @@ fn shed_over(outbox: &mut Vec<Task>, cap: usize) -> [usize; 3] {
             break;
         }
         outbox.retain(|t| {
-            if excess > 0 && priority_rank(t.priority) == rank {
+            if excess > 0 && rank_of(t) == rank {
                 excess -= 1;
                 shed[usize::from(rank)] += 1;
                 false
@@ -376,10 +384,12 @@ mod tests {
 
     #[test]
     fn shedding_takes_low_priority_first_then_the_oldest() {
-        let task = |id: &str, priority: Priority| Task {
-            id: id.into(),
-            priority: priority as i32,
-            ..Task::default()
+        let task = |id: &str, priority: Priority| {
+            Outgoing::whole(Task {
+                id: id.into(),
+                priority: priority as i32,
+                ..Task::default()
+            })
         };
         let mut outbox = vec![
             task("h1", Priority::High),
@@ -388,9 +398,9 @@ mod tests {
             task("n2", Priority::Normal),
             task("l2", Priority::Low),
         ];
-        let shed = shed_over(&mut outbox, 2);
+        let shed = shed_over(&mut outbox, 2, |t| t.priority_rank(&[]));
         assert_eq!(shed, [0, 1, 2]);
-        let left: Vec<&str> = outbox.iter().map(|t| t.id.as_str()).collect();
+        let left: Vec<String> = build(outbox, &[]).into_iter().map(|t| t.id).collect();
         assert_eq!(left, vec!["h1", "n2"]);
     }
 }

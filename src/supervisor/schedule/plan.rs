@@ -51,18 +51,116 @@ impl PlannedRule {
     }
 }
 
-/// One (rule, node) of a relator, ready to be stamped with an instant. The rule is its
-/// relator's (its name and timeout read from there), the node name is shared by all its rules,
-/// and one check serves every node when the rule's check does not name the node: 32 bytes a
-/// (rule, node), so a relator of a million (rule, node)s costs little more than its node names.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskTemplate {
+/// One (rule, node) of a relator, ready to be stamped with an instant, borrowed from its
+/// relator's [`Templates`]. The rule is its relator's (its name and timeout read from there).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TaskTemplate<'a> {
     /// Index of its rule in the relator's [`RelatorPlan::rules`].
     pub rule: u32,
     /// Node name.
-    pub node: Arc<str>,
+    pub node: &'a Arc<str>,
     /// The check with `{node}` substituted.
-    pub check: Arc<proto::Check>,
+    pub check: &'a Arc<proto::Check>,
+}
+
+/// The checks of one rule on every node of its relator's group.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleChecks {
+    /// The check does not name the node: one check serves every node.
+    Shared(Arc<proto::Check>),
+    /// One check per node, in the group's order (equal neighbours share one).
+    PerNode(Vec<Arc<proto::Check>>),
+}
+
+/// Every (rule, node) of a relator: each of its rules on each node of its group, template `i`
+/// being rule `i / nodes` on node `i % nodes`. Kept as the node names (shared by all rules) and
+/// each rule's checks rather than one entry per (rule, node): a relator of 100 nodes and 10
+/// rules whose checks do not name the node holds 100 names and 10 pointers, not 1,000 entries
+/// of 32 bytes (32 MB at a million (rule, node)s).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Templates {
+    nodes: Vec<Arc<str>>,
+    rules: Vec<RuleChecks>,
+}
+
+impl Templates {
+    /// No rule yet on `nodes`.
+    pub fn new(nodes: Vec<Arc<str>>) -> Self {
+        Self {
+            nodes,
+            rules: Vec::new(),
+        }
+    }
+
+    /// Add the next rule, with its check on each node (in the nodes' order). One check equal
+    /// for every node is kept once.
+    pub fn push_rule(&mut self, checks: impl IntoIterator<Item = proto::Check>) {
+        let mut per_node: Vec<Arc<proto::Check>> = Vec::with_capacity(self.nodes.len());
+        for check in checks {
+            match per_node.last() {
+                Some(same) if **same == check => {
+                    let same = Arc::clone(same);
+                    per_node.push(same);
+                }
+                _ => per_node.push(Arc::new(check)),
+            }
+        }
+        let shared = per_node
+            .first()
+            .filter(|first| per_node.iter().all(|c| Arc::ptr_eq(c, first)))
+            .cloned();
+        self.rules.push(match shared {
+            Some(check) if per_node.len() == self.nodes.len() => RuleChecks::Shared(check),
+            _ => RuleChecks::PerNode(per_node),
+        });
+    }
+
+    /// How many (rule, node)s.
+    pub fn len(&self) -> usize {
+        self.nodes.len() * self.rules.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The node names of the templates (none without a rule).
+    pub fn nodes(&self) -> &[Arc<str>] {
+        if self.rules.is_empty() {
+            &[]
+        } else {
+            &self.nodes
+        }
+    }
+
+    /// Template `index`, if there is one.
+    pub fn get(&self, index: usize) -> Option<TaskTemplate<'_>> {
+        let count = self.nodes.len();
+        if count == 0 {
+            return None;
+        }
+        let (rule, n) = (index / count, index % count);
+        let check = match self.rules.get(rule)? {
+            RuleChecks::Shared(check) => check,
+            RuleChecks::PerNode(checks) => checks.get(n)?,
+        };
+        Some(TaskTemplate {
+            rule: u32::try_from(rule).ok()?,
+            node: &self.nodes[n],
+            check,
+        })
+    }
+
+    /// The node name of template `index`.
+    fn node(&self, index: usize) -> &Arc<str> {
+        &self.nodes[index % self.nodes.len()]
+    }
+
+    /// Every template, in order.
+    pub fn iter(&self) -> impl Iterator<Item = TaskTemplate<'_>> {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
 }
 
 /// A relator ready to fire.
@@ -99,7 +197,7 @@ pub struct RelatorPlan {
     /// The rules it checks (to expand chained runs on any node).
     pub rules: Vec<PlannedRule>,
     /// One template per (rule, node) of its group.
-    pub templates: Vec<TaskTemplate>,
+    pub templates: Templates,
     /// The supervisor's `supervisor_id`, stamped on every task.
     pub supervisor_id: String,
 }
@@ -119,10 +217,10 @@ impl RelatorPlan {
         self.templates
             .iter()
             .map(|t| {
-                let offset = splay_offset(&self.name, &t.node, self.start_window, self.randomize);
+                let offset = splay_offset(&self.name, t.node, self.start_window, self.randomize);
                 DueTask {
                     due_after_firing: offset,
-                    task: self.task(t, fired + offset),
+                    task: self.task(&t, fired + offset),
                 }
             })
             .collect()
@@ -133,7 +231,7 @@ impl RelatorPlan {
     pub(crate) fn offset_of(&self, index: usize) -> Duration {
         splay_offset(
             &self.name,
-            &self.templates[index].node,
+            self.templates.node(index),
             self.start_window,
             self.randomize,
         )
@@ -151,7 +249,11 @@ impl RelatorPlan {
 
     /// The task of template `index` for the firing at `fired` (due at `fired` plus its offset).
     pub(crate) fn task_of(&self, index: usize, fired: SystemTime) -> Task {
-        self.task(&self.templates[index], fired + self.offset_of(index))
+        let template = self
+            .templates
+            .get(index)
+            .expect("a template index comes from the relator's start order");
+        self.task(&template, fired + self.offset_of(index))
     }
 
     /// The tasks of a chained run on `node` (due now).
@@ -197,9 +299,9 @@ impl RelatorPlan {
         })
     }
 
-    fn task(&self, t: &TaskTemplate, scheduled: SystemTime) -> Task {
+    fn task(&self, t: &TaskTemplate<'_>, scheduled: SystemTime) -> Task {
         let rule = &self.rules[t.rule as usize].config;
-        self.task_on(rule, &t.node, proto::Check::clone(&t.check), scheduled)
+        self.task_on(rule, t.node, proto::Check::clone(t.check), scheduled)
     }
 
     /// The first attempt of `rule`'s `check` on `node`, scheduled at `scheduled`.
@@ -284,8 +386,8 @@ pub fn plan_relators(config: &SupervisorConfig) -> Result<Vec<RelatorPlan>, Plan
             let group = groups
                 .get(relator.group.as_str())
                 .ok_or_else(|| error(format!("group `{}` is not defined", relator.group)))?;
-            let mut templates = Vec::with_capacity(relator.rules.len() * group.nodes.len());
-            let nodes: Vec<Arc<str>> = group.nodes.iter().map(|n| Arc::from(n.as_str())).collect();
+            let mut templates =
+                Templates::new(group.nodes.iter().map(|n| Arc::from(n.as_str())).collect());
             let mut relator_rules = Vec::with_capacity(relator.rules.len());
             for rule_name in &relator.rules {
                 let config = rules
@@ -297,22 +399,16 @@ pub fn plan_relators(config: &SupervisorConfig) -> Result<Vec<RelatorPlan>, Plan
                         .entry(config.name.as_str())
                         .or_insert(PlannedRule::load(config).map_err(&error)?),
                 };
-                let index = u32::try_from(relator_rules.len())
+                u32::try_from(relator_rules.len())
                     .map_err(|_| error("more than 2^32 rules".to_string()))?;
                 relator_rules.push(rule.clone());
-                let mut shared: Option<Arc<proto::Check>> = None;
-                for node in &nodes {
-                    let check = check_for(rule, node).map_err(&error)?;
-                    let check = match &shared {
-                        Some(same) if **same == check => Arc::clone(same),
-                        _ => Arc::clone(shared.insert(Arc::new(check))),
-                    };
-                    templates.push(TaskTemplate {
-                        rule: index,
-                        node: Arc::clone(node),
-                        check,
-                    });
-                }
+                let checks = templates
+                    .nodes
+                    .iter()
+                    .map(|node| check_for(rule, node))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(&error)?;
+                templates.push_rule(checks);
             }
             let targets = |names: &[String]| {
                 names
@@ -370,7 +466,7 @@ pub fn plan_relators(config: &SupervisorConfig) -> Result<Vec<RelatorPlan>, Plan
 pub(crate) fn watches(plans: &[RelatorPlan]) -> Vec<Watch<'_>> {
     let mut nodes: Vec<HashSet<&str>> = plans
         .iter()
-        .map(|p| p.templates.iter().map(|t| &*t.node).collect())
+        .map(|p| p.templates.nodes().iter().map(|n| &**n).collect())
         .collect();
     // Nodes flow along the chains until nothing grows (at most one round per relator, even if
     // an unvalidated configuration loops).
@@ -486,6 +582,39 @@ mod tests {
     }
 
     #[test]
+    fn a_check_that_does_not_name_the_node_is_kept_once_and_each_task_gets_its_own() {
+        let mut config = config();
+        config.rules.push(RuleConfig::sim(
+            "sim",
+            Duration::from_millis(10),
+            SimOutcome::Ok,
+            1.0,
+        ));
+        config.relators[0].rules.push("sim".into());
+        let plans = plan_relators(&config).expect("plans");
+        let plan = &plans[0];
+        assert!(matches!(plan.templates.rules[0], RuleChecks::PerNode(_)));
+        assert!(matches!(plan.templates.rules[2], RuleChecks::Shared(_)));
+        assert_eq!(plan.templates.len(), 9);
+        // Every task carries the check its rule gives its node, whichever way it is kept.
+        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
+        let tasks = plan.tasks_at(at);
+        assert_eq!(tasks.len(), 9);
+        for (i, due) in tasks.iter().enumerate() {
+            let rule = &plan.rules[i / 3];
+            assert_eq!(due.task.rule, rule.config.name);
+            assert_eq!(due.task.node, ["a", "b", "c"][i % 3]);
+            let check = check_for(rule, &due.task.node).expect("check");
+            assert_eq!(due.task.check.as_ref(), Some(&check));
+            assert_eq!(
+                plan.task_of(i, at),
+                due.task,
+                "task_of builds the same task"
+            );
+        }
+    }
+
+    #[test]
     fn a_firing_expands_to_one_task_per_rule_and_node() {
         let plans = plan_relators(&config()).expect("plans");
         let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
@@ -509,16 +638,24 @@ mod tests {
     fn a_template_is_its_rule_number_a_shared_node_and_a_check() {
         let plans = plan_relators(&config()).expect("plans");
         let templates = &plans[0].templates;
-        assert!(std::mem::size_of::<TaskTemplate>() <= 32);
+        assert_eq!(templates.len(), 6);
         assert_eq!(
             templates.iter().map(|t| t.rule).collect::<Vec<_>>(),
             [0, 0, 0, 1, 1, 1]
         );
+        assert_eq!(
+            templates.iter().map(|t| &**t.node).collect::<Vec<_>>(),
+            ["a", "b", "c", "a", "b", "c"]
+        );
+        assert!(templates.get(6).is_none());
         // One node name for all its rules; both rules name the node (a tcp check's host is
         // the node by default), so each node has its own check.
-        assert!(Arc::ptr_eq(&templates[0].node, &templates[3].node));
-        assert!(!Arc::ptr_eq(&templates[0].check, &templates[1].check));
-        assert!(!Arc::ptr_eq(&templates[3].check, &templates[4].check));
+        let (first, fourth) = (templates.get(0).expect("0"), templates.get(3).expect("3"));
+        assert!(Arc::ptr_eq(first.node, fourth.node));
+        let second = templates.get(1).expect("1");
+        assert!(!Arc::ptr_eq(first.check, second.check));
+        let fifth = templates.get(4).expect("4");
+        assert!(!Arc::ptr_eq(fourth.check, fifth.check));
         let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
         let task = plans[0].task_of(3, at);
         assert_eq!((task.rule.as_str(), task.node.as_str()), ("health", "a"));

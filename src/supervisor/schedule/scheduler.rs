@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::anchor::{Firing, decide_start, firing_index, firing_instant};
-use super::plan::{RelatorPlan, priority_rank, unix_ms};
+use super::outgoing::Outgoing;
+use super::plan::{RelatorPlan, unix_ms};
 use super::splay::Timeline;
 use crate::config::CatchUp;
 use crate::proto::Task;
@@ -63,7 +64,7 @@ pub(crate) struct EngineOutlet {
     /// Its name (for logs).
     pub(crate) name: String,
     /// Where its due tasks go.
-    pub(crate) due: mpsc::UnboundedSender<Vec<Task>>,
+    pub(crate) due: mpsc::UnboundedSender<Vec<Outgoing>>,
     /// Its counters (firings missed, caught up, failovers).
     pub(crate) counters: Arc<DeliveryCounters>,
     /// Engine index taking its new tasks while it is unreachable.
@@ -320,7 +321,7 @@ impl Scheduler {
                 node,
             } => {
                 let tasks = self.plans[relator].chained_tasks(&node, state.wall(Instant::now()));
-                self.send(&state.running, engine, tasks);
+                self.send(&state.running, engine, whole(tasks));
             }
             ScheduleEvent::EngineDown(engine) => {
                 state.routes.reachable[engine] = false;
@@ -433,7 +434,7 @@ impl Scheduler {
                         .collect(),
                 };
                 if k == 0 {
-                    self.send(&state.running, target, tasks);
+                    self.send(&state.running, target, whole(tasks));
                 } else {
                     let due = now + state.replay_spacing * u32::try_from(k).unwrap_or(u32::MAX);
                     for task in tasks {
@@ -487,11 +488,11 @@ impl Scheduler {
             return;
         }
         let horizon = now + self.batch_window;
-        let mut due: HashMap<usize, Vec<Task>> = HashMap::new();
+        let mut due: HashMap<usize, Vec<Outgoing>> = HashMap::new();
         for (engine, task) in state.timeline.take_before(horizon) {
             // A task queued for an engine that has since failed over goes to the backup.
             let target = state.routes.target(engine, &self.engines).unwrap_or(engine);
-            due.entry(target).or_default().push(task);
+            due.entry(target).or_default().push(Outgoing::whole(task));
         }
         for mut cursor in state.firings.take_before(horizon) {
             let plan = &self.plans[cursor.relator];
@@ -502,11 +503,11 @@ impl Scheduler {
                 .unwrap_or(cursor.engine);
             let tasks = due.entry(target).or_default();
             while let Some(&template) = order.get(cursor.next) {
-                let template = template as usize;
-                if cursor.at + plan.offset_of(template) >= horizon {
+                if cursor.at + plan.offset_of(template as usize) >= horizon {
                     break;
                 }
-                tasks.push(plan.task_of(template, cursor.fired));
+                // Built whole only when its submission loop sends it.
+                tasks.push(Outgoing::planned(cursor.relator, template, cursor.fired));
                 cursor.next += 1;
             }
             if let Some(&template) = order.get(cursor.next) {
@@ -520,7 +521,7 @@ impl Scheduler {
     }
 
     /// Hand `tasks` to `engine`'s submission loop, unless another cluster member runs it.
-    fn send(&self, running: &[bool], engine: usize, mut tasks: Vec<Task>) {
+    fn send(&self, running: &[bool], engine: usize, mut tasks: Vec<Outgoing>) {
         if tasks.is_empty() {
             return;
         }
@@ -531,7 +532,7 @@ impl Scheduler {
                 .bump(tasks.len() as u64);
             return;
         }
-        tasks.sort_by_key(|t| priority_rank(t.priority));
+        tasks.sort_by_key(|t| t.priority_rank(&self.plans));
         let _ = self.engines[engine].due.send(tasks);
     }
 
@@ -570,6 +571,11 @@ impl Scheduler {
     }
 }
 
+/// Whole tasks, to hand out.
+fn whole(tasks: Vec<Task>) -> Vec<Outgoing> {
+    tasks.into_iter().map(Outgoing::whole).collect()
+}
+
 fn remember_missed(missed: &mut Vec<SystemTime>, fired: SystemTime, counters: &DeliveryCounters) {
     counters.missed_firings.bump(1);
     if missed.len() >= MAX_MISSED_FIRINGS {
@@ -586,6 +592,7 @@ mod tests {
 
     use super::*;
     use crate::config::SupervisorConfig;
+    use crate::supervisor::schedule::outgoing::build;
     use crate::supervisor::schedule::plan::plan_relators;
 
     /// A whole ten seconds: firings of a 10 s relator fall on it.
@@ -630,8 +637,9 @@ mod tests {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
         let counters = Arc::new(DeliveryCounters::default());
+        let plans = plans();
         let scheduler = Scheduler {
-            plans: plans(),
+            plans: Arc::clone(&plans),
             plan_engine: vec![0],
             engines: vec![EngineOutlet {
                 name: "e".into(),
@@ -654,6 +662,7 @@ mod tests {
         let mut sent = Vec::new();
         while let Ok(Some(tasks)) = tokio::time::timeout_at(started + limit, due_rx.recv()).await {
             let at = started.elapsed();
+            let tasks = build(tasks, &plans);
             sent.extend(tasks.into_iter().map(|task| (at, task)));
         }
         stop_tx.send_replace(true);
@@ -765,8 +774,9 @@ mod tests {
         let (stop_tx, stop_rx) = watch::channel(false);
         let counters = Arc::new(DeliveryCounters::default());
         let start_wall = UNIX_EPOCH + Duration::from_millis(T0_MS + 1_000);
+        let plans = plans();
         let scheduler = Scheduler {
-            plans: plans(),
+            plans: Arc::clone(&plans),
             plan_engine: vec![0],
             engines: vec![EngineOutlet {
                 name: "e".into(),
@@ -805,7 +815,7 @@ mod tests {
         while let Ok(Some(tasks)) =
             tokio::time::timeout_at(taken_at + Duration::from_secs(15), due_rx.recv()).await
         {
-            sent.extend(tasks);
+            sent.extend(build(tasks, &plans));
         }
         let firing_20: Vec<&Task> = sent
             .iter()
