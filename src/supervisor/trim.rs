@@ -41,12 +41,13 @@ pub(crate) fn trim() -> bool {
     false
 }
 
-#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+#[cfg(test)]
 mod tests {
-    use super::*;
-
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[test]
     fn memory_freed_between_live_blocks_is_handed_back() {
+        use super::trim;
+
         // 32 MB in small blocks (below the mmap threshold), all freed but every 64th: the free
         // space lies between live blocks, where only a trim returns it.
         let mut blocks: Vec<Vec<u8>> = (0..32_768).map(|i| vec![i as u8; 1024]).collect();
