@@ -185,9 +185,9 @@ impl TryFrom<Option<proto::Check>> for Check {
 /// the program's combined stdout and stderr: its message and performance data come from them
 /// (at most [`perfdata::MAX_PERFDATA_ITEMS`] items).
 ///
-/// The tcp, exec and http checks run boxed: their futures take several KB (the http client's
-/// most), and the engine spawns one future per check, so an unboxed `run` made every check,
-/// a simulated one too, allocate and copy that much.
+/// The tcp, exec and http checks run boxed: inline, they made `run`'s future 7,456 bytes, and
+/// the engine spawns one future per check, so every check, a simulated one too, allocated and
+/// copied that much.
 pub async fn run(check: &Check, timeout: Duration, output_limit_bytes: usize) -> CheckResult {
     match check {
         Check::Tcp {

@@ -1,8 +1,7 @@
 //! The map of the tasks an engine holds, by id. Each key keeps the hash of its id, computed once
 //! with a per-map random seed (foldhash): growing the map moves keys without reading and hashing
-//! every id again (that rehash of 131,072 ids took as long as admitting thousands of tasks), and a
-//! probe compares hashes before it compares ids. Seeded, so that ids cannot be chosen to collide
-//! in advance.
+//! every id again (13 % of admission's CPU in a profile of `bench`), and a probe compares hashes
+//! before it compares ids. Seeded, so that ids cannot be chosen to collide in advance.
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
