@@ -93,37 +93,13 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
-    use crate::config::SupervisorConfig;
+    use crate::config::Priority;
     use crate::supervisor::schedule::plan::plan_relators;
 
+    /// The plans of `plan`'s test configuration, its relator at high priority.
     fn plans() -> Vec<RelatorPlan> {
-        let config: SupervisorConfig = toml::from_str(
-            r#"
-            supervisor_id = "s"
-            [[engines]]
-            name = "e"
-            address = "127.0.0.1:1"
-            [[groups]]
-            name = "g"
-            engine = "e"
-            nodes = ["a", "b", "c"]
-            [[rules]]
-            name = "port"
-            kind = "tcp"
-            port = 443
-            [[rules]]
-            name = "u"
-            kind = "sim"
-            [[relators]]
-            name = "r"
-            group = "g"
-            rules = ["port", "u"]
-            interval = "10s"
-            priority = "high"
-            randomize = 50
-            "#,
-        )
-        .expect("test config parses");
+        let mut config = crate::supervisor::schedule::plan::tests::config();
+        config.relators[0].priority = Priority::High;
         plan_relators(&config).expect("plans")
     }
 

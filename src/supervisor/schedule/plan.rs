@@ -550,10 +550,12 @@ pub fn check_for(planned: &PlannedRule, node: &str) -> Result<proto::Check, Stri
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn config() -> SupervisorConfig {
+    /// One relator `r` over nodes a, b and c with two rules checked per node (`port`, tcp 443,
+    /// and `health`, http): six templates.
+    pub(crate) fn config() -> SupervisorConfig {
         toml::from_str(
             r#"
             [[engines]]
