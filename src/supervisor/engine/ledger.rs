@@ -15,7 +15,8 @@
 //! not make the task count twice. A failed task whose next attempt is scheduled is remembered
 //! the same way until that attempt is acknowledged, so that a later reconciliation that lists
 //! the failed attempt again (the engine holds it until the retry replaces it) neither adopts it
-//! nor schedules a second copy of the same retry, which would run again once the first copy's result is released.
+//! nor schedules a second copy of the same retry, which would run again once the first copy's
+//! result is released.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
